@@ -1,0 +1,158 @@
+"""Layers as TVM's operator fusion forms them.
+
+A *layer* is one binding of ``main`` after TVM's CPU legalization and fusion
+(``LegalizeOps, AnnotateTIROpPattern, FoldConstant, FuseOps, FuseTIR`` — the
+front half of ``relax.get_default_pipeline(Target("llvm"))``), so conv + bias +
+relu is one layer and the tensors fusion removes are never counted.
+This module runs those passes on a copy; it never changes the caller's module.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import tvm
+from tvm import relax, tirx
+from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
+
+from .tir_stats import KernelStats, kernel_stats
+
+_CALL_TIR = tvm.ir.Op.get("relax.call_tir")
+
+
+def default_target():
+    """The llvm target every analysis uses unless told otherwise."""
+    return tvm.target.Target("llvm")
+
+
+@dataclass(frozen=True)
+class FusedModules:
+    """The module after ``FuseOps`` (names, op groups) and after ``FuseTIR`` (kernels)."""
+
+    grouped: tvm.IRModule
+    kernels: tvm.IRModule
+    target: tvm.target.Target
+
+
+def fuse(mod: tvm.IRModule, target=None) -> FusedModules:
+    """Legalize and fuse ``mod`` exactly as TVM's llvm default pipeline does."""
+    target = target or default_target()
+    passes = cpu_pipeline.library_dispatch_passes(target) + cpu_pipeline.legalize_passes(target)
+    fuse_tir = passes.pop()  # FuseTIR: keep the grouped module to read names from
+    assert fuse_tir.info.name == "FuseTIR", fuse_tir.info.name
+    with target:
+        grouped = tvm.transform.Sequential(passes)(mod)
+        kernels = fuse_tir(grouped)
+    return FusedModules(grouped, kernels, target)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One binding of the fused ``main``: a kernel call, or a free alias (tuple access).
+
+    ``args`` are the Relax values read (constants excluded), ``value`` the var bound.
+    """
+
+    var: relax.Var
+    name: str
+    op: str
+    args: tuple
+    kernel: str | None
+    stats: KernelStats | None
+    is_view: bool
+    alias_of: object | None  # for TupleGetItem / Tuple / Var bindings
+    tuple_index: int | None
+
+
+_DIGITS = re.compile(r"\d+$")
+_AUTO_NAME = re.compile(r"^(lv|gv)\d*$")  # names TVM invents for bindings
+
+
+def _op_name(gv_name: str) -> str:
+    return _DIGITS.sub("", gv_name)
+
+
+def _inner_calls(func: relax.Function) -> tuple[list[str], str | None]:
+    """Op names of a fused group, and the name of its first (anchor) binding.
+
+    FuseOps renames the group's output ``gv``; inner bindings keep the names the
+    model gave them, so the layer is named after its first binding with a real
+    name (e.g. the ONNX output of conv+bias), not after TVM's ``lv``/``gv``.
+    """
+    ops, first_name = [], None
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            if first_name is None and not _AUTO_NAME.match(binding.var.name):
+                first_name = binding.var.name
+            value = binding.value
+            if isinstance(value, relax.Call) and value.op.same_as(_CALL_TIR):
+                ops.append(_op_name(value.args[0].name_hint))
+    return ops, first_name
+
+
+def _group_names(grouped_main, grouped_mod) -> list[tuple[str, str]]:
+    """(layer name, op) of every kernel call in the grouped ``main``, in order."""
+    out = []
+    for block in grouped_main.body.blocks:
+        for binding in block.bindings:
+            value = binding.value
+            if not isinstance(value, relax.Call):
+                continue
+            if value.op.same_as(_CALL_TIR):
+                out.append((binding.var.name, _op_name(value.args[0].name_hint)))
+            elif isinstance(value.op, tvm.ir.GlobalVar):
+                callee = grouped_mod[value.op]
+                if isinstance(callee, relax.Function):
+                    ops, anchor_name = _inner_calls(callee)
+                    out.append((anchor_name or binding.var.name, "+".join(ops)))
+    return out
+
+
+def steps_of(fused: FusedModules) -> list[Step]:
+    """The schedule: ``main``'s bindings in execution order, with kernel facts.
+
+    Kernels and their order come from the FuseTIR module; layer names and op
+    groups from the FuseOps module (FuseTIR drops trivial aliases, so the two are
+    matched call by call, not binding by binding).
+    """
+    kernel_main = fused.kernels["main"]
+    k_bindings = [b for blk in kernel_main.body.blocks for b in blk.bindings]
+    names = _group_names(fused.grouped["main"], fused.grouped)
+    n_calls = sum(1 for b in k_bindings
+                  if isinstance(b.value, relax.Call) and b.value.op.same_as(_CALL_TIR))
+    if len(names) != n_calls:  # never seen; keep going with TVM's own names
+        names = []
+    names_iter = iter(names)
+    stats_cache: dict[str, KernelStats] = {}
+    steps = []
+    for kb in k_bindings:
+        value = kb.value
+        if isinstance(value, relax.Call) and value.op.same_as(_CALL_TIR):
+            gv = value.args[0]
+            prim = fused.kernels[gv]
+            if gv.name_hint not in stats_cache:
+                stats_cache[gv.name_hint] = kernel_stats(prim)
+            name, op = next(names_iter, (kb.var.name, _op_name(gv.name_hint)))
+            args = tuple(a for a in value.args[1].fields
+                         if not isinstance(a, tvm.ir.expr.Constant))
+            is_view = bool(relax.analysis.has_reshape_pattern(prim)) and len(args) == 1
+            steps.append(Step(kb.var, name, op, args, gv.name_hint,
+                              stats_cache[gv.name_hint], is_view, None, None))
+        elif isinstance(value, relax.TupleGetItem):
+            steps.append(Step(kb.var, kb.var.name, "tuple_get_item", (value.tuple_value,), None,
+                              None, True, value.tuple_value, int(value.index)))
+        elif isinstance(value, (relax.Tuple, relax.Var)):
+            fields = tuple(value.fields) if isinstance(value, relax.Tuple) else (value,)
+            steps.append(Step(kb.var, kb.var.name, "tuple" if isinstance(value, relax.Tuple)
+                              else "alias", fields, None, None, True, value, None))
+        else:
+            op = value.op.name if isinstance(value, relax.Call) and hasattr(value.op, "name") \
+                else type(value).__name__
+            raise NotImplementedError(f"cannot profile binding {kb.var.name} = {op}")
+    return steps
+
+
+def is_prim_func(func) -> bool:
+    """True for TIR PrimFuncs (kernels) in an IRModule."""
+    return isinstance(func, tirx.PrimFunc)

@@ -1,0 +1,307 @@
+"""Activation memory profile: schedule, lifetimes, live bytes per layer, peak, MACs.
+
+Definitions (``shared/docs/design.md`` §2): a tensor is live from the layer that
+produces it (network inputs: from the first layer) up to and including its last
+consumer; the network outputs stay live to the end. Inputs and output of the
+executing layer both count. Weights and constants are not activations. Views
+(reshapes that TVM turns into ``R.memory.view``) share their source's storage and
+are counted once. A layer is a fused operator group (see :mod:`.fusion`).
+
+The profile is pure analysis: it lowers a *copy* of the module and never rewrites
+the caller's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from .fusion import FusedModules, Step, fuse, steps_of
+from .tvm_allocation import TVMAllocation, tvm_allocation
+
+#: Activation views: ``None`` keeps each tensor's own dtype; ``"int8"`` counts one
+#: byte per element, the view used for accelerator reasoning.
+ACTIVATION_DTYPES = ("float32", "int8")
+
+
+@dataclass(frozen=True)
+class TensorLife:
+    """One activation tensor and its lifetime over the schedule (layer indices)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    bytes: int
+    producer: int  # layer index; -1 for a network input
+    producer_name: str
+    first: int
+    last: int
+    is_input: bool = False
+    is_output: bool = False
+    view_of: str | None = None  # storage shared with this tensor (bytes counted there)
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    """One fused layer of the schedule."""
+
+    index: int
+    name: str
+    op: str
+    shape: tuple[int, ...]
+    output_bytes: int
+    live_bytes: int
+    macs: int
+    scratch_bytes: int
+    inputs: tuple[str, ...]
+    is_view: bool = False
+
+
+@dataclass(frozen=True)
+class MemoryProfile:
+    """Per-layer activation memory of a module, and what TVM really allocates for it.
+
+    Attributes
+    ----------
+    peak_bytes
+        Maximum over layers of live activation bytes (the seed paper's "active memory").
+    macs
+        Multiply-accumulates per image (conv and dense only).
+    layers
+        One :class:`LayerRow` per fused layer, in schedule order.
+    tvm
+        Stock TVM's allocation for the same module with operator fusion
+        (``None`` for the int8 view, which TVM does not execute).
+    """
+
+    model: str
+    activation_dtype: str
+    layers: tuple[LayerRow, ...]
+    tensors: tuple[TensorLife, ...]
+    peak_bytes: int
+    peak_step: int
+    macs: int
+    input_bytes: int
+    output_bytes: int
+    tvm: TVMAllocation | None = field(default=None, compare=False)
+
+    @property
+    def peak_layer(self) -> LayerRow:
+        """The layer executing when live memory peaks (the first such, on ties)."""
+        return self.layers[self.peak_step]
+
+    @property
+    def live_bytes(self) -> tuple[int, ...]:
+        """Live activation bytes at every step."""
+        return tuple(row.live_bytes for row in self.layers)
+
+    @property
+    def tvm_allocated_bytes(self) -> int | None:
+        """Planned storage + output + the largest kernel scratch, as stock TVM builds it."""
+        return self.tvm.total_bytes if self.tvm is not None else None
+
+    def live_at(self, step: int) -> list[TensorLife]:
+        """Tensors holding their own storage at ``step``, largest first."""
+        live = [t for t in self.tensors if t.view_of is None and t.first <= step <= t.last]
+        return sorted(live, key=lambda t: (-t.bytes, t.name))
+
+    def live_at_peak(self) -> list[TensorLife]:
+        """Tensors live at the peak, largest first."""
+        return self.live_at(self.peak_step)
+
+    def top_layers(self, k: int = 5) -> list[LayerRow]:
+        """The ``k`` layers with most live bytes, highest first."""
+        return sorted(self.layers, key=lambda r: (-r.live_bytes, r.index))[:k]
+
+    def to_dict(self) -> dict:
+        """JSON-ready report; ``peak_bytes`` and ``macs`` are contract keys."""
+        peak = self.peak_layer
+        return {
+            "model": self.model,
+            "activation_dtype": self.activation_dtype,
+            "peak_bytes": self.peak_bytes,
+            "macs": self.macs,
+            "peak_step": self.peak_step,
+            "peak_layer": peak.name,
+            "peak_op": peak.op,
+            "input_bytes": self.input_bytes,
+            "output_bytes": self.output_bytes,
+            "num_layers": len(self.layers),
+            "tvm_allocated_bytes": self.tvm_allocated_bytes,
+            "tvm_allocation": self.tvm.to_dict() if self.tvm is not None else None,
+            "live_at_peak": [
+                {"name": t.name, "bytes": t.bytes, "shape": list(t.shape),
+                 "producer": t.producer_name}
+                for t in self.live_at_peak()
+            ],
+            "layers": [
+                {"index": r.index, "name": r.name, "op": r.op, "shape": list(r.shape),
+                 "output_bytes": r.output_bytes, "live_bytes": r.live_bytes,
+                 "live_pct_of_peak": round(100.0 * r.live_bytes / max(self.peak_bytes, 1), 2),
+                 "macs": r.macs, "scratch_bytes": r.scratch_bytes, "inputs": list(r.inputs)}
+                for r in self.layers
+            ],
+        }
+
+
+def _tensor_type_facts(ty) -> tuple[tuple[int, ...], str, int, int]:
+    shape = tuple(int(d) for d in ty.shape.values)
+    dtype = str(ty.dtype)
+    itemsize = (tvm.DataType(dtype).bits + 7) // 8
+    return shape, dtype, int(np.prod(shape)) if shape else 1, itemsize
+
+
+def profile(
+    mod: tvm.IRModule,
+    *,
+    activation_dtype: str | None = None,
+    model: str = "model",
+    target=None,
+    with_tvm: bool = True,
+    fused: FusedModules | None = None,
+) -> MemoryProfile:
+    """Profile the activation memory of ``mod``'s ``main`` layer by layer.
+
+    Parameters
+    ----------
+    mod
+        A Relax IRModule with static shapes (e.g. from :func:`tvm_memflat.frontend.load_model`).
+    activation_dtype
+        ``None``/``"float32"``: each tensor's own dtype. ``"int8"``: one byte per element.
+    model
+        Name used in reports.
+    target
+        Target whose fusion defines the layers (default: llvm).
+    with_tvm
+        Also work out what stock TVM allocates (``MemoryProfile.tvm``).
+    fused
+        Reuse an already fused module (saves lowering twice).
+    """
+    if activation_dtype not in (None, *ACTIVATION_DTYPES):
+        raise ValueError(f"activation_dtype must be one of {ACTIVATION_DTYPES}")
+    fused = fused or fuse(mod, target)
+    steps = steps_of(fused)
+    layers, tensors = _lifetimes(fused.kernels["main"], steps, activation_dtype == "int8")
+    live = [0] * len(layers)
+    for t in tensors:
+        if t.view_of is None:
+            for i in range(t.first, t.last + 1):
+                live[i] += t.bytes
+    if not layers:
+        raise ValueError("main has no operators to profile")
+    peak_step = int(np.argmax(live))
+    rows = tuple(
+        LayerRow(r.index, r.name, r.op, r.shape, r.output_bytes, live[r.index], r.macs,
+                 r.scratch_bytes, r.inputs, r.is_view)
+        for r in layers
+    )
+    tvm_alloc = None
+    if with_tvm and activation_dtype != "int8":
+        tvm_alloc = tvm_allocation(fused)
+    return MemoryProfile(
+        model=model,
+        activation_dtype=activation_dtype or "native",
+        layers=rows,
+        tensors=tuple(tensors),
+        peak_bytes=live[peak_step],
+        peak_step=peak_step,
+        macs=sum(r.macs for r in rows),
+        input_bytes=sum(t.bytes for t in tensors if t.is_input),
+        output_bytes=sum(t.bytes for t in tensors if t.is_output and t.view_of is None),
+        tvm=tvm_alloc,
+    )
+
+
+@dataclass
+class _Tensor:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    bytes: int
+    producer: int
+    producer_name: str
+    root: int  # index of the tensor owning the storage (itself unless a view)
+    is_input: bool = False
+    is_output: bool = False
+    last: int = -1
+
+
+def _lifetimes(main: relax.Function, steps: list[Step], one_byte: bool):
+    tensors: list[_Tensor] = []
+    values: dict = {}  # relax var -> tensor index, or tuple of those (nested)
+
+    def new_tensor(name, ty, producer, producer_name, root=None, **kw) -> int:
+        shape, dtype, elems, itemsize = _tensor_type_facts(ty)
+        nbytes = elems * (1 if one_byte else itemsize)
+        idx = len(tensors)
+        tensors.append(_Tensor(name, shape, dtype, nbytes, producer, producer_name,
+                               idx if root is None else root, **kw))
+        return idx
+
+    def make(name, ty, producer, producer_name):
+        if isinstance(ty, relax.TupleType):
+            return tuple(make(f"{name}.{i}", f, producer, producer_name)
+                         for i, f in enumerate(ty.fields))
+        return new_tensor(name, ty, producer, producer_name)
+
+    def flat(struct):
+        if isinstance(struct, tuple):
+            for s in struct:
+                yield from flat(s)
+        elif struct is not None:
+            yield struct
+
+    def use(expr, step):
+        for idx in flat(values.get(expr)):
+            root = tensors[idx].root
+            tensors[root].last = max(tensors[root].last, step)
+
+    for param in main.params:
+        if isinstance(param.ty, relax.TensorType):
+            values[param] = new_tensor(param.name, param.ty, -1, "(input)", is_input=True)
+            tensors[values[param]].last = 0
+
+    layers = []
+    for step in steps:
+        if step.kernel is None:  # tuple plumbing: no kernel, no storage
+            if step.tuple_index is not None:
+                values[step.var] = values.get(step.alias_of, ())[step.tuple_index]
+            elif step.op == "tuple":
+                values[step.var] = tuple(values.get(a) for a in step.args)
+            else:
+                values[step.var] = values.get(step.alias_of)
+            continue
+        index = len(layers)
+        for arg in step.args:
+            use(arg, index)
+        if step.is_view:
+            src = next(flat(values.get(step.args[0])), None)
+            root = tensors[src].root if src is not None else None
+            values[step.var] = new_tensor(step.name, step.var.ty, index, step.name, root=root)
+        else:
+            values[step.var] = make(step.name, step.var.ty, index, step.name)
+        out_ids = list(flat(values[step.var]))
+        for idx in out_ids:
+            root = tensors[idx].root
+            tensors[root].last = max(tensors[root].last, index)
+        shape = tensors[out_ids[0]].shape if len(out_ids) == 1 else ()
+        out_bytes = 0 if step.is_view else sum(tensors[i].bytes for i in out_ids)
+        inputs = tuple(tensors[i].name for a in step.args for i in flat(values.get(a)))
+        layers.append(LayerRow(index, step.name, step.op, shape, out_bytes, 0, step.stats.macs,
+                               step.stats.scratch_bytes, inputs, step.is_view))
+
+    n = len(layers)
+    for idx in flat(values.get(main.body.body)):
+        root = tensors[idx].root
+        tensors[root].is_output = tensors[idx].is_output = True
+        tensors[root].last = n - 1
+    lives = []
+    for i, t in enumerate(tensors):
+        first = max(t.producer, 0)
+        view_of = tensors[t.root].name if t.root != i else None
+        lives.append(TensorLife(t.name, t.shape, t.dtype, t.bytes, t.producer, t.producer_name,
+                                first, max(t.last, first), t.is_input, t.is_output, view_of))
+    return layers, lives

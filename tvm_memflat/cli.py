@@ -1,0 +1,177 @@
+"""The ``memflat`` command line.
+
+Bad input (missing file, not ONNX, dynamic shapes without ``--input-shape``,
+unknown spec key, bad output path) prints one line on stderr and exits with
+status 2, before any output file is written. Set ``MEMFLAT_DEBUG=1`` to get
+tracebacks for unexpected internal errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from .errors import MemflatError
+
+PLOT_SUFFIXES = (".png", ".svg")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line with status 2."""
+
+    def error(self, message):  # noqa: D102 - argparse hook
+        self.exit(2, f"memflat: error: {message} (see memflat {self.prog.split()[-1]} --help)\n")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL",
+                   help="an .onnx file or a zoo name (vgg16, squeezenet1_1, mobilenet_v2, "
+                        "resnet18, inception_v3)")
+    p.add_argument("--spec", metavar="SPEC",
+                   help="accelerator spec: a TOML path or a name in configs/ "
+                        "(vta_like, mcu_256k, edge_npu_1m)")
+    p.add_argument("--input-shape", metavar="NAME=1x3x224x224", action="append", default=[],
+                   help="static shape for an input with symbolic dims (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="memflat", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = sub.add_parser("profile", help="per-layer activation memory, peak, MACs, TVM allocation")
+    _add_model_args(p)
+    p.add_argument("--dtype", choices=("float32", "int8"), default=None,
+                   help="activation bytes per element: the model's own (float32) or 1 (int8); "
+                        "default: float32, or the spec's activation dtype with --spec")
+    p.add_argument("--plot", metavar="FILE", help="write the memory timeline (.png or .svg)")
+    p.add_argument("--json", metavar="FILE", help="write the machine-readable report")
+    p.add_argument("--measure", action="store_true",
+                   help="also build with stock TVM and record alloc_storage at run time")
+    p.add_argument("--top", type=int, default=8, help="layers to list (default 8)")
+    return parser
+
+
+def _check_outputs(args) -> None:
+    """Refuse bad output paths before any work, so nothing is half-written."""
+    plot = getattr(args, "plot", None)
+    if plot and Path(plot).suffix.lower() not in PLOT_SUFFIXES:
+        raise MemflatError(f"--plot file must end in .png or .svg: {plot}")
+    for opt in ("plot", "json"):
+        path = getattr(args, opt, None)
+        if path:
+            parent = Path(path).resolve().parent
+            if parent.exists() and not parent.is_dir():
+                raise MemflatError(f"--{opt} folder is not a directory: {parent}")
+            if Path(path).is_dir():
+                raise MemflatError(f"--{opt} must be a file, got a directory: {path}")
+
+
+def cmd_profile(args) -> int:
+    from .frontend import load_model, model_label, parse_input_shapes
+    from .spec import load_spec
+
+    _check_outputs(args)
+    shapes = parse_input_shapes(args.input_shape)
+    spec = load_spec(args.spec) if args.spec else None
+    dtype = args.dtype or (spec.activation_dtype if spec and spec.activation_dtype == "int8"
+                           else "float32")
+    config = {"model": args.model, "spec": spec.name if spec else "(none)",
+              "activations": dtype, "layers": "TVM 0.27 fused groups (llvm default pipeline)"}
+    for key, value in config.items():
+        print(f"{key:<16}{value}")
+    print("", flush=True)
+
+    from .analysis.fusion import fuse
+    from .analysis.memory_profile import profile
+    from .reports.summary import profile_summary
+
+    t0 = time.perf_counter()
+    print(f"loading {args.model} ...", file=sys.stderr, flush=True)
+    mod = load_model(args.model, shapes)
+    print("fusing and profiling ...", file=sys.stderr, flush=True)
+    fused = fuse(mod)
+    label = model_label(args.model)
+    native = profile(mod, model=label, fused=fused)
+    shown = native if dtype == "float32" else profile(mod, model=label, fused=fused,
+                                                      activation_dtype="int8", with_tvm=False)
+    if args.measure:
+        native = _with_runtime_measurement(mod, native)
+        if dtype == "float32":
+            shown = native
+    elapsed = time.perf_counter() - t0
+
+    capacity = spec.activation_capacity_bytes if spec else None
+    print(profile_summary(shown, capacity_bytes=capacity,
+                          capacity_name=f"{spec.name} activation SRAM" if spec else None,
+                          top=args.top))
+    if dtype != "float32":
+        print(f"\nfloat32 view: peak {native.peak_bytes} B; TVM-allocated "
+              f"{native.tvm_allocated_bytes} B")
+    print(f"\nprofiled in {elapsed:.1f} s")
+
+    report = shown.to_dict()
+    report["float32_peak_bytes"] = native.peak_bytes
+    report["tvm_allocated_bytes"] = native.tvm_allocated_bytes
+    report["tvm_allocation"] = native.tvm.to_dict() if native.tvm else None
+    report["config"] = config
+    if spec:
+        excess = shown.peak_bytes - capacity
+        report["spec"] = {**spec.to_dict(), "required_bytes": shown.peak_bytes,
+                          "available_bytes": capacity, "excess_bytes": max(excess, 0),
+                          "fits": excess <= 0}
+    _write_outputs(args, shown, report, capacity, spec)
+    return 0
+
+
+def _with_runtime_measurement(mod, prof):
+    import dataclasses
+
+    from .analysis.tvm_allocation import build_stock, measure_runtime_storage, random_inputs
+
+    print("building with stock TVM and measuring alloc_storage ...", file=sys.stderr, flush=True)
+    measured, _ = measure_runtime_storage(build_stock(mod), random_inputs(mod["main"]))
+    return dataclasses.replace(prof, tvm=dataclasses.replace(prof.tvm,
+                                                             runtime_storage_bytes=measured))
+
+
+def _write_outputs(args, prof, report, capacity, spec) -> None:
+    from ._io import write_json_atomic
+
+    if args.plot:
+        from .reports.plots import plot_timeline
+
+        plot_timeline(prof, args.plot, capacity_bytes=capacity,
+                      capacity_label=f"{spec.name} activation SRAM" if spec else "SRAM")
+        print(f"wrote {args.plot}")
+    if args.json:
+        write_json_atomic(args.json, report)
+        print(f"wrote {args.json}")
+
+
+COMMANDS = {"profile": cmd_profile}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``memflat``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except MemflatError as err:
+        print(f"memflat: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("memflat: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # an internal error: one line unless debugging
+        if os.environ.get("MEMFLAT_DEBUG"):
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        print(f"memflat: internal error: {type(err).__name__}: {first} "
+              "(set MEMFLAT_DEBUG=1 for a traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Reports: text summaries, JSON and matplotlib plots."""
