@@ -7,14 +7,13 @@ import math
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tvm_memflat import zoo
 from tvm_memflat.zoo._graph import GraphBuilder
-
-ort = pytest.importorskip("onnxruntime")
 
 # name -> (input side, published params, published MACs, relative tolerance)
 PUBLISHED = {
@@ -125,8 +124,6 @@ def test_deterministic():
     a = zoo.build("squeezenet1_1").SerializeToString()
     b = zoo.build("squeezenet1_1").SerializeToString()
     assert a == b
-    # a different model of the same zoo does not share the weight stream
-    assert zoo.build("mobilenet_v2").SerializeToString() != a
 
 
 @pytest.mark.parametrize("name", zoo.NAMES)
@@ -203,7 +200,7 @@ def test_builder_shapes_and_macs_agree_with_onnxruntime(case):
         bn=case["bn"],
         act="relu6",
     )
-    conv_out = "c"
+    conv_out = "c"  # the Conv node's own output, before BN and ReLU6
     try:
         p = g.maxpool(
             c,

@@ -26,6 +26,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"memflat: error: {message} (see memflat {self.prog.split()[-1]} --help)\n")
 
 
+def progress(message: str) -> None:
+    """Progress on long work, on stderr when it is a terminal (so that a failure
+    in a script still leaves exactly one line on stderr)."""
+    if sys.stderr.isatty() or os.environ.get("MEMFLAT_PROGRESS"):
+        print(message, file=sys.stderr, flush=True)
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL",
                    help="an .onnx file or a zoo name (vgg16, squeezenet1_1, mobilenet_v2, "
@@ -88,9 +95,9 @@ def cmd_profile(args) -> int:
     from .reports.summary import profile_summary
 
     t0 = time.perf_counter()
-    print(f"loading {args.model} ...", file=sys.stderr, flush=True)
+    progress(f"loading {args.model} ...")
     mod = load_model(args.model, shapes)
-    print("fusing and profiling ...", file=sys.stderr, flush=True)
+    progress("fusing and profiling ...")
     fused = fuse(mod)
     label = model_label(args.model)
     native = profile(mod, model=label, fused=fused)
@@ -130,7 +137,7 @@ def _with_runtime_measurement(mod, prof):
 
     from .analysis.tvm_allocation import build_stock, measure_runtime_storage, random_inputs
 
-    print("building with stock TVM and measuring alloc_storage ...", file=sys.stderr, flush=True)
+    progress("building with stock TVM and measuring alloc_storage ...")
     measured, _ = measure_runtime_storage(build_stock(mod), random_inputs(mod["main"]))
     return dataclasses.replace(prof, tvm=dataclasses.replace(prof.tvm,
                                                              runtime_storage_bytes=measured))

@@ -259,7 +259,7 @@ def _timeline_figure(
 
     n = len(profile.layers)
     n_steps = max(n, len(compare.layers)) if compare is not None else n
-    top_bytes = max([profile.peak_bytes]
+    top_bytes = max([1, profile.peak_bytes]
                     + ([compare.peak_bytes] if compare is not None else [])
                     + ([capacity_bytes] if capacity_bytes is not None else []))
     scale, unit = _axis_unit(top_bytes)
@@ -420,21 +420,27 @@ def _layer_bars_figure(profile: MemoryProfile, *, top: int = 30) -> Figure:
     live = np.array([r.live_bytes for r in rows], dtype=np.float64) / scale
     out = np.array([min(r.output_bytes, r.live_bytes) for r in rows], dtype=np.float64) / scale
     is_peak = [r.index == profile.peak_step for r in rows]
-    ax.barh(y, live, color=["#c0392b" if p else "#7f9fce" for p in is_peak], height=0.72,
-            zorder=2, label="live at the layer")
-    ax.barh(y, out, color="#1f3b73", height=0.36, zorder=3, label="of which: layer output")
+    ax.barh(y, live, color=[_CAPACITY_COLOR if p else "#7f9fce" for p in is_peak], height=0.72,
+            zorder=2)
+    ax.barh(y, out, color=_BEFORE_COLOR, height=0.36, zorder=3)
     for yi, (value, row) in enumerate(zip(live, rows, strict=True)):
         ax.text(value, yi, f" {100.0 * row.live_bytes / peak:.1f} %", va="center",
                 fontsize=8, zorder=4)
     ax.set_yticks(y, labels=[f"{_shorten(r.name)} ({_shorten(r.op, 20)}) #{r.index}"
                              for r in rows], fontsize=8)
-    ax.invert_yaxis()
+    ax.set_ylim(len(rows) - 0.5, -0.5)  # highest first, no empty margins
     ax.set_xlim(0, float(live.max()) * 1.15)
     ax.set_xlabel(f"live activation memory ({unit}); labels: % of peak")
     ax.grid(axis="x", alpha=0.3, zorder=0)
     ax.set_axisbelow(True)
-    ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
-    ax.set_title(f"{profile.model}: top {len(rows)} of {len(profile.layers)} layers by live "
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color="#7f9fce", label="live at the layer"),
+               Patch(color=_CAPACITY_COLOR, label="live at the peak layer"),
+               Patch(color=_BEFORE_COLOR, label="of which: the layer's output")]
+    ax.legend(handles=handles, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=3,
+              frameon=False, fontsize=8, borderaxespad=0.2)
+    fig.suptitle(f"{profile.model}: top {len(rows)} of {len(profile.layers)} layers by live "
                  f"memory (peak {format_bytes(profile.peak_bytes)}, "
                  f"{profile.activation_dtype})", fontsize=11)
     return fig

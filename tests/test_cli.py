@@ -1,0 +1,148 @@
+"""`memflat` command line: happy path and every bad-input case (exit 2, one line, no files)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import onnx
+import pytest
+
+from tvm_memflat.cli import main
+
+from . import onnx_models
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _outputs(tmp_path):
+    return str(tmp_path / "out" / "report.json"), str(tmp_path / "out" / "timeline.png")
+
+
+def _assert_clean_failure(code, err, tmp_path, pattern):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("memflat: error: ")
+    assert pattern in lines[0], lines[0]
+    assert "Traceback" not in err
+    left = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix in (".json", ".png", ".svg")
+            or p.name.startswith(".report") or p.name.startswith(".timeline")]
+    assert not left, left
+
+
+def _save(tmp_path, model, name="m.onnx"):
+    path = tmp_path / name
+    onnx.save_model(model, str(path))
+    return str(path)
+
+
+def test_profile_writes_json_and_plot(tmp_path, capsys):
+    path = _save(tmp_path, onnx_models.small_cnn())
+    js, png = _outputs(tmp_path)
+    code, out, err = _run(capsys, "profile", path, "--json", js, "--plot", png)
+    assert code == 0, err
+    report = json.loads(open(js).read())
+    assert report["peak_bytes"] > 0 and report["macs"] > 0
+    assert report["tvm_allocated_bytes"] >= report["tvm_allocation"]["output_bytes"]
+    assert os.path.getsize(png) > 1000
+    assert "peak activation memory" in out and "tensors live at the peak" in out
+
+
+def test_profile_with_spec_reports_required_available_excess(tmp_path, capsys):
+    path = _save(tmp_path, onnx_models.small_cnn())
+    js = str(tmp_path / "r.json")
+    code, out, _ = _run(capsys, "profile", path, "--spec", "mcu_256k", "--json", js)
+    assert code == 0
+    spec = json.loads(open(js).read())["spec"]
+    assert spec["available_bytes"] == 256 * 1024
+    assert spec["fits"] is True and spec["excess_bytes"] == 0
+    assert "required" in out and "available" in out and "excess" in out
+    assert json.loads(open(js).read())["activation_dtype"] == "int8"
+
+
+def test_missing_file(tmp_path, capsys):
+    js, png = _outputs(tmp_path)
+    code, _, err = _run(capsys, "profile", str(tmp_path / "nope.onnx"), "--json", js, "--plot", png)
+    _assert_clean_failure(code, err, tmp_path, "no such file")
+
+
+def test_not_onnx(tmp_path, capsys):
+    bad = tmp_path / "bad.onnx"
+    bad.write_text("this is not a protobuf\n" * 10)
+    js, png = _outputs(tmp_path)
+    code, _, err = _run(capsys, "profile", str(bad), "--json", js, "--plot", png)
+    _assert_clean_failure(code, err, tmp_path, "not an ONNX model")
+
+
+def test_checker_failure(tmp_path, capsys):
+    path = _save(tmp_path, onnx_models.checker_failure())
+    js, png = _outputs(tmp_path)
+    code, _, err = _run(capsys, "profile", path, "--json", js, "--plot", png)
+    _assert_clean_failure(code, err, tmp_path, "fails onnx.checker")
+
+
+def test_dynamic_without_input_shape(tmp_path, capsys):
+    path = _save(tmp_path, onnx_models.dynamic_cnn())
+    js, png = _outputs(tmp_path)
+    code, _, err = _run(capsys, "profile", path, "--json", js, "--plot", png)
+    _assert_clean_failure(code, err, tmp_path, "--input-shape x=")
+
+
+def test_dynamic_with_input_shape_works(tmp_path, capsys):
+    path = _save(tmp_path, onnx_models.dynamic_cnn())
+    code, out, err = _run(capsys, "profile", path, "--input-shape", "x=1x3x16x16")
+    assert code == 0, err
+
+
+def test_unsupported_operators(tmp_path, capsys):
+    path = _save(tmp_path, onnx_models.unsupported_ops())
+    js, png = _outputs(tmp_path)
+    code, _, err = _run(capsys, "profile", path, "--json", js, "--plot", png)
+    _assert_clean_failure(code, err, tmp_path, "Celu, LpNormalization")
+
+
+def test_external_data_outside_folder(tmp_path, capsys):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    path = onnx_models.with_external_data(str(folder), "../secret.bin")
+    js, png = _outputs(tmp_path)
+    code, _, err = _run(capsys, "profile", path, "--json", js, "--plot", png)
+    _assert_clean_failure(code, err, tmp_path, "outside the model's folder")
+
+
+def test_unknown_spec_and_bad_spec_key(tmp_path, capsys):
+    path = _save(tmp_path, onnx_models.small_cnn())
+    js, png = _outputs(tmp_path)
+    code, _, err = _run(capsys, "profile", path, "--spec", "nope", "--json", js, "--plot", png)
+    _assert_clean_failure(code, err, tmp_path, "unknown spec 'nope'")
+    bad = tmp_path / "bad.toml"
+    bad.write_text(open(os.path.join(os.path.dirname(__file__), "..", "configs",
+                                     "mcu_256k.toml")).read() + "\nfrequency = 3\n")
+    code, _, err = _run(capsys, "profile", path, "--spec", str(bad), "--json", js, "--plot", png)
+    _assert_clean_failure(code, err, tmp_path, "frequency is not a known key")
+
+
+def test_bad_plot_suffix_and_bad_arguments(tmp_path, capsys):
+    path = _save(tmp_path, onnx_models.small_cnn())
+    code, _, err = _run(capsys, "profile", path, "--plot", str(tmp_path / "t.jpg"))
+    _assert_clean_failure(code, err, tmp_path, "must end in .png or .svg")
+    code, _, err = _run(capsys, "profile", path, "--input-shape", "x=axb")
+    _assert_clean_failure(code, err, tmp_path, "bad --input-shape")
+    with pytest.raises(SystemExit) as exc:
+        main(["profile", path, "--dtype", "float64"])
+    assert exc.value.code == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_console_script_and_module_entry_point(tmp_path):
+    """`python -m tvm_memflat` in a real process: exit status 2, one line, no traceback."""
+    proc = subprocess.run([sys.executable, "-m", "tvm_memflat", "profile",
+                           str(tmp_path / "missing.onnx")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"memflat: error: no such file: {tmp_path / 'missing.onnx'}"]
