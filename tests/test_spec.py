@@ -2,9 +2,9 @@
 
 import copy
 import dataclasses
-import tomllib
 
 import pytest
+import tomllib
 
 from tvm_memflat.errors import MemflatError
 from tvm_memflat.spec import CONFIG_DIR, load_spec, parse_spec, shipped_specs

@@ -9,9 +9,10 @@ and unknown keys are errors, never silently ignored. Errors name the key path::
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+
+import tomllib
 
 from .errors import MemflatError
 
@@ -176,8 +177,8 @@ def parse_spec(data: dict, label: str = "<dict>", path: str | None = None) -> Ac
         align = m.get("alignment_bytes", 1)
         if align & (align - 1):
             check.fail(f"memory[{i}].alignment_bytes", f"must be a power of two, got {align}")
-        memories.append(Memory(m["name"], m["size_bytes"], m["holds"], align,
-                               m.get("bandwidth_bytes_per_cycle", dram["bandwidth_bytes_per_cycle"])))
+        bandwidth = m.get("bandwidth_bytes_per_cycle", dram["bandwidth_bytes_per_cycle"])
+        memories.append(Memory(m["name"], m["size_bytes"], m["holds"], align, bandwidth))
     if not any("activations" in m.holds for m in memories):
         check.fail("memory", "has no memory that holds activations")
     compute = Compute(comp["kind"], comp["macs_per_cycle"], comp["clock_hz"],

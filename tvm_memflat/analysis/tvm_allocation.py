@@ -24,7 +24,9 @@ import tvm
 from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 
-PIPELINE_NAME = "relax.get_default_pipeline(llvm): LegalizeOps+FuseOps+FuseTIR+StaticPlanBlockMemory"
+PIPELINE_NAME = (
+    "relax.get_default_pipeline(llvm): LegalizeOps+FuseOps+FuseTIR+StaticPlanBlockMemory"
+)
 
 _ALLOC_STORAGE = tvm.ir.Op.get("relax.memory.alloc_storage")
 _ALLOC_TENSOR = tvm.ir.Op.get("relax.builtin.alloc_tensor")

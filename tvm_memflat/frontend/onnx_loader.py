@@ -119,13 +119,14 @@ def resolve_input_shapes(
     unknown = sorted(set(given) - names)
     if unknown:
         raise MemflatError(
-            f"--input-shape names unknown input(s) {unknown}; the model's inputs are {sorted(names)}"
+            f"--input-shape names unknown input(s) {unknown}; "
+            f"the model's inputs are {sorted(names)}"
         )
     shapes = {}
     for inp in inputs:
         ttype = inp.type.tensor_type
         if not inp.type.HasField("tensor_type"):
-            raise MemflatError(f"input {inp.name!r} is not a tensor; only tensor inputs are supported")
+            raise MemflatError(f"input {inp.name!r} is not a tensor; only tensors are supported")
         dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
                 for d in ttype.shape.dim]
         if inp.name in given:
@@ -134,7 +135,7 @@ def resolve_input_shapes(
                 raise MemflatError(
                     f"--input-shape {inp.name} has rank {len(shape)}, the model says {len(dims)}"
                 )
-            clash = [(a, b) for a, b in zip(dims, shape) if a is not None and a != b]
+            clash = [(a, b) for a, b in zip(dims, shape, strict=False) if a is not None and a != b]
             if clash:
                 raise MemflatError(
                     f"--input-shape {inp.name}={'x'.join(map(str, shape))} contradicts the "
@@ -202,7 +203,8 @@ def fold_static_shape_arithmetic(
             static_shapes[vi.name] = tuple(d.dim_value for d in tt.shape.dim)
 
     known = {t.name: numpy_helper.to_array(t) for t in graph.initializer
-             if t.data_location != onnx.TensorProto.EXTERNAL and _numel(t.dims) <= _FOLD_MAX_ELEMENTS}
+             if t.data_location != onnx.TensorProto.EXTERNAL
+             and _numel(t.dims) <= _FOLD_MAX_ELEMENTS}
     kept, folded = [], []
     for node in graph.node:
         value = None
@@ -216,7 +218,7 @@ def fold_static_shape_arithmetic(
               and not any(a.type == onnx.AttributeProto.GRAPH for a in node.attribute)):
             value = _evaluate(node, known, model, ReferenceEvaluator)
         if value is not None and all(v.size <= _FOLD_MAX_ELEMENTS for v in value):
-            for name, v in zip(node.output, value):
+            for name, v in zip(node.output, value, strict=False):
                 known[name] = v
                 folded.append(numpy_helper.from_array(np.asarray(v), name))
         else:
