@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import tvm
+import tvm_ffi
 
 from tvm_memflat.analysis.fusion import fuse
 from tvm_memflat.analysis.memory_profile import profile
@@ -87,9 +88,10 @@ def test_int8_view_counts_one_byte_per_element():
 
 def test_profile_is_pure():
     mod = graphs.branches()
-    before = mod.script(show_meta=True)
+    before = tvm_ffi.structural_hash(mod)
     profile(mod)
-    assert mod.script(show_meta=True) == before
+    # (mod.script(show_meta=True) would be the obvious check, but it segfaults in TVM 0.27)
+    assert tvm_ffi.structural_hash(mod) == before
     tvm.ir.assert_structural_equal(mod, graphs.branches())
 
 

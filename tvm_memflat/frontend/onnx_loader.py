@@ -279,7 +279,7 @@ def to_relax(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, ...]]
         raise MemflatError(f"TVM's ONNX importer failed: {first}") from None
     names = {}
     for onnx_name, value in importer._nodes.items():  # noqa: SLF001 - only way to keep names
-        if isinstance(value, relax.Call):
+        if isinstance(value, (relax.Call, relax.TupleGetItem)):
             names.setdefault(value, _SAFE_NAME.sub("_", onnx_name).strip("_") or "t")
     mod = _rename_bindings(mod, names)
     mod = relax.transform.FoldConstant()(mod)

@@ -3,18 +3,9 @@
 from __future__ import annotations
 
 from ..analysis.memory_profile import MemoryProfile
+from .plots import format_bytes
 
-
-def format_bytes(n: int | float | None) -> str:
-    """Human-readable binary units (``1.50 KiB``)."""
-    if n is None:
-        return "n/a"
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{int(n)} B" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
+__all__ = ["format_bytes", "format_count", "profile_summary"]
 
 
 def format_count(n: int) -> str:
