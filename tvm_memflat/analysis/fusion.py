@@ -30,6 +30,7 @@ def default_target():
 class FusedModules:
     """The module after ``FuseOps`` (names, op groups) and after ``FuseTIR`` (kernels)."""
 
+    legalized: tvm.IRModule
     grouped: tvm.IRModule
     kernels: tvm.IRModule
     target: tvm.target.Target
@@ -39,12 +40,13 @@ def fuse(mod: tvm.IRModule, target=None) -> FusedModules:
     """Legalize and fuse ``mod`` exactly as TVM's llvm default pipeline does."""
     target = target or default_target()
     passes = cpu_pipeline.library_dispatch_passes(target) + cpu_pipeline.legalize_passes(target)
-    fuse_tir = passes.pop()  # FuseTIR: keep the grouped module to read names from
-    assert fuse_tir.info.name == "FuseTIR", fuse_tir.info.name
+    fuse_ops, fuse_tir = passes[-2:]  # keep the modules in between to read names from
+    assert (fuse_ops.info.name, fuse_tir.info.name) == ("FuseOps", "FuseTIR")
     with target:
-        grouped = tvm.transform.Sequential(passes)(mod)
+        legalized = tvm.transform.Sequential(passes[:-2])(mod)
+        grouped = fuse_ops(legalized)
         kernels = fuse_tir(grouped)
-    return FusedModules(grouped, kernels, target)
+    return FusedModules(legalized, grouped, kernels, target)
 
 
 @dataclass(frozen=True)
@@ -73,39 +75,49 @@ def _op_name(gv_name: str) -> str:
     return _DIGITS.sub("", gv_name)
 
 
-def _inner_calls(func: relax.Function) -> tuple[list[str], str | None]:
-    """Op names of a fused group, and the name of its first (anchor) binding.
+def _inner_ops(func: relax.Function) -> list[str]:
+    return [_op_name(b.value.args[0].name_hint)
+            for block in func.body.blocks for b in block.bindings
+            if isinstance(b.value, relax.Call) and b.value.op.same_as(_CALL_TIR)]
 
-    FuseOps renames the group's output ``gv``; inner bindings keep the names the
-    model gave them, so the layer is named after its first binding with a real
-    name (e.g. the ONNX output of conv+bias), not after TVM's ``lv``/``gv``.
+
+def _legalized_ops(main: relax.Function) -> list[tuple[str, str]]:
+    return [(b.var.name, _op_name(b.value.args[0].name_hint))
+            for block in main.body.blocks for b in block.bindings
+            if isinstance(b.value, relax.Call) and b.value.op.same_as(_CALL_TIR)]
+
+
+def _group_names(fused: FusedModules) -> list[tuple[str, str]]:
+    """(layer name, op) of every kernel call in the grouped ``main``, in order.
+
+    FuseOps renames a group's output ``lv``/``gv`` and reuses one function for
+    structurally equal groups, so names cannot be read from the group function.
+    Instead the legalized (pre-fusion) schedule is walked in step: each group
+    consumes as many legalized kernel calls as it has ops, and is named after the
+    first of them with a model-given name. If the op names stop matching, the
+    rest fall back to the grouped module's own names.
     """
-    ops, first_name = [], None
-    for block in func.body.blocks:
-        for binding in block.bindings:
-            if first_name is None and not _AUTO_NAME.match(binding.var.name):
-                first_name = binding.var.name
-            value = binding.value
-            if isinstance(value, relax.Call) and value.op.same_as(_CALL_TIR):
-                ops.append(_op_name(value.args[0].name_hint))
-    return ops, first_name
-
-
-def _group_names(grouped_main, grouped_mod) -> list[tuple[str, str]]:
-    """(layer name, op) of every kernel call in the grouped ``main``, in order."""
-    out = []
-    for block in grouped_main.body.blocks:
+    legal = _legalized_ops(fused.legalized["main"])
+    pos, aligned, out = 0, True, []
+    for block in fused.grouped["main"].body.blocks:
         for binding in block.bindings:
             value = binding.value
             if not isinstance(value, relax.Call):
                 continue
             if value.op.same_as(_CALL_TIR):
-                out.append((binding.var.name, _op_name(value.args[0].name_hint)))
-            elif isinstance(value.op, tvm.ir.GlobalVar):
-                callee = grouped_mod[value.op]
-                if isinstance(callee, relax.Function):
-                    ops, anchor_name = _inner_calls(callee)
-                    out.append((anchor_name or binding.var.name, "+".join(ops)))
+                ops = [_op_name(value.args[0].name_hint)]
+            elif isinstance(value.op, tvm.ir.GlobalVar) and isinstance(
+                    fused.grouped[value.op], relax.Function):
+                ops = _inner_ops(fused.grouped[value.op])
+            else:
+                continue
+            name = binding.var.name
+            run = legal[pos:pos + len(ops)]
+            aligned = aligned and [op for _, op in run] == ops
+            if aligned:
+                pos += len(ops)
+                name = next((n for n, _ in run if not _AUTO_NAME.match(n)), name)
+            out.append((name, "+".join(ops)))
     return out
 
 
@@ -118,7 +130,7 @@ def steps_of(fused: FusedModules) -> list[Step]:
     """
     kernel_main = fused.kernels["main"]
     k_bindings = [b for blk in kernel_main.body.blocks for b in blk.bindings]
-    names = _group_names(fused.grouped["main"], fused.grouped)
+    names = _group_names(fused)
     n_calls = sum(1 for b in k_bindings
                   if isinstance(b.value, relax.Call) and b.value.op.same_as(_CALL_TIR))
     if len(names) != n_calls:  # never seen; keep going with TVM's own names

@@ -279,9 +279,14 @@ def to_relax(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, ...]]
         raise MemflatError(f"TVM's ONNX importer failed: {first}") from None
     names = {}
     for onnx_name, value in importer._nodes.items():  # noqa: SLF001 - only way to keep names
-        if isinstance(value, (relax.Call, relax.TupleGetItem)):
+        # converters return either the expression they built or the var it is bound to
+        if isinstance(value, (relax.Call, relax.TupleGetItem, relax.DataflowVar)):
             names.setdefault(value, _SAFE_NAME.sub("_", onnx_name).strip("_") or "t")
     mod = _rename_bindings(mod, names)
+    # Inference-time batch norm is affine: fold it into the conv weights, as every
+    # deployment flow does, so that conv+bn+relu is one layer (TVM's FuseOps does
+    # not fuse batch_norm into a conv, and would count both tensors).
+    mod = relax.transform.FoldBatchnormToConv2D()(mod)
     mod = relax.transform.FoldConstant()(mod)
     mod = relax.transform.DeadCodeElimination()(mod)
     _require_static(mod)
@@ -299,7 +304,7 @@ def _rename_bindings(mod, names):
     class _Renamer(relax.PyExprMutator):
         def visit_var_binding_(self, binding):
             value = self.visit_expr(binding.value)
-            name = names.get(binding.value)
+            name = names.get(binding.value) or names.get(binding.var)
             if name is None:
                 return super().visit_var_binding_(binding)
             cls = relax.DataflowVar if isinstance(binding.var, relax.DataflowVar) else relax.Var
