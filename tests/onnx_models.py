@@ -128,3 +128,27 @@ def onnxruntime_outputs(model: onnx.ModelProto, feeds: dict) -> list[np.ndarray]
 
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return sess.run(None, feeds)
+
+
+def conv_bn_relu() -> onnx.ModelProto:
+    """conv3x3 (no bias) -> BatchNormalization -> Relu, and conv+bias -> BN feeding the output."""
+    rng = np.random.default_rng(2)
+    c = 6
+    bn = lambda p: [_w(rng, f"{p}_g", (c,), 1.0), _w(rng, f"{p}_b", (c,)),  # noqa: E731
+                    _w(rng, f"{p}_m", (c,)),
+                    numpy_helper.from_array(rng.uniform(0.5, 2, c).astype("float32"), f"{p}_v")]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], kernel_shape=[3, 3], pads=[1] * 4),
+        helper.make_node("BatchNormalization", ["c1", "bn1_g", "bn1_b", "bn1_m", "bn1_v"],
+                         ["n1"], epsilon=1e-3),
+        helper.make_node("Relu", ["n1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], kernel_shape=[1, 1]),
+        helper.make_node("BatchNormalization", ["c2", "bn2_g", "bn2_b", "bn2_m", "bn2_v"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "conv_bn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 10, 10])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c, 10, 10])],
+        initializer=[_w(rng, "w1", (c, 3, 3, 3)), _w(rng, "w2", (c, c, 1, 1)), _w(rng, "b2", (c,)),
+                     *bn("bn1"), *bn("bn2")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

@@ -109,3 +109,14 @@ def test_unknown_name_or_missing_file():
         load_model("not_a_model")
     with pytest.raises(MemflatError, match="no such file"):
         load_model("/nonexistent/model.onnx")
+
+
+def test_batchnorm_is_folded_into_conv_exactly():
+    model = onnx_models.conv_bn_relu()
+    mod = load_onnx(model)
+    ops = {b.value.op.name for blk in mod["main"].body.blocks for b in blk.bindings
+           if isinstance(b.value, relax.Call) and isinstance(b.value.op, tvm.ir.Op)}
+    assert "relax.nn.batch_norm" not in ops
+    names = {b.var.name for blk in mod["main"].body.blocks for b in blk.bindings}
+    assert {"n1", "r1", "y"} <= names  # the fused conv takes the batch norm's name
+    _check_against_ort(model, mod, (1, 3, 10, 10))
