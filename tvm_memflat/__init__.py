@@ -13,7 +13,8 @@ from .errors import MemflatError
 
 __version__ = "0.1.0"
 
-__all__ = ["MemflatError", "load_model", "profile", "zoo", "__version__"]
+__all__ = ["FlattenMemoryPeaks", "MemflatError", "load_model", "load_spec", "profile", "zoo",
+           "__version__"]
 
 
 def __getattr__(name):
@@ -23,6 +24,14 @@ def __getattr__(name):
         from .analysis import profile
 
         return profile
+    if name == "FlattenMemoryPeaks":
+        from .transform import FlattenMemoryPeaks
+
+        return FlattenMemoryPeaks
+    if name == "load_spec":
+        from .spec import load_spec
+
+        return load_spec
     if name == "load_model":
         from .frontend import load_model
 

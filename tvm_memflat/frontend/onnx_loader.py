@@ -329,7 +329,6 @@ def to_relax(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, ...]]
     reports name layers the way the model's author did.
     """
     from tvm import relax
-    from tvm.relax.frontend.onnx import onnx_frontend
 
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
                 default=None)
@@ -337,9 +336,7 @@ def to_relax(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, ...]]
     for inp in _graph_inputs(model):
         elem = inp.type.tensor_type.elem_type
         dtypes[inp.name] = onnx.helper.tensor_dtype_to_np_dtype(elem).name if elem else "float32"
-    importer = onnx_frontend.ONNXGraphImporter(
-        {k: list(v) for k, v in input_shapes.items()}, dtypes
-    )
+    importer = _importer_class()({k: list(v) for k, v in input_shapes.items()}, dtypes)
     try:
         mod = importer.from_onnx(model.graph, opset)
     except Exception as err:
@@ -357,6 +354,46 @@ def to_relax(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, ...]]
     _require_static(mod)
     relax.analysis.well_formed(mod)
     return mod
+
+
+def _importer_class():
+    """TVM's ONNX importer, with ``Clip`` of constant bounds imported as ``R.clip``.
+
+    TVM imports Clip as TE ``call_tir`` kernels (max, then min), which no
+    Relax-level analysis or rewrite can look into; ``R.clip`` is the same
+    elementwise function as a Relax op, so it stays tileable and still fuses.
+    """
+    from tvm import relax
+    from tvm.relax.frontend.onnx import onnx_frontend
+
+    def scalar(expr):
+        if isinstance(expr, tvm_const_type()):
+            value = expr.value.numpy()
+            if value.size == 1 and not np.isnan(value).any():
+                return float(value.reshape(()))
+        return None
+
+    class _Importer(onnx_frontend.ONNXGraphImporter):
+        def _convert_operator(self, op_name, inputs, attrs, opset):
+            if op_name == "Clip" and opset >= 11 and len(inputs) >= 1:
+                bounds = [inputs[i] if len(inputs) > i else None for i in (1, 2)]
+                values = [None if b is None else scalar(b) for b in bounds]
+                x = inputs[0]
+                if (all(b is None or v is not None for b, v in zip(bounds, values, strict=True))
+                        and isinstance(x.ty, relax.TensorType)
+                        and str(x.ty.dtype).startswith("float")):
+                    lo = -np.inf if values[0] is None else values[0]
+                    hi = np.inf if values[1] is None else values[1]
+                    return self.bb.emit(relax.op.clip(x, lo, hi))
+            return super()._convert_operator(op_name, inputs, attrs, opset)
+
+    return _Importer
+
+
+def tvm_const_type():
+    import tvm
+
+    return tvm.ir.expr.Constant
 
 
 def _rename_bindings(mod, names):
