@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 import tvm
-from tvm import relax, tirx
+from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 
 from .tir_stats import KernelStats, kernel_stats
@@ -163,8 +163,3 @@ def steps_of(fused: FusedModules) -> list[Step]:
                 else type(value).__name__
             raise NotImplementedError(f"cannot profile binding {kb.var.name} = {op}")
     return steps
-
-
-def is_prim_func(func) -> bool:
-    """True for TIR PrimFuncs (kernels) in an IRModule."""
-    return isinstance(func, tirx.PrimFunc)

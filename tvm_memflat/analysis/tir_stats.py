@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import tvm
 import tvm_ffi
 from tvm import ir, s_tir, tirx
 
@@ -19,14 +20,8 @@ _LOAD = ir.TensorLoad
 def buffer_bytes(buf) -> int:
     """Size of a TIR buffer in bytes (static shapes only)."""
     elems = int(np.prod([int(d) for d in buf.shape])) if len(buf.shape) else 1
-    dtype = tirx_dtype(buf.dtype)
+    dtype = tvm.DataType(str(buf.dtype))
     return elems * ((dtype.bits * dtype.lanes + 7) // 8)
-
-
-def tirx_dtype(dtype):
-    import tvm
-
-    return tvm.DataType(str(dtype))
 
 
 @dataclass(frozen=True)
