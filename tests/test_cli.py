@@ -146,3 +146,32 @@ def test_console_script_and_module_entry_point(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"memflat: error: no such file: {tmp_path / 'missing.onnx'}"]
+
+
+def test_optimize_reports_before_after_and_writes_outputs(tmp_path, capsys):
+    path = _save(tmp_path, onnx_models.small_cnn(h=64))
+    js, png = _outputs(tmp_path)
+    out_dir = tmp_path / "opt"
+    code, out, err = _run(capsys, "optimize", path, "--json", js, "--plot", png,
+                          "--out", str(out_dir))
+    assert code == 0, err
+    report = json.loads(open(js).read())
+    for side in ("before", "after"):
+        assert {"peak_bytes", "tvm_allocated_bytes", "macs", "latency_ms"} <= set(report[side])
+    assert report["after"]["peak_bytes"] < report["before"]["peak_bytes"]
+    assert report["max_abs_error"] <= 1e-4 * report["max_abs_reference"]
+    assert (out_dir / "optimized.py").read_text().count("strided_slice") >= 2
+    assert os.path.getsize(png) > 1000
+
+
+def test_optimize_bad_budgets(tmp_path, capsys):
+    path = _save(tmp_path, onnx_models.small_cnn(h=64))
+    js, png = _outputs(tmp_path)
+    code, _, err = _run(capsys, "optimize", path, "--memory-budget", "10", "--json", js,
+                        "--plot", png)
+    _assert_clean_failure(code, err, tmp_path, "cannot be met")
+    code, _, err = _run(capsys, "optimize", path, "--latency-budget", "1.1x", "--json", js)
+    _assert_clean_failure(code, err, tmp_path, "--latency-budget needs the latency tuner")
+    with pytest.raises(SystemExit) as exc:
+        main(["optimize", path, "--memory-budget", "-5"])
+    assert exc.value.code == 2

@@ -57,7 +57,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--measure", action="store_true",
                    help="also build with stock TVM and record alloc_storage at run time")
     p.add_argument("--top", type=int, default=8, help="layers to list (default 8)")
+
+    o = sub.add_parser("optimize", help="flatten memory peaks (FlattenMemoryPeaks), verify, "
+                                        "measure before/after on llvm")
+    _add_model_args(o)
+    o.add_argument("--memory-budget", metavar="BYTES", type=_positive_int,
+                   help="stop once the modelled fp32 peak is at most this (default: minimise)")
+    o.add_argument("--latency-budget", metavar="X",
+                   help="latency budget (1.1x or 3.5ms); needs the tuner, not available yet")
+    o.add_argument("--halo", choices=("recompute", "cache", "auto"), default="auto")
+    o.add_argument("--out", metavar="DIR", help="write optimized.py (TVMScript) here")
+    o.add_argument("--json", metavar="FILE", help="write the before/after report")
+    o.add_argument("--plot", metavar="FILE", help="write the before/after timeline overlay")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of bytes: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {value}")
+    return value
 
 
 def _check_outputs(args) -> None:
@@ -157,7 +179,114 @@ def _write_outputs(args, prof, report, capacity, spec) -> None:
         print(f"wrote {args.json}")
 
 
-COMMANDS = {"profile": cmd_profile}
+def cmd_optimize(args) -> int:
+    import numpy as np
+
+    from .analysis.memory_profile import profile
+    from .analysis.tvm_allocation import build_stock, measure_runtime_storage, random_inputs
+    from .frontend import load_model, model_label, parse_input_shapes
+    from .spec import load_spec
+    from .transform import FlattenMemoryPeaks
+
+    _check_outputs(args)
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise MemflatError(f"--out must be a directory: {args.out}")
+    if args.latency_budget is not None:
+        raise MemflatError("--latency-budget needs the latency tuner, which is not available "
+                           "yet; use --memory-budget or the default (minimise the peak)")
+    shapes = parse_input_shapes(args.input_shape)
+    spec = load_spec(args.spec) if args.spec else None
+    pass_ = FlattenMemoryPeaks(spec, memory_budget=args.memory_budget, halo=args.halo)
+    config = {"model": args.model, "spec": spec.name if spec else "(none)",
+              "memory_budget": pass_.memory_budget or "(minimise peak)", "halo": args.halo,
+              "mac_overhead_limit": f"{100 * pass_.max_mac_overhead:.0f} %",
+              "baseline": "stock TVM 0.27, llvm, with operator fusion"}
+    for key, value in config.items():
+        print(f"{key:<20}{value}")
+    print("", flush=True)
+
+    progress(f"loading {args.model} ...")
+    mod = load_model(args.model, shapes)
+    label = model_label(args.model)
+    progress("flattening memory peaks ...")
+    t0 = time.perf_counter()
+    new = pass_(mod)
+    pass_s = time.perf_counter() - t0
+    before, after = profile(mod, model=label), profile(new, model=label)
+    if pass_.memory_budget is not None and after.peak_bytes > pass_.memory_budget:
+        raise MemflatError(
+            f"memory budget {pass_.memory_budget} B cannot be met: the lowest peak reached is "
+            f"{after.peak_bytes} B (fp32) within the MAC overhead limit")
+    progress("building before/after with stock TVM, verifying, timing ...")
+    inputs = random_inputs(mod["main"], seed=1)
+    sides = {}
+    outputs = {}
+    for key, m, prof in (("before", mod, before), ("after", new, after)):
+        executable = build_stock(m)
+        runtime, outputs[key] = measure_runtime_storage(executable, inputs)
+        sides[key] = {"peak_bytes": prof.peak_bytes,
+                      "tvm_allocated_bytes": prof.tvm_allocated_bytes,
+                      "runtime_alloc_storage_bytes": runtime, "macs": prof.macs,
+                      "latency_ms": round(_latency_ms(executable, inputs), 3),
+                      "peak_layer": prof.peak_layer.name}
+    err = max(float(np.abs(a - b).max()) for a, b in zip(outputs["before"], outputs["after"],
+                                                         strict=True))
+    ref = max(float(np.abs(a).max()) for a in outputs["before"])
+    b, a = sides["before"], sides["after"]
+    from .reports.summary import format_bytes
+
+    if not pass_.decisions:
+        print("tiling did not pay: no exact rewrite lowered the peak within the MAC limit; "
+              "the module is unchanged")
+    for d in pass_.decisions:
+        print(f"tiled {d.chain_length} ops ending at {d.chain_output} into {d.tiles} H-tiles: "
+              f"peak {format_bytes(d.peak_before)} -> {format_bytes(d.peak_after)}")
+    print(f"\n{'':<28}{'before':>14}{'after':>14}{'change':>10}")
+    for key, fmt in (("peak_bytes", format_bytes), ("tvm_allocated_bytes", format_bytes),
+                     ("runtime_alloc_storage_bytes", format_bytes), ("macs", str),
+                     ("latency_ms", str)):
+        change = 100.0 * (a[key] / b[key] - 1) if b[key] else 0.0
+        print(f"{key:<28}{fmt(b[key]):>14}{fmt(a[key]):>14}{change:>+9.1f}%")
+    print(f"max_abs_error               {err:.3g} (max |ref| {ref:.3g}); pass time {pass_s:.1f} s")
+    if err > 1e-4 * max(ref, 1e-12):
+        raise RuntimeError(f"optimized module differs from the original: {err}")
+
+    report = {"config": {k: str(v) for k, v in config.items()}, "before": b, "after": a,
+              "max_abs_error": err, "max_abs_reference": ref, "pass_s": round(pass_s, 2),
+              "decisions": [vars(d) for d in pass_.decisions]}
+    from ._io import write_json_atomic, write_text_atomic
+
+    if args.plot:
+        from .reports.plots import plot_timeline
+
+        plot_timeline(before, args.plot, compare=after, labels=("original", "optimized"),
+                      capacity_bytes=pass_.memory_budget)
+        print(f"wrote {args.plot}")
+    if args.out:
+        path = Path(args.out) / "optimized.py"
+        write_text_atomic(path, "# FlattenMemoryPeaks output; weights are omitted (metadata)\n"
+                          + new.script())
+        print(f"wrote {path}")
+    if args.json:
+        write_json_atomic(args.json, report)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _latency_ms(executable, inputs, repeat: int = 3) -> float:
+    import numpy as np
+    import tvm
+    from tvm import relax
+
+    dev = tvm.cpu()
+    vm = relax.VirtualMachine(executable, dev)
+    args = [tvm.runtime.tensor(a, dev) for a in inputs]
+    vm["main"](*args)
+    result = vm.time_evaluator("main", dev, number=1, repeat=repeat)(*args)
+    return 1000.0 * float(np.median(result.results))
+
+
+COMMANDS = {"profile": cmd_profile, "optimize": cmd_optimize}
 
 
 def main(argv: list[str] | None = None) -> int:
