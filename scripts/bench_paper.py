@@ -25,24 +25,13 @@ import numpy as np
 PAPER_SAVING_PCT, PAPER_OVERHEAD_PCT = 62.9, 8.6
 
 
-def _latency_ms(executable, inputs, repeat):
-    import tvm
-    from tvm import relax
-
-    dev = tvm.cpu()
-    vm = relax.VirtualMachine(executable, dev)
-    args = [tvm.runtime.tensor(a, dev) for a in inputs]
-    vm["main"](*args)  # warm up
-    result = vm.time_evaluator("main", dev, number=1, repeat=repeat)(*args)
-    return 1000.0 * float(np.median(result.results))
-
-
 def main(argv=None) -> int:
     from tvm_memflat import FlattenMemoryPeaks, zoo
     from tvm_memflat._io import write_json_atomic
     from tvm_memflat.analysis.memory_profile import profile
     from tvm_memflat.analysis.tvm_allocation import (
         build_stock,
+        measure_latency_ms,
         measure_runtime_storage,
         random_inputs,
     )
@@ -71,8 +60,8 @@ def main(argv=None) -> int:
         ex_before, ex_after = build_stock(mod), build_stock(new)
         rt_before, (y_before,) = measure_runtime_storage(ex_before, x)
         rt_after, (y_after,) = measure_runtime_storage(ex_after, x)
-        lat_before = _latency_ms(ex_before, x, args.repeat)
-        lat_after = _latency_ms(ex_after, x, args.repeat)
+        lat_before = measure_latency_ms(ex_before, x, args.repeat)
+        lat_after = measure_latency_ms(ex_after, x, args.repeat)
         plot = Path(args.plots) / f"{name}_overlay.png"
         plot_timeline(before, plot, compare=after, labels=("original", "FlattenMemoryPeaks"))
         side = {}

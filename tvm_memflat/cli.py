@@ -183,7 +183,12 @@ def cmd_optimize(args) -> int:
     import numpy as np
 
     from .analysis.memory_profile import profile
-    from .analysis.tvm_allocation import build_stock, measure_runtime_storage, random_inputs
+    from .analysis.tvm_allocation import (
+        build_stock,
+        measure_latency_ms,
+        measure_runtime_storage,
+        random_inputs,
+    )
     from .frontend import load_model, model_label, parse_input_shapes
     from .spec import load_spec
     from .transform import FlattenMemoryPeaks
@@ -227,7 +232,7 @@ def cmd_optimize(args) -> int:
         sides[key] = {"peak_bytes": prof.peak_bytes,
                       "tvm_allocated_bytes": prof.tvm_allocated_bytes,
                       "runtime_alloc_storage_bytes": runtime, "macs": prof.macs,
-                      "latency_ms": round(_latency_ms(executable, inputs), 3),
+                      "latency_ms": round(measure_latency_ms(executable, inputs), 3),
                       "peak_layer": prof.peak_layer.name}
     err = max(float(np.abs(a - b).max()) for a, b in zip(outputs["before"], outputs["after"],
                                                          strict=True))
@@ -271,19 +276,6 @@ def cmd_optimize(args) -> int:
         write_json_atomic(args.json, report)
         print(f"wrote {args.json}")
     return 0
-
-
-def _latency_ms(executable, inputs, repeat: int = 3) -> float:
-    import numpy as np
-    import tvm
-    from tvm import relax
-
-    dev = tvm.cpu()
-    vm = relax.VirtualMachine(executable, dev)
-    args = [tvm.runtime.tensor(a, dev) for a in inputs]
-    vm["main"](*args)
-    result = vm.time_evaluator("main", dev, number=1, repeat=repeat)(*args)
-    return 1000.0 * float(np.median(result.results))
 
 
 COMMANDS = {"profile": cmd_profile, "optimize": cmd_optimize}

@@ -158,6 +158,16 @@ def measure_runtime_storage(executable, inputs: list[np.ndarray]) -> tuple[int, 
     return sum(sizes), _to_numpy(out)
 
 
+def measure_latency_ms(executable, inputs: list[np.ndarray], repeat: int = 3) -> float:
+    """Median wall time of ``main`` over ``repeat`` runs after one warm-up, in ms."""
+    dev = tvm.cpu()
+    vm = relax.VirtualMachine(executable, dev)
+    args = [tvm.runtime.tensor(a, dev) for a in inputs]
+    vm["main"](*args)
+    result = vm.time_evaluator("main", dev, number=1, repeat=repeat)(*args)
+    return 1000.0 * float(np.median(result.results))
+
+
 def _to_numpy(out) -> list[np.ndarray]:
     if hasattr(out, "numpy"):
         return [out.numpy()]
