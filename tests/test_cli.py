@@ -79,31 +79,22 @@ def test_not_onnx(tmp_path, capsys):
     _assert_clean_failure(code, err, tmp_path, "not an ONNX model")
 
 
-def test_checker_failure(tmp_path, capsys):
-    path = _save(tmp_path, onnx_models.checker_failure())
+@pytest.mark.parametrize("build, message", [
+    (onnx_models.checker_failure, "fails onnx.checker"),
+    (onnx_models.dynamic_cnn, "--input-shape x="),
+    (onnx_models.unsupported_ops, "Celu, LpNormalization"),
+])
+def test_bad_model(tmp_path, capsys, build, message):
+    path = _save(tmp_path, build())
     js, png = _outputs(tmp_path)
     code, _, err = _run(capsys, "profile", path, "--json", js, "--plot", png)
-    _assert_clean_failure(code, err, tmp_path, "fails onnx.checker")
-
-
-def test_dynamic_without_input_shape(tmp_path, capsys):
-    path = _save(tmp_path, onnx_models.dynamic_cnn())
-    js, png = _outputs(tmp_path)
-    code, _, err = _run(capsys, "profile", path, "--json", js, "--plot", png)
-    _assert_clean_failure(code, err, tmp_path, "--input-shape x=")
+    _assert_clean_failure(code, err, tmp_path, message)
 
 
 def test_dynamic_with_input_shape_works(tmp_path, capsys):
     path = _save(tmp_path, onnx_models.dynamic_cnn())
     code, out, err = _run(capsys, "profile", path, "--input-shape", "x=1x3x16x16")
     assert code == 0, err
-
-
-def test_unsupported_operators(tmp_path, capsys):
-    path = _save(tmp_path, onnx_models.unsupported_ops())
-    js, png = _outputs(tmp_path)
-    code, _, err = _run(capsys, "profile", path, "--json", js, "--plot", png)
-    _assert_clean_failure(code, err, tmp_path, "Celu, LpNormalization")
 
 
 def test_external_data_outside_folder(tmp_path, capsys):

@@ -363,11 +363,12 @@ def _importer_class():
     Relax-level analysis or rewrite can look into; ``R.clip`` is the same
     elementwise function as a Relax op, so it stays tileable and still fuses.
     """
+    import tvm
     from tvm import relax
     from tvm.relax.frontend.onnx import onnx_frontend
 
     def scalar(expr):
-        if isinstance(expr, tvm_const_type()):
+        if isinstance(expr, tvm.ir.expr.Constant):
             value = expr.value.numpy()
             if value.size == 1 and not np.isnan(value).any():
                 return float(value.reshape(()))
@@ -388,12 +389,6 @@ def _importer_class():
             return super()._convert_operator(op_name, inputs, attrs, opset)
 
     return _Importer
-
-
-def tvm_const_type():
-    import tvm
-
-    return tvm.ir.expr.Constant
 
 
 def _rename_bindings(mod, names):
