@@ -4,6 +4,7 @@ Public API (see ``docs/architecture.md``):
 
 * :func:`profile` — per-layer activation memory, peak, MACs, and TVM's real allocation;
 * :func:`load_model` — ONNX file or zoo name to a static-shape Relax IRModule;
+* :func:`build` — compile with our pipeline: concatenations in place, one offset-planned arena;
 * :mod:`tvm_memflat.zoo` — the five paper models built in code with seeded weights.
 """
 
@@ -13,8 +14,8 @@ from .errors import MemflatError
 
 __version__ = "0.1.0"
 
-__all__ = ["FlattenMemoryPeaks", "MemflatError", "load_model", "load_spec", "profile", "zoo",
-           "__version__"]
+__all__ = ["FlattenMemoryPeaks", "MemflatError", "build", "load_model", "load_spec", "profile",
+           "zoo", "__version__"]
 
 
 def __getattr__(name):
@@ -28,6 +29,10 @@ def __getattr__(name):
         from .transform import FlattenMemoryPeaks
 
         return FlattenMemoryPeaks
+    if name == "build":
+        from .targets.build import build
+
+        return build
     if name == "load_spec":
         from .spec import load_spec
 

@@ -1,0 +1,1 @@
+"""Lowering: our build pipeline around TVM's, and the rewrites it adds to lowered Relax."""

@@ -1,0 +1,108 @@
+"""tvm_memflat's Relax build pipeline: TVM's CPU pipeline with our memory planning.
+
+Stock (``relax.get_default_pipeline(llvm)``)::
+
+    dispatch, LegalizeOps, AnnotateTIROpPattern, FoldConstant, FuseOps, FuseTIR,
+    RewriteDataflowReshape, ToNonDataflow, RemovePurityChecking, CallTIRRewrite,
+    StaticPlanBlockMemory, LowerAllocTensor, KillAfterLastUse, ... AttachGlobalSymbol
+
+Ours differs in four places, each because of a measured effect (design.md,
+"Making the saving real in TVM"):
+
+1. after AnnotateTIROpPattern, concatenations are marked opaque so FuseOps keeps
+   them as their own kernel (fused into a following add or relu they could not
+   be removed);
+2. after CallTIRRewrite, :func:`~tvm_memflat.lowering.concat_in_place.concat_in_place`
+   makes producers write straight into their slice of each concatenation;
+3. ``StaticPlanBlockMemory`` (block reuse by size) is replaced by our offset plan:
+   one arena, every intermediate tensor at its planned offset;
+4. after FuseTIR, :mod:`~tvm_memflat.lowering.shrink_scratch` schedules away the
+   kernels' own scratch (``pad_temp`` copies, whole conv results inside fused kernels).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import tvm
+from tvm import tirx
+from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+from .concat_in_place import CONCAT_KERNEL_PREFIX, concat_in_place
+from .shrink_scratch import shrink_kernel_scratch
+from .tir_views import accept_byte_offsets
+
+LOG = logging.getLogger(__name__)
+
+#: FuseOps' pattern kinds (include/tvm/relax/op_attr_types.h): kOpaque never fuses.
+_OPAQUE = 8
+
+
+@tvm.transform.module_pass(opt_level=0, name="MarkConcatOpaque")
+def mark_concat_opaque(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    """Keep every concatenate kernel out of FuseOps' groups."""
+    for gv, func in list(mod.functions_items()):
+        if isinstance(func, tirx.PrimFunc) and gv.name_hint.startswith(CONCAT_KERNEL_PREFIX):
+            mod[gv] = func.with_attr("op_pattern", _OPAQUE)
+    return mod
+
+
+@dataclass
+class BuildRecord:
+    """What the pipeline decided, filled in while it runs (for reports and tests)."""
+
+    concats_removed: int = 0
+    plan: object = None        # planner.allocator.Plan of the intermediates
+    schedule: object = None    # planner.live_ranges.LoweredSchedule
+
+
+def lowering_passes(target: tvm.target.Target, *, shrink_scratch: bool = True) -> list:
+    """Legalize, fuse and lower to destination-passing Relax (no memory planning yet)."""
+    legalize = cpu.legalize_passes(target)
+    # Insert the concat marking between AnnotateTIROpPattern and FuseOps.
+    annotate = next(i for i, p in enumerate(legalize) if p.info.name == "AnnotateTIROpPattern")
+    legalize = [*legalize[:annotate + 1], mark_concat_opaque, *legalize[annotate + 1:]]
+    if shrink_scratch:
+        legalize.append(shrink_kernel_scratch)
+    return cpu.library_dispatch_passes(target) + legalize + cpu.dataflow_lower_passes(target)
+
+
+def finalize_passes(target: tvm.target.Target) -> list:
+    """TVM's CPU finalisation without ``StaticPlanBlockMemory``."""
+    return [p for p in cpu.finalize_passes(target) if p.info.name != "StaticPlanBlockMemory"]
+
+
+def lower(mod: tvm.IRModule, target: tvm.target.Target, *, in_place_concat: bool = True,
+          shrink_scratch: bool = True, record: BuildRecord | None = None) -> tvm.IRModule:
+    """``mod`` legalized, fused, in DPS form, with concatenations done in place."""
+    with target:
+        lowered = tvm.transform.Sequential(
+            lowering_passes(target, shrink_scratch=shrink_scratch))(mod)
+    if in_place_concat:
+        lowered, removed = concat_in_place(lowered)
+        if record is not None:
+            record.concats_removed = removed
+    return lowered
+
+
+def memflat_pipeline(target: tvm.target.Target, *, in_place_concat: bool = True,
+                     shrink_scratch: bool = True,
+                     record: BuildRecord | None = None) -> tvm.transform.Pass:
+    """The whole Relax pipeline as one pass, for ``tvm.compile(..., relax_pipeline=...)``."""
+    from ..planner.apply_arena import plan_and_apply
+
+    @tvm.transform.module_pass(opt_level=0, name="MemflatPipeline")
+    def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        lowered = lower(mod, target, in_place_concat=in_place_concat,
+                        shrink_scratch=shrink_scratch, record=record)
+        planned, plan, schedule = plan_and_apply(lowered)
+        for gv, func in list(planned.functions_items()):
+            if isinstance(func, tirx.PrimFunc):
+                planned[gv] = accept_byte_offsets(func)
+        if record is not None:
+            record.plan, record.schedule = plan, schedule
+        with target:
+            return tvm.transform.Sequential(finalize_passes(target))(planned)
+
+    return _pipeline

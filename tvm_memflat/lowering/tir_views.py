@@ -1,0 +1,104 @@
+"""PrimFunc variants that write their output into a slice of a larger buffer.
+
+A kernel ``f(inputs..., out[shape])`` becomes ``f'(inputs..., full[full_shape])``
+whose body is unchanged: the original output buffer is re-declared as a strided
+``T.match_buffer`` view of ``full[begin : begin + shape]``. TVM's own
+``LowerMatchBuffer`` turns the view into offset/stride arithmetic, so a producer
+writes straight into its slice of a concatenation and the concat copy vanishes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import tvm
+import tvm_ffi
+from tvm import s_tir, tirx
+
+
+def _i64(value: int):
+    return tirx.IntImm("int64", int(value))
+
+
+def buffer_shape(buf) -> tuple[int, ...]:
+    """Static shape of a TIR buffer parameter."""
+    return tuple(int(d) for d in buf.shape)
+
+
+def write_into_slice(func: tirx.PrimFunc, full_shape: Sequence[int],
+                     begin: Sequence[int]) -> tirx.PrimFunc:
+    """Variant of ``func`` whose last (DPS output) parameter is the whole buffer.
+
+    Parameters
+    ----------
+    func
+        An S-TIR PrimFunc (after LegalizeOps/FuseTIR) whose last parameter is its output.
+    full_shape
+        Shape of the buffer the output is a slice of (same rank and dtype).
+    begin
+        Start index of the slice in every dimension.
+
+    Returns
+    -------
+    tirx.PrimFunc
+        Same body; the output is a strided view of ``full[begin : begin + shape]``.
+    """
+    out = func.params[-1]
+    shape = buffer_shape(out)
+    full_shape = tuple(int(d) for d in full_shape)
+    begin = tuple(int(b) for b in begin)
+    if len(full_shape) != len(shape) or len(begin) != len(shape):
+        raise ValueError(f"rank mismatch: slice {shape} of {full_shape} at {begin}")
+    if any(b < 0 or b + s > f for b, s, f in zip(begin, shape, full_shape, strict=True)):
+        raise ValueError(f"slice {shape} at {begin} does not fit in {full_shape}")
+    strides = [int(np.prod(full_shape[i + 1:], dtype=np.int64)) for i in range(len(full_shape))]
+    elem_offset = sum(b * s for b, s in zip(begin, strides, strict=True))
+    del elem_offset  # LowerMatchBuffer binds the view's offset from the region below
+    view = tirx.decl_buffer([_i64(d) for d in shape], out.dtype, name=out.name,
+                            strides=[_i64(s) for s in strides],
+                            elem_offset=tirx.Var(f"{out.name}_elem_offset", "int64"),
+                            offset_factor=1)
+    full = tirx.decl_buffer([_i64(d) for d in full_shape], out.dtype, name=f"{out.name}_full")
+    # TIR buffers are variables in 0.27: substituting the variable re-points every
+    # load, store and block read/write region at the strided view.
+    body = tvm_ffi.structural_map(
+        func.body, [(tvm.ir.expr.Var, lambda v: view if v.same_as(out) else v)]
+    )
+    region = tirx.BufferRegion(full, [tvm.ir.Range.from_min_extent(_i64(b), _i64(s))
+                                      for b, s in zip(begin, shape, strict=True)])
+    if not isinstance(body, s_tir.SBlockRealize):
+        raise ValueError("expected an S-TIR PrimFunc whose body is the root block")
+    root = body.block
+    new_root = s_tir.SBlock(root.iter_vars, root.reads, root.writes, root.name_hint, root.body,
+                            root.init, root.alloc_buffers,
+                            [*root.match_buffers, s_tir.MatchBufferRegion(view, region)],
+                            root.annotations)
+    new_body = s_tir.SBlockRealize(body.iter_values, body.predicate, new_root)
+    return tirx.PrimFunc([*func.params[:-1], full], new_body, func.ret_type, func.attrs)
+
+
+def accept_byte_offsets(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """``func`` with every buffer parameter accepting a non-zero ``byte_offset``.
+
+    The VM places a tensor at an offset in a storage by setting the DLTensor's
+    ``byte_offset``; kernels declared with ``elem_offset == 0`` reject that. A
+    symbolic ``elem_offset`` makes the kernel read it from its argument instead.
+    """
+    mapping = {}
+    params = []
+    for p in func.params:
+        if isinstance(p.ty, tirx.BufferType) and isinstance(p.elem_offset, tirx.IntImm):
+            q = tirx.decl_buffer(list(p.shape), p.dtype, name=p.name,
+                                 strides=list(p.strides) or None,
+                                 elem_offset=tirx.Var(f"{p.name}_elem_offset", "int64"),
+                                 offset_factor=1)
+            mapping[p] = q
+            p = q
+        params.append(p)
+    if not mapping:
+        return func
+    body = tvm_ffi.structural_map(
+        func.body, [(tvm.ir.expr.Var, lambda v: mapping.get(v, v))]
+    )
+    return tirx.PrimFunc(params, body, func.ret_type, func.attrs)

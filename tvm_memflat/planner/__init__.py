@@ -1,0 +1,1 @@
+"""SRAM planning: live ranges of lowered buffers placed at offsets in a spec's memories."""

@@ -1,0 +1,1 @@
+"""Targets: build a Relax module with tvm_memflat's pipeline (llvm today)."""

@@ -1,0 +1,89 @@
+"""``tvm_memflat.build``: compile a Relax module with our memory planning applied."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import tvm
+from tvm import relax
+
+from ..errors import MemflatError
+from ..lowering.pipeline import BuildRecord, memflat_pipeline
+
+TARGETS = ("llvm",)
+
+
+def build(mod: tvm.IRModule, target="llvm", *, in_place_concat: bool = True,
+          shrink_scratch: bool = True, record: BuildRecord | None = None) -> relax.VMExecutable:
+    """Compile ``mod`` with tvm_memflat's pipeline.
+
+    Parameters
+    ----------
+    mod
+        A Relax IRModule with static shapes (e.g. from :func:`tvm_memflat.load_model`,
+        optionally after :class:`tvm_memflat.FlattenMemoryPeaks`).
+    target
+        ``"llvm"`` or a ``tvm.target.Target`` of kind llvm.
+    in_place_concat
+        Let producers write into their slice of each concatenation.
+    shrink_scratch
+        Schedule away kernel scratch (inline padding, conv under its activation).
+    record
+        Optional :class:`~tvm_memflat.lowering.pipeline.BuildRecord` filled with the
+        offset plan, the lowered schedule and how many concats were removed.
+
+    Returns
+    -------
+    relax.VMExecutable
+        Runs on ``relax.VirtualMachine``; allocates one arena of the planned size
+        for all intermediate tensors.
+    """
+    if isinstance(target, str):
+        if target not in TARGETS:
+            raise MemflatError(f"unknown target {target!r}: expected one of {', '.join(TARGETS)}")
+        target = tvm.target.Target(target)
+    if target.kind.name != "llvm":
+        raise MemflatError(f"target kind {target.kind.name!r} is not supported (llvm only)")
+    return tvm.compile(mod, target,
+                       relax_pipeline=memflat_pipeline(target, in_place_concat=in_place_concat,
+                                                       shrink_scratch=shrink_scratch,
+                                                       record=record))
+
+
+@dataclass(frozen=True)
+class MemflatAllocation:
+    """What a module built with :func:`build` allocates, measured by running it once."""
+
+    runtime_storage_bytes: int   # recorded ``vm.builtin.alloc_storage`` bytes (arena + outputs)
+    arena_bytes: int
+    lower_bound_bytes: int
+    output_bytes: int
+    max_scratch_bytes: int       # largest scratch set of one kernel (TIR workspace)
+    concats_removed: int
+
+    @property
+    def total_bytes(self) -> int:
+        """``tvm_allocated_bytes``: runtime storage + largest kernel scratch (as for stock)."""
+        return self.runtime_storage_bytes + self.max_scratch_bytes
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "total_bytes": self.total_bytes}
+
+
+def build_and_measure(mod: tvm.IRModule, inputs) -> tuple[relax.VMExecutable,
+                                                         MemflatAllocation, list]:
+    """Build with :func:`build`, run once on ``inputs``; return executable, bytes, outputs."""
+    from ..analysis.tvm_allocation import measure_runtime_storage
+
+    record = BuildRecord()
+    executable = build(mod, record=record)
+    runtime, outputs = measure_runtime_storage(executable, inputs)
+    schedule = record.schedule
+    allocation = MemflatAllocation(
+        runtime_storage_bytes=runtime,
+        arena_bytes=record.plan.arena_bytes,
+        lower_bound_bytes=record.plan.lower_bound_bytes,
+        output_bytes=sum(b.size_bytes for b in schedule.buffers if b.role == "output"),
+        max_scratch_bytes=max((s.scratch_bytes for s in schedule.steps), default=0),
+        concats_removed=record.concats_removed)
+    return executable, allocation, outputs
