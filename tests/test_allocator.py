@@ -176,6 +176,7 @@ def test_numpy_and_python_fits_agree(monkeypatch):
     plans = {}
     for degree in (0, 10**9):
         monkeypatch.setattr(allocator._Packer, "NUMPY_DEGREE", degree)
+        monkeypatch.setattr(allocator._Packer, "NUMPY_TOUCH_DEGREE", degree)
         plans[degree] = (greedy_by_size(ranges, 4),
                          allocate(ranges, alignment_bytes=4, max_iterations=40))
     assert plans[0] == plans[10**9]

@@ -9,6 +9,7 @@ import onnx
 import pytest
 
 from tvm_memflat.cli import main
+from tvm_memflat.spec import CONFIG_DIR
 
 from . import onnx_models
 
@@ -150,6 +151,10 @@ def test_optimize_reports_before_after_and_writes_outputs(tmp_path, capsys):
     for side in ("before", "after"):
         assert {"peak_bytes", "tvm_allocated_bytes", "macs", "latency_ms"} <= set(report[side])
     assert report["after"]["peak_bytes"] < report["before"]["peak_bytes"]
+    # after is built by tvm_memflat.build: what it allocates at run time is its arena + output
+    after = report["after"]
+    assert after["tvm_allocated_bytes"] < report["before"]["tvm_allocated_bytes"]
+    assert after["runtime_alloc_storage_bytes"] >= after["arena_bytes"]
     assert report["max_abs_error"] <= 1e-4 * report["max_abs_reference"]
     assert (out_dir / "optimized.py").read_text().count("strided_slice") >= 2
     assert os.path.getsize(png) > 1000
@@ -166,3 +171,46 @@ def test_optimize_bad_budgets(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["optimize", path, "--memory-budget", "-5"])
     assert exc.value.code == 2
+
+
+def test_plan_reports_memories_and_writes_outputs(tmp_path, capsys):
+    path = _save(tmp_path, onnx_models.small_cnn(h=64))
+    js, png = _outputs(tmp_path)
+    csv_path = str(tmp_path / "layers.csv")
+    code, out, err = _run(capsys, "plan", path, "--spec", "mcu_256k", "--json", js, "--plot", png,
+                          "--csv", csv_path)
+    assert code == 0, err
+    assert out.splitlines()[0].startswith("model")  # the configuration is echoed first
+    report = json.loads(open(js).read())
+    for key in ("arena_bytes", "lower_bound_bytes", "spilled_bytes", "dram_traffic_bytes"):
+        assert isinstance(report[key], int)
+    assert report["arena_bytes"] >= report["lower_bound_bytes"] > 0
+    sram = report["memories"][0]
+    assert sram["memory"] == "sram" and sram["available_bytes"] == 262144
+    assert "fits mcu_256k" in out or "does NOT fit" in out
+    rows = open(csv_path).read().splitlines()
+    assert rows[0].startswith("step,kernel,macs") and len(rows) > 2
+    assert os.path.getsize(png) > 1000
+
+
+def test_plan_over_capacity_says_so(tmp_path, capsys):
+    path = _save(tmp_path, onnx_models.small_cnn(h=64))
+    spec = tmp_path / "tiny.toml"
+    spec.write_text((CONFIG_DIR / "mcu_256k.toml").read_text().replace(
+        "size_bytes = 262144", "size_bytes = 4096"))
+    js = str(tmp_path / "plan.json")
+    code, out, err = _run(capsys, "plan", path, "--spec", str(spec), "--json", js)
+    assert code == 0, err
+    report = json.loads(open(js).read())
+    assert report["fits"] is False and "does NOT fit" in out
+    assert report["memories"][0]["arena_excess_bytes"] > 0
+
+
+def test_plan_bad_spec_is_one_line_exit_2(tmp_path, capsys):
+    path = _save(tmp_path, onnx_models.small_cnn(h=64))
+    spec = tmp_path / "bad.toml"
+    spec.write_text((CONFIG_DIR / "mcu_256k.toml").read_text().replace(
+        "size_bytes = 262144", "size_bytes = -1"))
+    js = str(tmp_path / "plan.json")
+    code, _, err = _run(capsys, "plan", path, "--spec", str(spec), "--json", js)
+    _assert_clean_failure(code, err, tmp_path, "memory[0].size_bytes")

@@ -69,6 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--out", metavar="DIR", help="write optimized.py (TVMScript) here")
     o.add_argument("--json", metavar="FILE", help="write the before/after report")
     o.add_argument("--plot", metavar="FILE", help="write the before/after timeline overlay")
+
+    q = sub.add_parser("plan", help="place every lowered buffer in the spec's SRAMs: offsets, "
+                                    "spills, DRAM traffic")
+    _add_model_args(q)
+    q.add_argument("--optimized", action="store_true",
+                   help="plan after FlattenMemoryPeaks (with the spec's activation SRAM as "
+                        "the memory budget)")
+    q.add_argument("--plot", metavar="FILE", help="write the SRAM occupancy map (.png or .svg)")
+    q.add_argument("--json", metavar="FILE", help="write the plan as JSON")
+    q.add_argument("--csv", metavar="FILE", help="write the per-layer table as CSV")
+    q.add_argument("--top", type=int, default=8, help="buffers to list at each peak (default 8)")
     return parser
 
 
@@ -87,7 +98,7 @@ def _check_outputs(args) -> None:
     plot = getattr(args, "plot", None)
     if plot and Path(plot).suffix.lower() not in PLOT_SUFFIXES:
         raise MemflatError(f"--plot file must end in .png or .svg: {plot}")
-    for opt in ("plot", "json"):
+    for opt in ("plot", "json", "csv"):
         path = getattr(args, opt, None)
         if path:
             parent = Path(path).resolve().parent
@@ -191,6 +202,7 @@ def cmd_optimize(args) -> int:
     )
     from .frontend import load_model, model_label, parse_input_shapes
     from .spec import load_spec
+    from .targets.build import build_and_measure
     from .transform import FlattenMemoryPeaks
 
     _check_outputs(args)
@@ -205,7 +217,8 @@ def cmd_optimize(args) -> int:
     config = {"model": args.model, "spec": spec.name if spec else "(none)",
               "memory_budget": pass_.memory_budget or "(minimise peak)", "halo": args.halo,
               "mac_overhead_limit": f"{100 * pass_.max_mac_overhead:.0f} %",
-              "baseline": "stock TVM 0.27, llvm, with operator fusion"}
+              "baseline": "stock TVM 0.27, llvm, with operator fusion",
+              "ours": "FlattenMemoryPeaks + tvm_memflat.build (llvm)"}
     for key, value in config.items():
         print(f"{key:<20}{value}")
     print("", flush=True)
@@ -222,18 +235,27 @@ def cmd_optimize(args) -> int:
         raise MemflatError(
             f"memory budget {pass_.memory_budget} B cannot be met: the lowest peak reached is "
             f"{after.peak_bytes} B (fp32) within the MAC overhead limit")
-    progress("building before/after with stock TVM, verifying, timing ...")
+    progress("building before (stock TVM) and after (tvm_memflat.build), verifying, timing ...")
     inputs = random_inputs(mod["main"], seed=1)
     sides = {}
     outputs = {}
-    for key, m, prof in (("before", mod, before), ("after", new, after)):
-        executable = build_stock(m)
-        runtime, outputs[key] = measure_runtime_storage(executable, inputs)
-        sides[key] = {"peak_bytes": prof.peak_bytes,
-                      "tvm_allocated_bytes": prof.tvm_allocated_bytes,
-                      "runtime_alloc_storage_bytes": runtime, "macs": prof.macs,
-                      "latency_ms": round(measure_latency_ms(executable, inputs), 3),
-                      "peak_layer": prof.peak_layer.name}
+    stock = build_stock(mod)
+    runtime, outputs["before"] = measure_runtime_storage(stock, inputs)
+    sides["before"] = {"build": "stock TVM (fused)", "peak_bytes": before.peak_bytes,
+                       "tvm_allocated_bytes": runtime + before.tvm.max_scratch_bytes,
+                       "runtime_alloc_storage_bytes": runtime,
+                       "max_scratch_bytes": before.tvm.max_scratch_bytes, "macs": before.macs,
+                       "latency_ms": round(measure_latency_ms(stock, inputs), 3),
+                       "peak_layer": before.peak_layer.name}
+    ours, allocation, outputs["after"] = build_and_measure(new, inputs)
+    sides["after"] = {"build": "tvm_memflat.build", "peak_bytes": after.peak_bytes,
+                      "tvm_allocated_bytes": allocation.total_bytes,
+                      "runtime_alloc_storage_bytes": allocation.runtime_storage_bytes,
+                      "max_scratch_bytes": allocation.max_scratch_bytes,
+                      "arena_bytes": allocation.arena_bytes,
+                      "concats_in_place": allocation.concats_removed, "macs": after.macs,
+                      "latency_ms": round(measure_latency_ms(ours, inputs), 3),
+                      "peak_layer": after.peak_layer.name}
     err = max(float(np.abs(a - b).max()) for a, b in zip(outputs["before"], outputs["after"],
                                                          strict=True))
     ref = max(float(np.abs(a).max()) for a in outputs["before"])
@@ -278,7 +300,63 @@ def cmd_optimize(args) -> int:
     return 0
 
 
-COMMANDS = {"profile": cmd_profile, "optimize": cmd_optimize}
+def cmd_plan(args) -> int:
+    import tvm
+
+    from .frontend import load_model, parse_input_shapes
+    from .lowering.pipeline import lower
+    from .planner.live_ranges import lowered_schedule
+    from .planner.sram_plan import plan_for_spec
+    from .reports.planner_report import plan_csv_rows, plan_summary
+    from .spec import load_spec
+
+    _check_outputs(args)
+    shapes = parse_input_shapes(args.input_shape)
+    spec = load_spec(args.spec or "vta_like")
+    config = {"model": args.model, "spec": f"{spec.name} ({spec.path})",
+              "activations": f"{spec.compute.activation_dtype} in "
+                             f"{spec.memories_for('activations')[0].name}",
+              "optimized": "FlattenMemoryPeaks" if args.optimized else "no",
+              "pipeline": "tvm_memflat lowering (fused, concat in place, scratch shrunk)"}
+    for key, value in config.items():
+        print(f"{key:<14}{value}")
+    print("", flush=True)
+    progress(f"loading {args.model} ...")
+    mod = load_model(args.model, shapes)
+    if args.optimized:
+        from .transform import FlattenMemoryPeaks
+
+        progress("flattening memory peaks ...")
+        mod = FlattenMemoryPeaks(spec)(mod)
+    progress("lowering and planning ...")
+    schedule = lowered_schedule(lower(mod, tvm.target.Target("llvm")))
+    plan = plan_for_spec(schedule, spec)
+    print(plan_summary(plan, schedule, top=args.top))
+    from ._io import write_json_atomic, write_text_atomic
+
+    if args.plot:
+        from .reports.occupancy import plot_occupancy
+
+        plot_occupancy(plan, args.plot)
+        print(f"wrote {args.plot}")
+    if args.json:
+        write_json_atomic(args.json, {"config": config, **plan.to_dict()})
+        print(f"wrote {args.json}")
+    if args.csv:
+        import csv
+        import io
+
+        buf = io.StringIO()
+        rows = plan_csv_rows(plan, schedule)
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text_atomic(args.csv, buf.getvalue())
+        print(f"wrote {args.csv}")
+    return 0
+
+
+COMMANDS = {"profile": cmd_profile, "optimize": cmd_optimize, "plan": cmd_plan}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -366,20 +366,23 @@ class _Packer:
     """
 
     #: Above this many time-neighbours a fit is done with numpy (~25 us whatever the
-    #: count) rather than in Python (~0.2 us per neighbour).
+    #: count) rather than in Python (~0.2 us per neighbour plus a sort) ...
     NUMPY_DEGREE = 128
+    #: ... and the neighbours a change disturbs are found with numpy (~5 us).
+    NUMPY_TOUCH_DEGREE = 24
 
     def __init__(self, starts: list[int], ends: list[int], sizes: list[int]):
         self.sizes = sizes
         self.size_np = np.asarray(sizes, dtype=np.int64)
         self.nbrs = _overlap_lists(starts, ends)
-        self.nbr_np = [np.asarray(nb, dtype=np.int64) if len(nb) > self.NUMPY_DEGREE else None
+        small = min(self.NUMPY_DEGREE, self.NUMPY_TOUCH_DEGREE)
+        self.nbr_np = [np.asarray(nb, dtype=np.int64) if len(nb) > small else None
                        for nb in self.nbrs]
 
     def _fit(self, i: int, k: int, st: _State) -> int:
         nb = self.nbr_np[i]
         size = self.sizes[i]
-        if nb is not None:
+        if nb is not None and len(nb) > self.NUMPY_DEGREE:
             idx = nb[st.pos_np[nb] < k]
             if not idx.size:
                 return 0

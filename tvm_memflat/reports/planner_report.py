@@ -1,0 +1,81 @@
+"""Text and CSV reports of an SRAM plan, in the spirit of Vela's summary."""
+
+from __future__ import annotations
+
+from ..planner.live_ranges import LoweredSchedule
+from ..planner.sram_plan import SpecPlan
+from .plots import format_bytes
+
+
+def plan_summary(plan: SpecPlan, schedule: LoweredSchedule, *, top: int = 8) -> str:
+    """Per memory: required / available / excess, lower bound, arena, overhead, spills,
+    the buffers live at the peak; then DRAM traffic."""
+    lines = [f"{'memory':<20}{'holds':<26}{'required':>12}{'available':>12}{'excess':>12}"
+             f"{'lower bnd':>12}{'arena':>12}{'ovh %':>7}{'spilled':>11}"]
+    lines.append("-" * len(lines[0]))
+    for m in plan.memories:
+        p = m.plan
+        excess = max(0, m.required_bytes - m.size_bytes)
+        lines.append(f"{m.memory:<20}{','.join(h[:3] for h in m.holds):<26}"
+                     f"{format_bytes(m.required_bytes):>12}{format_bytes(m.size_bytes):>12}"
+                     f"{format_bytes(excess):>12}{format_bytes(p.lower_bound_bytes):>12}"
+                     f"{format_bytes(p.arena_bytes):>12}{p.overhead_pct:>7.2f}"
+                     f"{format_bytes(p.spilled_bytes):>11}")
+    for m in plan.memories:
+        if not m.plan.placements:
+            continue
+        step, live = _peak(m)
+        kernel = schedule.steps[step].kernel if step < len(schedule.steps) else "?"
+        lines.append(f"\n{m.memory}: peak {format_bytes(sum(s for _, s in live))} at step "
+                     f"{step} ({kernel}); live there:")
+        for name, size in sorted(live, key=lambda t: -t[1])[:top]:
+            base = name.split("@")[0]
+            lines.append(f"  {m.labels.get(base, base)[:40]:<42}{format_bytes(size):>12}")
+    weights = sum(t.weight_read_bytes for t in plan.traffic)
+    act_r = sum(t.activation_read_bytes for t in plan.traffic)
+    act_w = sum(t.activation_write_bytes for t in plan.traffic)
+    lines.append(f"\nDRAM traffic: {format_bytes(plan.dram_traffic_bytes)} "
+                 f"(weights read {format_bytes(weights)}, activations read "
+                 f"{format_bytes(act_r)}, written {format_bytes(act_w)})")
+    if plan.fits:
+        lines.append(f"fits {plan.spec}: every memory is within capacity")
+    else:
+        over = [f"{m.memory} by {format_bytes(m.plan.excess_bytes)}" for m in plan.memories
+                if not m.plan.fits]
+        lines.append(f"does NOT fit {plan.spec}: over capacity in {', '.join(over)} even after "
+                     "spilling; tile the network (memflat plan --optimized) or pick a larger "
+                     "spec")
+    lines.append(f"planned in {plan.planner_s * 1000:.0f} ms")
+    return "\n".join(lines)
+
+
+def _peak(m) -> tuple[int, list[tuple[str, int]]]:
+    per_step: dict[int, list[tuple[str, int]]] = {}
+    for p in m.plan.placements:
+        for s in range(p.start, p.end + 1):
+            per_step.setdefault(s, []).append((p.name, p.size_bytes))
+    step = max(per_step, key=lambda s: (sum(b for _, b in per_step[s]), -s))
+    return step, per_step[step]
+
+
+def plan_csv_rows(plan: SpecPlan, schedule: LoweredSchedule) -> list[dict]:
+    """One row per kernel step: live bytes per memory, weights, DRAM traffic, % of peak."""
+    live = {m.memory: [0] * len(schedule.steps) for m in plan.memories}
+    for m in plan.memories:
+        for p in m.plan.placements:
+            for s in range(p.start, min(p.end, len(schedule.steps) - 1) + 1):
+                live[m.memory][s] += p.size_bytes
+    act = plan.activation.memory
+    peak = max(live[act]) or 1
+    rows = []
+    for step, t in zip(schedule.steps, plan.traffic, strict=True):
+        row = {"step": step.step, "kernel": step.kernel, "macs": step.macs}
+        for m in plan.memories:
+            row[f"{m.memory}_live_bytes"] = live[m.memory][step.step]
+        row["pct_of_activation_peak"] = round(100.0 * live[act][step.step] / peak, 2)
+        row.update({"weight_read_bytes": t.weight_read_bytes, "weight_chunks": t.weight_chunks,
+                    "activation_read_bytes": t.activation_read_bytes,
+                    "activation_write_bytes": t.activation_write_bytes,
+                    "dram_traffic_bytes": t.total_bytes})
+        rows.append(row)
+    return rows
