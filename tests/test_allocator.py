@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import random
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tvm_memflat.errors import MemflatError
+from tvm_memflat.planner import allocator
 from tvm_memflat.planner.allocator import (
     LiveRange,
     Placement,
@@ -144,8 +146,6 @@ def test_hill_climbing_reaches_the_lower_bound_where_greedy_does_not():
 
 
 def test_allocate_is_deterministic_and_keeps_the_global_rng_alone():
-    import random
-
     rng = random.Random(7)
     ranges = []
     for i in range(120):
@@ -164,10 +164,6 @@ def test_allocate_is_deterministic_and_keeps_the_global_rng_alone():
 
 def test_numpy_and_python_fits_agree(monkeypatch):
     """Buffers with many neighbours are fitted with numpy: same offsets as the Python loop."""
-    import random
-
-    from tvm_memflat.planner import allocator
-
     rng = random.Random(3)
     ranges = []
     for i in range(300):  # ~150 buffers live at every step: every fit takes the numpy path
@@ -181,6 +177,35 @@ def test_numpy_and_python_fits_agree(monkeypatch):
                          allocate(ranges, alignment_bytes=4, max_iterations=40))
     assert plans[0] == plans[10**9]
     assert check_plan(plans[0][1], ranges) == []
+
+
+@pytest.mark.parametrize("degree", [0, 10**9])  # numpy and Python fits
+def test_incremental_refit_equals_placing_from_scratch(monkeypatch, degree):
+    """The climb re-places only the buffers a move can disturb; the result must be what
+    greedy placement of the new order from scratch gives (offsets and what each rests on)."""
+    monkeypatch.setattr(allocator._Packer, "NUMPY_DEGREE", degree)
+    monkeypatch.setattr(allocator._Packer, "NUMPY_TOUCH_DEGREE", degree)
+    rng = random.Random(11)
+    for _ in range(30):
+        n = rng.randrange(2, 60)
+        starts = [rng.randrange(20) for _ in range(n)]
+        ends = [s + rng.randrange(8) for s in starts]
+        packer = allocator._Packer(starts, ends, [rng.randrange(1, 50) for _ in range(n)])
+        st = packer.place(rng.sample(range(n), n))
+        for _ in range(20):
+            q, last = sorted(rng.sample(range(n), 2))
+            order = st.order[:]
+            if rng.random() < 0.5:
+                order[q], order[last] = order[last], order[q]
+                moved = (order[q], order[last])
+            else:
+                order.insert(q, order.pop(last))
+                moved = (order[q],)
+            new = packer.replace(st, order, q, last, moved, limit=10**9)
+            fresh = packer.place(order)
+            assert (new.offsets, new.pred, new.pos) == (fresh.offsets, fresh.pred, fresh.pos)
+            assert new.off_np.tolist() == new.offsets and new.pos_np.tolist() == new.pos
+            st = new
 
 
 def test_empty_input():

@@ -9,10 +9,10 @@ no TVM, deterministic, testable by hand.
   Inference"): biggest buffers first, each at the lowest aligned offset that does not
   overlap a buffer already placed and live at a common step.
 * :func:`allocate` — greedy-by-size, then a deterministic hill climb over the placement
-  order (as in Vela's ``HillClimbAllocator``) until the arena reaches the lower bound or
-  the iterations run out; if a capacity is given and the arena exceeds it, buffers idle
-  across the worst steps are spilled to DRAM (Belady: furthest next use first) and the
-  resident pieces are placed again.
+  order (after Vela's ``HillClimbAllocator``, with a seeded local RNG) until the arena
+  reaches the lower bound or the iterations run out; if a capacity is given and the
+  arena exceeds it, buffers idle across the worst steps are spilled to DRAM (Belady:
+  furthest next use first) and the resident pieces are placed again.
 
 Conventions: steps are inclusive (``start <= step <= end``); a size is rounded up to the
 alignment wherever it is placed or counted, so ``offset + align_up(size)`` is a
@@ -25,6 +25,7 @@ named ``f"X@{step}"`` (:func:`piece_name`) at ``start`` and at each reload step.
 
 from __future__ import annotations
 
+import functools
 import operator
 import random
 from collections.abc import Iterable, Sequence
@@ -145,8 +146,11 @@ class Plan:
 
     ``placements`` hold every SRAM resident: unspilled buffers under their own name and
     the one-step pieces of spilled buffers (see :func:`piece_name`), sorted by
-    ``(start, name)``. ``lower_bound_bytes`` is the lower bound of the *original* ranges
-    (before spilling), so a plan with spills can be below it.
+    ``(start, name)``; ``spills`` are sorted by ``(store_step, name)``.
+    ``lower_bound_bytes`` is the lower bound of the *original* ranges (before spilling),
+    so a plan with spills can be below it. ``algorithm`` is ``"greedy_by_size"``, plus
+    ``"+hill_climb"`` if the climb beat greedy-by-size and ``"+belady_spill"`` if
+    anything was spilled.
     """
 
     placements: tuple[Placement, ...]
@@ -262,7 +266,13 @@ def piece_name(name: str, step: int) -> str:
 
 def spill_pieces(r: LiveRange) -> list[LiveRange]:
     """The one-step SRAM pieces of ``r`` when it is spilled: one per use step."""
-    return [LiveRange(piece_name(r.name, u), u, u, r.size_bytes) for u in r.use_steps]
+    return list(_pieces(r))
+
+
+@functools.lru_cache(maxsize=4096)
+def _pieces(r: LiveRange) -> tuple[LiveRange, ...]:
+    # Cached: spilling asks for the same buffer's pieces once per spill decision.
+    return tuple(LiveRange(piece_name(r.name, u), u, u, r.size_bytes) for u in r.use_steps)
 
 
 def _live_profile(ranges: Sequence[LiveRange], alignment: int,
@@ -329,30 +339,33 @@ def _default_key(r: LiveRange):
 
 
 def _overlap_lists(starts: list[int], ends: list[int]) -> list[list[int]]:
-    """For each buffer, the indices of the others live at a common step."""
+    """For each buffer, the indices (ascending) of the others live at a common step."""
     n = len(starts)
     s = np.asarray(starts, dtype=np.int64)
     e = np.asarray(ends, dtype=np.int64)
     out: list[list[int]] = []
     block = 1024  # bounds the boolean matrix at block * n bytes for big inputs
     for b0 in range(0, n, block):
-        rows = slice(b0, min(n, b0 + block))
-        ov = (s[rows, None] <= e[None, :]) & (s[None, :] <= e[rows, None])
-        for k, row in enumerate(ov):
-            row[b0 + k] = False
-            out.append(np.flatnonzero(row).tolist())
+        b1 = min(n, b0 + block)
+        ov = (s[b0:b1, None] <= e[None, :]) & (s[None, :] <= e[b0:b1, None])
+        ov[np.arange(b1 - b0), np.arange(b0, b1)] = False
+        rows, cols = np.nonzero(ov)  # row-major: each row's columns ascending, rows in order
+        flat = cols.tolist()
+        bounds = np.searchsorted(rows, np.arange(b1 - b0 + 1)).tolist()
+        out.extend(flat[bounds[k]:bounds[k + 1]] for k in range(b1 - b0))
     return out
 
 
 class _State:
     """An order and its placement; lists for fast scalar access, numpy mirrors for the
-    vectorized fit of buffers with many neighbours."""
+    vectorized fit of buffers with many neighbours. ``pred[i]`` is the buffer whose top
+    is ``i``'s offset (-1 at offset 0): what ``i`` rests on."""
 
-    __slots__ = ("order", "pos", "pos_np", "offsets", "off_np")
+    __slots__ = ("order", "pos", "pos_np", "offsets", "off_np", "pred")
 
-    def __init__(self, order, pos, pos_np, offsets, off_np):
+    def __init__(self, order, pos, pos_np, offsets, off_np, pred):
         self.order, self.pos, self.pos_np = order, pos, pos_np
-        self.offsets, self.off_np = offsets, off_np
+        self.offsets, self.off_np, self.pred = offsets, off_np, pred
 
 
 class _Packer:
@@ -379,35 +392,41 @@ class _Packer:
         self.nbr_np = [np.asarray(nb, dtype=np.int64) if len(nb) > small else None
                        for nb in self.nbrs]
 
-    def _fit(self, i: int, k: int, st: _State) -> int:
+    def _fit(self, i: int, k: int, st: _State) -> tuple[int, int]:
+        """``(offset, pred)`` of buffer ``i`` placed at position ``k`` of the order."""
         nb = self.nbr_np[i]
         size = self.sizes[i]
         if nb is not None and len(nb) > self.NUMPY_DEGREE:
             idx = nb[st.pos_np[nb] < k]
             if not idx.size:
-                return 0
+                return 0, -1
             offs = st.off_np[idx]
             srt = np.argsort(offs, kind="stable")
-            offs = offs[srt]
-            tops = np.maximum.accumulate(offs + self.size_np[idx[srt]])
+            idx, offs = idx[srt], offs[srt]
+            raw = offs + self.size_np[idx]
+            tops = np.maximum.accumulate(raw)
             below = np.empty_like(tops)  # highest top of the buffers before each one
             below[0] = 0
             below[1:] = tops[:-1]
             fits = offs - below >= size
             m = int(fits.argmax())
-            return int(below[m]) if fits[m] else int(tops[-1])
+            if not fits[m]:
+                m = len(offs)  # no gap: on top of everything
+            if m == 0:
+                return 0, -1
+            return int(tops[m - 1]), int(idx[int(raw[:m].argmax())])
         offsets, pos, sizes = st.offsets, st.pos, self.sizes
         busy = [j for j in self.nbrs[i] if pos[j] < k]
         busy.sort(key=offsets.__getitem__)
-        cur = 0
+        cur, pred = 0, -1
         for j in busy:
             off = offsets[j]
             if off >= cur + size:
                 break  # the gap [cur, off) takes it
             top = off + sizes[j]
             if top > cur:
-                cur = top
-        return cur
+                cur, pred = top, j
+        return cur, pred
 
     def place(self, order: list[int]) -> _State:
         """``order`` placed from scratch."""
@@ -416,9 +435,9 @@ class _Packer:
         for k, i in enumerate(order):
             pos[i] = k
         st = _State(order, pos, np.asarray(pos, dtype=np.int64), [0] * n,
-                    np.zeros(n, dtype=np.int64))
+                    np.zeros(n, dtype=np.int64), [-1] * n)
         for k, i in enumerate(order):
-            off = self._fit(i, k, st)
+            off, st.pred[i] = self._fit(i, k, st)
             st.offsets[i] = off
             st.off_np[i] = off
         return st
@@ -454,7 +473,7 @@ class _Packer:
         for k in range(q, last + 1):
             pos[order[k]] = k
             pos_np[order[k]] = k
-        st = _State(order, pos, pos_np, old.offsets[:], old.off_np.copy())
+        st = _State(order, pos, pos_np, old.offsets[:], old.off_np.copy(), old.pred[:])
         dirty = set(moved)
         for m in moved:
             # Buffers between q and last may have lost m as an earlier neighbour before m
@@ -465,15 +484,17 @@ class _Packer:
             if i not in dirty:
                 continue
             was = st.offsets[i]
-            off = self._fit(i, k, st)
+            # A buffer that is not fitted again keeps its pred too: had its pred moved,
+            # the pred's old interval (just under the buffer) would have touched it.
+            off, st.pred[i] = self._fit(i, k, st)
             if off + sizes[i] > limit:
                 return None
             if off != was:
                 st.offsets[i] = off
                 st.off_np[i] = off
                 self._touch(i, min(off, was), st, dirty)
-            elif i in moved and off < was + sizes[i]:
-                self._touch(i, off, st, dirty)  # same place, but new earlier neighbours
+            # (A moved buffer that stays put needs nothing more: the touch before the
+            # loop, with the same interval, already marked whoever gains or loses it.)
         return st
 
 
@@ -481,7 +502,8 @@ class _Packer:
 class _Packing:
     offsets: dict[str, int]
     arena: int
-    greedy_arena: int
+    order: tuple[str, ...]  # the final placement order, to start a later placement from
+    climbed: bool  # the climb (this one or the one it started from) beat greedy-by-size
     iterations: int
 
 
@@ -489,19 +511,57 @@ def _arena(st: _State, sizes: list[int]) -> int:
     return max(o + s for o, s in zip(st.offsets, sizes, strict=True))
 
 
+def _bottleneck_swap(packer: _Packer, st: _State, c: int,
+                     rng: random.Random) -> tuple[int, int]:
+    """Two positions to swap, as in Vela's ``HillClimbAllocator.attempt_bottleneck_fix``.
+
+    The candidates are the buffers that decided where ``c`` went: ``c``, its earlier
+    time-neighbours and everything these rest on (their ``pred`` chains). Vela prefers,
+    30 % of the time, one that is not a time-neighbour of ``c``: such buffers are what
+    leaves gaps under it. Returns ``(q, last)`` with ``q <= last``.
+    """
+    pos, pred = st.pos, st.pred
+    turns: list[int] = []
+    seen: set[int] = set()
+    for start in [c] + [j for j in packer.nbrs[c] if pos[j] < pos[c]]:
+        x = start
+        while x >= 0 and x not in seen:
+            seen.add(x)
+            turns.append(pos[x])
+            x = pred[x]
+    near = set(packer.nbrs[c])
+    near.add(c)
+    far = [t for t in turns if st.order[t] not in near]
+    if far and rng.random() < 0.3:
+        ix1 = far[rng.randrange(len(far))]
+    else:
+        ix1 = turns[rng.randrange(len(turns))]
+    ix2 = turns[rng.randrange(len(turns) - 1)] if len(turns) > 1 else ix1
+    if ix1 == ix2:
+        ix2 = turns[-1]
+    return min(ix1, ix2), max(ix1, ix2)
+
+
 def _pack(ranges: Sequence[LiveRange], alignment: int, max_iterations: int, seed: int,
-          target: int) -> _Packing:
-    """Greedy-by-size, then hill climbing over the order until ``target`` (a lower bound)."""
+          target: int, start: _Packing | None = None,
+          order: Sequence[str] | None = None) -> _Packing:
+    """Greedy placement in ``order`` (default: greedy-by-size), then hill climbing over the
+    order until the arena is <= ``target`` (at least the lower bound) or the iterations
+    run out. ``start`` is the placement ``order`` comes from, if any."""
     n = len(ranges)
     if n == 0:
-        return _Packing({}, 0, 0, 0)
-    # Index buffers in greedy order, so that the climb (its neighbour lists, its random
+        return _Packing({}, 0, (), False, 0)
+    # Index buffers in placement order, so that the climb (its neighbour lists, its random
     # picks) does not depend on the order the caller listed them in.
-    ranges = sorted(ranges, key=_default_key)
+    if order is None:
+        ranges = sorted(ranges, key=_default_key)
+    else:
+        by_name = {r.name: r for r in ranges}
+        ranges = [by_name[name] for name in order]
     sizes = [align_up(r.size_bytes, alignment) for r in ranges]
     packer = _Packer([r.start for r in ranges], [r.end for r in ranges], sizes)
     st = packer.place(list(range(n)))
-    arena = greedy_arena = _arena(st, sizes)
+    arena = first_arena = _arena(st, sizes)
     rng = random.Random(seed)
     it = 0
     while it < max_iterations and arena > target:
@@ -515,27 +575,29 @@ def _pack(ranges: Sequence[LiveRange], alignment: int, max_iterations: int, seed
             break
         c = critical[rng.randrange(len(critical))]
         pc = pos[c]
-        below = [j for j in packer.nbrs[c] if pos[j] < pc]
         new_order = order[:]
-        if below and rng.random() < 0.5:
-            # Swap with an earlier time-neighbour: c is placed first, j fits around it.
-            j = below[rng.randrange(len(below))]
-            q = pos[j]
-            new_order[q], new_order[pc] = c, j
-            moved: tuple[int, ...] = (c, j)
+        if rng.random() < 0.5:
+            # Vela's move: swap two of the buffers that decided where c went.
+            q, last = _bottleneck_swap(packer, st, c, rng)
+            new_order[q], new_order[last] = new_order[last], new_order[q]
+            moved: tuple[int, ...] = (new_order[q], new_order[last])
         else:
             # Move c to any earlier position, so that it is placed lower.
-            q = rng.randrange(pc)
+            q, last = rng.randrange(pc), pc
             del new_order[pc]
             new_order.insert(q, c)
             moved = (c,)
-        new = packer.replace(st, new_order, q, pc, moved, arena)
+        if q == last:
+            continue
+        new = packer.replace(st, new_order, q, last, moved, arena)
         if new is not None:
             # Sideways moves (same arena) are kept too: they walk plateaus, as in Vela.
             st = new
             arena = _arena(st, sizes)
-    return _Packing({r.name: st.offsets[i] for i, r in enumerate(ranges)}, arena, greedy_arena,
-                    it)
+    return _Packing(offsets={r.name: st.offsets[i] for i, r in enumerate(ranges)}, arena=arena,
+                    order=tuple(ranges[i].name for i in st.order),
+                    climbed=arena < first_arena or (start is not None and start.climbed),
+                    iterations=it)
 
 
 # --------------------------------------------------------------------------- public API
@@ -596,24 +658,34 @@ def allocate(ranges: Iterable[LiveRange], *, alignment_bytes: int = 1,
     Returns
     -------
     Plan
-        Never over capacity silently: if even spilling every buffer that is idle somewhere
-        cannot bring the arena within capacity, ``fits`` is False and ``excess_bytes``
-        says by how much.
+        Never over capacity silently: if spilling cannot bring the arena within capacity
+        (a step whose buffers are all in use needs more, or no buffer is idle where the
+        packing overflows), ``fits`` is False and ``excess_bytes`` says by how much.
 
     Notes
     -----
     Placement: greedy-by-size, stopped if it reaches the lower bound, else hill climbing
-    (move or swap a buffer that sits at the top of the arena earlier in the order, keep
-    the move if the arena does not grow) until the lower bound or ``max_iterations``.
+    over the placement order until the lower bound or ``max_iterations``. Each move picks
+    a buffer at the top of the arena and, with equal odds, either swaps two of the
+    buffers that decided where it went (Vela's ``attempt_bottleneck_fix``) or moves it to
+    a random earlier position; the move is kept if the arena does not grow. On random
+    problems the mix reached the lower bound more often than Vela's swap alone.
 
     Spilling (only when the arena exceeds the capacity): take the steps whose live bytes
     exceed the capacity, worst first; at the first one where some buffer is live but not
     used, spill the one whose next use is furthest away (Belady; ties: larger, then
     name). It is then resident only at its use steps (:attr:`LiveRange.use_steps`).
     Repeat until the live bytes fit everywhere or no such buffer is left, then place the
-    resident pieces. If the lower bound then fits but fragmentation still pushes the
-    arena over, keep spilling at the steps of the buffers above the capacity (fullest
-    step first) and place again, until it fits or nothing is left to spill.
+    resident pieces, starting from the order found before spilling with each spilled
+    buffer's pieces where it stood (the climb now stops as soon as the arena fits: once
+    spilling, a smaller arena saves no traffic). If the lower bound then fits but
+    fragmentation still pushes the arena over, keep spilling, one buffer at a time, at
+    the steps of the buffers above the capacity (fullest step first), and place again
+    from the previous order with a short climb (at most 20 moves), until it fits or
+    nothing is left to spill.
+
+    Cost: about ``n * d`` work for greedy-by-size (``d``: buffers live at a common step),
+    and each climbing move refits only the buffers under which something changed.
     """
     ranges, a = _validate(ranges, alignment_bytes)
     if capacity_bytes is not None:
@@ -624,13 +696,23 @@ def allocate(ranges: Iterable[LiveRange], *, alignment_bytes: int = 1,
         raise ValueError(f"max_iterations must be >= 0, got {max_iterations}")
     lb = lower_bound(ranges, a)
 
-    def place(items: list[LiveRange]) -> _Packing:
-        return _pack(items, a, max_iterations, seed, lower_bound(items, a))
+    def place(items: list[LiveRange], enough: int = 0, start: _Packing | None = None,
+              short: bool = False) -> _Packing:
+        # The climb stops at the lower bound, or as soon as the arena is ``enough``. From a
+        # ``start``, it begins with that placement's order, the spilled buffers' pieces
+        # standing where the buffers stood.
+        order = None
+        if start is not None:
+            pieces = {r.name: [p.name for p in spill_pieces(r)] for r in spilled.values()}
+            order = [q for name in start.order for q in pieces.get(name, [name])]
+        iterations = min(max_iterations, _ROUND_ITERATIONS) if short else max_iterations
+        return _pack(items, a, iterations, seed, max(lower_bound(items, a), enough), start,
+                     order)
 
+    spilled: dict[str, LiveRange] = {}  # filled in by _spill_and_place, read by place
     packing = place(ranges)
-    spilled: dict[str, LiveRange] = {}
     if capacity_bytes is not None and packing.arena > capacity_bytes:
-        packing, spilled = _spill_and_place(ranges, a, capacity_bytes, packing, place)
+        packing = _spill_and_place(ranges, a, capacity_bytes, packing, place, spilled)
 
     items = _resident(ranges, spilled)
     placements = tuple(sorted(
@@ -639,7 +721,7 @@ def allocate(ranges: Iterable[LiveRange], *, alignment_bytes: int = 1,
     spills = tuple(sorted((_spill_record(r) for r in spilled.values()),
                           key=lambda s: (s.store_step, s.name)))
     algorithm = "greedy_by_size"
-    if packing.arena < packing.greedy_arena:
+    if packing.climbed:
         algorithm += "+hill_climb"
     if spills:
         algorithm += "+belady_spill"
@@ -661,7 +743,7 @@ def _spill_record(r: LiveRange) -> Spill:
 def _resident(ranges: Sequence[LiveRange], spilled: dict[str, LiveRange]) -> list[LiveRange]:
     out: list[LiveRange] = []
     for r in ranges:
-        out.extend(spill_pieces(r) if r.name in spilled else [r])
+        out.extend(_pieces(r) if r.name in spilled else (r,))
     return out
 
 
@@ -683,11 +765,11 @@ def _belady_victim(ranges: Sequence[LiveRange], spilled: dict[str, LiveRange],
 
 
 def _spill_once(ranges: Sequence[LiveRange], spilled: dict[str, LiveRange], a: int,
-                eligible, exhausted: set[int]) -> bool:
+                eligible, exhausted: set[int]) -> LiveRange | None:
     """Spill one Belady victim at the fullest step with ``eligible(step, live)``.
 
     Steps found without a victim go to ``exhausted``: spilling only removes victims, so
-    they never get one back. Returns False when no eligible step has a victim.
+    they never get one back. Returns the victim, None when no eligible step has one.
     """
     resident = _resident(ranges, spilled)
     # Breakpoints at every use step and the one after it of the unspilled buffers: between
@@ -700,31 +782,37 @@ def _spill_once(ranges: Sequence[LiveRange], spilled: dict[str, LiveRange], a: i
         victim = _belady_victim(ranges, spilled, s)
         if victim is not None:
             spilled[victim.name] = victim
-            return True
+            return victim
         exhausted.add(s)
-    return False
+    return None
 
 
-def _spill_and_place(ranges, a, capacity, packing, place):
+#: Climbing moves per placement while relieving fragmentation: each such placement starts
+#: from the previous one's order, so together they continue one climb.
+_ROUND_ITERATIONS = 20
+
+
+def _spill_and_place(ranges, a, capacity, packing, place, spilled):
+    """Spill (into ``spilled``) and place the resident pieces, as :func:`allocate` says."""
     names = {r.name for r in ranges}
     for r in ranges:
         for u in r.use_steps:
             if piece_name(r.name, u) in names:
                 raise ValueError(f"cannot spill {r.name!r}: its piece name "
                                  f"{piece_name(r.name, u)!r} is another buffer's name")
-    spilled: dict[str, LiveRange] = {}
     exhausted: set[int] = set()
     # Phase 1: bring the live bytes of every step within capacity, if spilling can.
     while _spill_once(ranges, spilled, a, lambda s, v: v > capacity, exhausted):
         pass
     resident = _resident(ranges, spilled)
     if spilled:
-        packing = place(resident)
+        # Once spilling, fitting is the goal: a smaller arena saves no traffic.
+        packing = place(resident, capacity, start=packing)
     if lower_bound(resident, a) > capacity:
-        return packing, spilled  # some step cannot fit: report the excess, spill no more
+        return packing  # some step cannot fit: report the excess, spill no more
     # Phase 2: the live bytes fit but the packing does not (fragmentation). Relieve the
-    # steps of the buffers sticking out above the capacity and place again.
-    exhausted = set()
+    # steps of the buffers sticking out above the capacity and place again, from the
+    # previous order with the victim's pieces in its place, with a short climb.
     while packing.arena > capacity:
         over = [r for r in resident if packing.offsets[r.name]
                 + align_up(r.size_bytes, a) > capacity]
@@ -732,9 +820,9 @@ def _spill_and_place(ranges, a, capacity, packing, place):
         def eligible(s, v, over=over):
             return any(r.start <= s <= r.end for r in over)
 
-        if not _spill_once(ranges, spilled, a, eligible, exhausted):
+        # A fresh set: which steps count depends on the placement, which changes.
+        if _spill_once(ranges, spilled, a, eligible, set()) is None:
             break
         resident = _resident(ranges, spilled)
-        packing = place(resident)
-        exhausted = set()  # the hot steps change with the new placement
-    return packing, spilled
+        packing = place(resident, capacity, start=packing, short=True)
+    return packing
