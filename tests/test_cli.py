@@ -193,11 +193,17 @@ def test_plan_reports_memories_and_writes_outputs(tmp_path, capsys):
     assert os.path.getsize(png) > 1000
 
 
+def _mcu_spec_with_sram(tmp_path, size: str):
+    """mcu_256k.toml with its SRAM size replaced by ``size`` (a TOML value)."""
+    spec = tmp_path / "spec.toml"
+    spec.write_text((CONFIG_DIR / "mcu_256k.toml").read_text().replace(
+        "size_bytes = 262144", f"size_bytes = {size}"))
+    return spec
+
+
 def test_plan_over_capacity_says_so(tmp_path, capsys):
     path = _save(tmp_path, onnx_models.small_cnn(h=64))
-    spec = tmp_path / "tiny.toml"
-    spec.write_text((CONFIG_DIR / "mcu_256k.toml").read_text().replace(
-        "size_bytes = 262144", "size_bytes = 4096"))
+    spec = _mcu_spec_with_sram(tmp_path, "4096")
     js = str(tmp_path / "plan.json")
     code, out, err = _run(capsys, "plan", path, "--spec", str(spec), "--json", js)
     assert code == 0, err
@@ -208,9 +214,7 @@ def test_plan_over_capacity_says_so(tmp_path, capsys):
 
 def test_plan_bad_spec_is_one_line_exit_2(tmp_path, capsys):
     path = _save(tmp_path, onnx_models.small_cnn(h=64))
-    spec = tmp_path / "bad.toml"
-    spec.write_text((CONFIG_DIR / "mcu_256k.toml").read_text().replace(
-        "size_bytes = 262144", "size_bytes = -1"))
+    spec = _mcu_spec_with_sram(tmp_path, "-1")
     js = str(tmp_path / "plan.json")
     code, _, err = _run(capsys, "plan", path, "--spec", str(spec), "--json", js)
     _assert_clean_failure(code, err, tmp_path, "memory[0].size_bytes")
