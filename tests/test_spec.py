@@ -41,7 +41,7 @@ def _mutated(edit):
     return data
 
 
-@pytest.mark.parametrize("edit, message", [
+INVALID = [
     (lambda d: d.update(colour="red"), "colour is not a known key"),
     (lambda d: d["compute"].update(freq_hz=1), "compute.freq_hz is not a known key"),
     (lambda d: d["memory"][1].update(size_bytes=-4),
@@ -57,7 +57,10 @@ def _mutated(edit):
     (lambda d: d["memory"][1].update(name="input_buffer"), "memory[1].name repeats"),
     (lambda d: d["memory"][0].update(holds=["weights"]), "no memory that holds activations"),
     (lambda d: d["dram"].update(latency_cycles=True), "dram.latency_cycles must be an integer"),
-])
+]
+
+
+@pytest.mark.parametrize("edit, message", INVALID)
 def test_invalid_specs_name_the_key(edit, message):
     with pytest.raises(MemflatError, match="^spec test: .*") as exc:
         parse_spec(_mutated(edit), "test")
@@ -74,3 +77,44 @@ def test_file_errors(tmp_path):
     bad.write_text("name = [unclosed")
     with pytest.raises(MemflatError, match="not valid TOML"):
         load_spec(bad)
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return repr(v)
+
+
+def _to_toml(data: dict) -> str:
+    """Just enough TOML writing for spec files (scalars, tables, arrays of tables)."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict | list)
+             or (isinstance(v, list) and not any(isinstance(x, dict) for x in v))]
+    for key, value in data.items():
+        if isinstance(value, dict):
+            lines += [f"[{key}]"] + [f"{k} = {_toml_value(v)}" for k, v in value.items()]
+        elif isinstance(value, list) and any(isinstance(x, dict) for x in value):
+            for table in value:
+                lines += [f"[[{key}]]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+def test_toml_writer_round_trips():
+    assert tomllib.loads(_to_toml(_data())) == _data()
+
+
+@pytest.mark.parametrize("edit, message", INVALID)
+@pytest.mark.parametrize("command", ["plan", "profile"])
+def test_cli_refuses_invalid_specs_with_one_line(tmp_path, capsys, edit, message, command):
+    from tvm_memflat.cli import main
+
+    path = tmp_path / "bad.toml"
+    path.write_text(_to_toml(_mutated(edit)))
+    js = tmp_path / "out.json"
+    assert main([command, "squeezenet1_1", "--spec", str(path), "--json", str(js)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("memflat: error: spec ") and message in err[0]
+    assert not js.exists()
