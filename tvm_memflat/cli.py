@@ -83,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _echo_config(config: dict, width: int) -> None:
+    """Reports start by echoing the configuration they ran with, one key per line."""
+    for key, value in config.items():
+        print(f"{key:<{width}}{value}")
+    print("", flush=True)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -119,9 +126,7 @@ def cmd_profile(args) -> int:
                            else "float32")
     config = {"model": args.model, "spec": spec.name if spec else "(none)",
               "activations": dtype, "layers": "TVM 0.27 fused groups (llvm default pipeline)"}
-    for key, value in config.items():
-        print(f"{key:<16}{value}")
-    print("", flush=True)
+    _echo_config(config, width=16)
 
     from .analysis.fusion import fuse
     from .analysis.memory_profile import profile
@@ -219,9 +224,7 @@ def cmd_optimize(args) -> int:
               "mac_overhead_limit": f"{100 * pass_.max_mac_overhead:.0f} %",
               "baseline": "stock TVM 0.27, llvm, with operator fusion",
               "ours": "FlattenMemoryPeaks + tvm_memflat.build (llvm)"}
-    for key, value in config.items():
-        print(f"{key:<20}{value}")
-    print("", flush=True)
+    _echo_config(config, width=20)
 
     progress(f"loading {args.model} ...")
     mod = load_model(args.model, shapes)
@@ -318,9 +321,7 @@ def cmd_plan(args) -> int:
                              f"{spec.memories_for('activations')[0].name}",
               "optimized": "FlattenMemoryPeaks" if args.optimized else "no",
               "pipeline": "tvm_memflat lowering (fused, concat in place, scratch shrunk)"}
-    for key, value in config.items():
-        print(f"{key:<14}{value}")
-    print("", flush=True)
+    _echo_config(config, width=14)
     progress(f"loading {args.model} ...")
     mod = load_model(args.model, shapes)
     if args.optimized:
