@@ -32,17 +32,11 @@ def tvm_block_total(lowered) -> int:
     import tvm
     from tvm import relax
 
-    alloc_storage = tvm.ir.Op.get("relax.memory.alloc_storage")
+    from tvm_memflat.analysis.tvm_allocation import storage_blocks
+
     with tvm.target.Target("llvm"):
         planned = relax.transform.StaticPlanBlockMemory()(lowered)
-    sizes = []
-
-    def visit(expr):
-        if isinstance(expr, relax.Call) and expr.op.same_as(alloc_storage):
-            sizes.append(int(expr.args[0].values[0]))
-
-    relax.analysis.post_order_visit(planned["main"], visit)
-    return sum(sizes)
+    return sum(storage_blocks(planned["main"]))
 
 
 def main(argv=None) -> int:

@@ -20,6 +20,7 @@ import tvm
 from tvm import relax
 
 from .fusion import FusedModules, Step, fuse, steps_of
+from .tir_stats import dtype_bytes
 from .tvm_allocation import TVMAllocation, tvm_allocation
 
 #: Activation views: ``None`` keeps each tensor's own dtype; ``"int8"`` counts one
@@ -150,8 +151,7 @@ class MemoryProfile:
 def _tensor_type_facts(ty) -> tuple[tuple[int, ...], str, int, int]:
     shape = tuple(int(d) for d in ty.shape.values)
     dtype = str(ty.dtype)
-    itemsize = (tvm.DataType(dtype).bits + 7) // 8
-    return shape, dtype, int(np.prod(shape)) if shape else 1, itemsize
+    return shape, dtype, int(np.prod(shape)) if shape else 1, dtype_bytes(dtype)
 
 
 def profile(

@@ -17,6 +17,16 @@ from tvm import ir, s_tir, tirx
 _LOAD = ir.TensorLoad
 
 
+def dtype_bytes(dtype: str) -> int:
+    """Bytes one element of ``dtype`` takes (sub-byte types round up)."""
+    return (tvm.DataType(dtype).bits + 7) // 8
+
+
+def tensor_bytes(shape, dtype: str) -> int:
+    """Bytes of a dense tensor of static ``shape`` (a scalar for ``()``)."""
+    return int(np.prod([int(d) for d in shape], dtype=np.int64)) * dtype_bytes(dtype)
+
+
 def buffer_bytes(buf) -> int:
     """Size of a TIR buffer in bytes (static shapes only)."""
     elems = int(np.prod([int(d) for d in buf.shape])) if len(buf.shape) else 1

@@ -71,9 +71,16 @@ def _is_call(expr, op) -> bool:
     return isinstance(expr, relax.Call) and expr.op.same_as(op)
 
 
-def _nbytes(shape_values, dtype: str) -> int:
-    elems = int(np.prod([int(v) for v in shape_values])) if len(shape_values) else 1
-    return elems * ((tvm.DataType(dtype).bits + 7) // 8)
+def storage_blocks(main: relax.Function) -> list[int]:
+    """Sizes of the ``R.memory.alloc_storage`` blocks a memory-planned ``main`` allocates."""
+    blocks = []
+
+    def visit(expr):
+        if _is_call(expr, _ALLOC_STORAGE):
+            blocks.append(int(expr.args[0].values[0]))
+
+    relax.analysis.post_order_visit(main, visit)
+    return blocks
 
 
 def tvm_allocation(fused) -> TVMAllocation:
@@ -81,20 +88,18 @@ def tvm_allocation(fused) -> TVMAllocation:
 
     ``fused`` is a :class:`~tvm_memflat.analysis.fusion.FusedModules`.
     """
-    from .tir_stats import kernel_stats
+    from .tir_stats import kernel_stats, tensor_bytes
 
     passes = cpu_pipeline.dataflow_lower_passes(fused.target) + [
         relax.transform.StaticPlanBlockMemory()
     ]
     with fused.target:
         planned = tvm.transform.Sequential(passes)(fused.kernels)
-    blocks, outputs, scratch = [], [0], {}
+    outputs, scratch = [0], {}
 
     def visit(expr):
-        if _is_call(expr, _ALLOC_STORAGE):
-            blocks.append(int(expr.args[0].values[0]))
-        elif _is_call(expr, _ALLOC_TENSOR):
-            outputs[0] += _nbytes(expr.args[0].values, str(expr.args[1].value))
+        if _is_call(expr, _ALLOC_TENSOR):
+            outputs[0] += tensor_bytes(expr.args[0].values, str(expr.args[1].value))
         elif isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.GlobalVar):
             func = planned[expr.op]
             if isinstance(func, tvm.tirx.PrimFunc) and expr.op.name_hint not in scratch:
@@ -102,7 +107,7 @@ def tvm_allocation(fused) -> TVMAllocation:
 
     relax.analysis.post_order_visit(planned["main"], visit)
     kernel = max(scratch, key=lambda k: (scratch[k], k), default=None)
-    return TVMAllocation(PIPELINE_NAME, tuple(blocks), outputs[0],
+    return TVMAllocation(PIPELINE_NAME, tuple(storage_blocks(planned["main"])), outputs[0],
                          scratch.get(kernel, 0) if kernel else 0, kernel)
 
 

@@ -111,9 +111,8 @@ def concat_in_place(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
         plan = _plan_concat(mod, bindings, uses, i)
         if plan is None:
             continue
-        dest, begin = region.get(i, (uses.root(value.args[-1]), None))
-        if begin is None:
-            begin = (0,) * len(plan.out_shape)
+        # An inner concat already redirected into an outer one writes there; else its own.
+        dest, begin = region.get(i, (uses.root(value.args[-1]), (0,) * len(plan.out_shape)))
         for producer, offset in plan.producers:
             shifted = list(begin)
             shifted[plan.axis] += offset

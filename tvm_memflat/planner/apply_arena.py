@@ -38,15 +38,12 @@ def apply_arena(mod: tvm.IRModule, schedule: LoweredSchedule, plan: Plan) -> tvm
     storage = relax.Var("memflat_arena", relax.ObjectType())
     arena = relax.op.memory.alloc_storage(relax.ShapeExpr([plan.arena_bytes]), 0, "global",
                                           "uint8")
-    out = []
+    out = [relax.VarBinding(storage, arena)]
     for b in flat_bindings(func):
         if b.var in offsets:
-            if not out or not out[0].var.same_as(storage):
-                out.insert(0, relax.VarBinding(storage, arena))
             shape, dtype = b.value.args[0], b.value.args[1]
-            value = relax.op.memory.alloc_tensor(storage, offsets[b.var], shape, dtype.value
-                                                 if hasattr(dtype, "value") else dtype)
-            b = relax.VarBinding(b.var, value)
+            b = relax.VarBinding(b.var, relax.op.memory.alloc_tensor(storage, offsets[b.var],
+                                                                     shape, dtype))
         out.append(b)
     new_mod = copy_module(mod)
     new_mod["main"] = rebuild(func, out)

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import tvm
 from tvm import relax
 
-from ..analysis.tir_stats import kernel_stats
+from ..analysis.tir_stats import kernel_stats, tensor_bytes
 from ..lowering.concat_in_place import flat_bindings, is_alloc_tensor, is_kernel_call
 from ..lowering.shrink_scratch import lowered_scratch_bytes
 from .allocator import LiveRange
@@ -63,23 +62,19 @@ class LoweredSchedule:
     variables: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
-    def intermediates(self) -> tuple[ActivationBuffer, ...]:
-        return tuple(b for b in self.buffers if b.role == "intermediate")
+    def output_bytes(self) -> int:
+        """Bytes of ``main``'s outputs (allocated outside the arena: the caller keeps them)."""
+        return sum(b.size_bytes for b in self.buffers if b.role == "output")
 
-    def live_ranges(self, *, roles=("intermediate",), scratch: bool = False) -> list[LiveRange]:
-        """Live ranges of the buffers with the given roles, plus kernel scratch if asked."""
-        ranges = [LiveRange(b.name, b.start, b.end, b.size_bytes, b.uses)
-                  for b in self.buffers if b.role in roles]
-        if scratch:
-            ranges.extend(LiveRange(f"{s.kernel}@{s.step}/scratch", s.step, s.step,
-                                    s.scratch_bytes, (s.step,))
-                          for s in self.steps if s.scratch_bytes)
-        return ranges
+    @property
+    def max_scratch_bytes(self) -> int:
+        """The largest scratch one kernel allocates for itself."""
+        return max((s.scratch_bytes for s in self.steps), default=0)
 
-
-def _nbytes(shape, dtype: str) -> int:
-    bits = tvm.DataType(dtype).bits
-    return int(np.prod(shape, dtype=np.int64)) * ((bits + 7) // 8)
+    def live_ranges(self) -> list[LiveRange]:
+        """Live ranges of the intermediate tensors (what the arena holds)."""
+        return [LiveRange(b.name, b.start, b.end, b.size_bytes, b.uses)
+                for b in self.buffers if b.role == "intermediate"]
 
 
 def _tensor_shape(var) -> tuple[tuple[int, ...], str] | None:
@@ -125,7 +120,7 @@ def lowered_schedule(mod: tvm.IRModule) -> LoweredSchedule:
                 kernel = mod[value.op]
                 stats_cache[name] = (kernel_stats(kernel).macs, lowered_scratch_bytes(kernel))
             macs, scratch = stats_cache[name]
-            weight_bytes = sum(_nbytes(tuple(int(d) for d in a.value.shape), str(a.value.dtype))
+            weight_bytes = sum(tensor_bytes(a.value.shape, str(a.value.dtype))
                                for a in value.args if isinstance(a, _CONSTANT))
             steps.append(KernelStep(step, name,
                                     tuple(r.name for r in args[:-1] if r is not None),
@@ -156,6 +151,6 @@ def lowered_schedule(mod: tvm.IRModule) -> LoweredSchedule:
         key = var.name if var.name not in variables else f"{var.name}#{len(buffers)}"
         variables[key] = var
         buffers.append(ActivationBuffer(key, names.get(var, var.name), shape, dtype,
-                                        _nbytes(shape, dtype), start, end, role,
+                                        tensor_bytes(shape, dtype), start, end, role,
                                         tuple(steps_used)))
     return LoweredSchedule(tuple(steps), tuple(buffers), variables)

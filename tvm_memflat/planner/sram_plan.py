@@ -25,15 +25,10 @@ import math
 import time
 from dataclasses import dataclass
 
-import tvm
-
+from ..analysis.tir_stats import dtype_bytes
 from ..spec import AcceleratorSpec
 from .allocator import LiveRange, Plan, allocate, no_reuse_arena
 from .live_ranges import LoweredSchedule
-
-
-def dtype_bytes(dtype: str) -> int:
-    return (tvm.DataType(dtype).bits + 7) // 8
 
 
 @dataclass(frozen=True)
@@ -166,11 +161,13 @@ def plan_for_spec(schedule: LoweredSchedule, spec: AcceleratorSpec, *,
             per_memory[acc_mem.name].append(LiveRange(
                 name, s.step, s.step, _scaled(s.scratch_bytes, "float32", acc_dtype), (s.step,)))
             labels[name] = f"{s.kernel} scratch"
+    # Weights are fp32 constants in the module; the spec stores them at its weight dtype.
+    weights = {s.step: _scaled(s.weight_bytes, "float32", spec.compute.weight_dtype)
+               for s in schedule.steps if s.weight_bytes}
     chunks = {}
     if wgt_mem is not None:
         for s in schedule.steps:
-            wbytes = _scaled(s.weight_bytes, "float32", spec.compute.weight_dtype) \
-                if s.weight_bytes else 0
+            wbytes = weights.get(s.step, 0)
             if wbytes:
                 chunks[s.step] = math.ceil(wbytes / wgt_mem.size_bytes)
                 name = f"{s.kernel}@{s.step}/weights"
@@ -186,11 +183,11 @@ def plan_for_spec(schedule: LoweredSchedule, spec: AcceleratorSpec, *,
         memories.append(MemoryPlan(m.name, m.holds, m.size_bytes, m.alignment_bytes, plan,
                                    no_reuse_arena(ranges, m.alignment_bytes) if ranges else 0,
                                    labels))
-    traffic = _traffic(schedule, spec, memories, chunks)
+    traffic = _traffic(schedule, spec, memories, weights, chunks)
     return SpecPlan(spec.name, act_dtype, tuple(memories), traffic, time.perf_counter() - t0)
 
 
-def _traffic(schedule, spec, memories, chunks) -> tuple[StepTraffic, ...]:
+def _traffic(schedule, spec, memories, weights, chunks) -> tuple[StepTraffic, ...]:
     reads = {s.step: 0 for s in schedule.steps}
     writes = dict(reads)
     last = len(schedule.steps) - 1
@@ -206,9 +203,7 @@ def _traffic(schedule, spec, memories, chunks) -> tuple[StepTraffic, ...]:
             writes[sp.store_step] = writes.get(sp.store_step, 0) + sp.size_bytes
             for r in sp.reload_steps:
                 reads[r] = reads.get(r, 0) + sp.size_bytes
-    wdt = spec.compute.weight_dtype
-    return tuple(StepTraffic(s.step, s.kernel,
-                             _scaled(s.weight_bytes, "float32", wdt) if s.weight_bytes else 0,
+    return tuple(StepTraffic(s.step, s.kernel, weights.get(s.step, 0),
                              chunks.get(s.step, 0), reads.get(s.step, 0),
                              writes.get(s.step, 0))
                  for s in schedule.steps)

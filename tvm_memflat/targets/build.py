@@ -78,12 +78,11 @@ def build_and_measure(mod: tvm.IRModule, inputs) -> tuple[relax.VMExecutable,
     record = BuildRecord()
     executable = build(mod, record=record)
     runtime, outputs = measure_runtime_storage(executable, inputs)
-    schedule = record.schedule
     allocation = MemflatAllocation(
         runtime_storage_bytes=runtime,
         arena_bytes=record.plan.arena_bytes,
         lower_bound_bytes=record.plan.lower_bound_bytes,
-        output_bytes=sum(b.size_bytes for b in schedule.buffers if b.role == "output"),
-        max_scratch_bytes=max((s.scratch_bytes for s in schedule.steps), default=0),
+        output_bytes=record.schedule.output_bytes,
+        max_scratch_bytes=record.schedule.max_scratch_bytes,
         concats_removed=record.concats_removed)
     return executable, allocation, outputs
