@@ -13,9 +13,11 @@ import re
 from dataclasses import dataclass
 
 import tvm
+import tvm_ffi
 from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 
+from .legalize_cache import cached_legalize_ops
 from .tir_stats import KernelStats, kernel_stats
 
 _CALL_TIR = tvm.ir.Op.get("relax.call_tir")
@@ -36,10 +38,16 @@ class FusedModules:
     target: tvm.target.Target
 
 
-def fuse(mod: tvm.IRModule, target=None) -> FusedModules:
-    """Legalize and fuse ``mod`` exactly as TVM's llvm default pipeline does."""
+def fuse(mod: tvm.IRModule, target=None, cached: bool = True) -> FusedModules:
+    """Legalize and fuse ``mod`` exactly as TVM's llvm default pipeline does.
+
+    ``cached`` legalizes through :mod:`.legalize_cache` (same result, each operator
+    signature lowered once per process).
+    """
     target = target or default_target()
     passes = cpu_pipeline.library_dispatch_passes(target) + cpu_pipeline.legalize_passes(target)
+    if cached:
+        passes = [cached_legalize_ops() if p.info.name == "LegalizeOps" else p for p in passes]
     fuse_ops, fuse_tir = passes[-2:]  # keep the modules in between to read names from
     assert (fuse_ops.info.name, fuse_tir.info.name) == ("FuseOps", "FuseTIR")
     with target:
@@ -121,6 +129,18 @@ def _group_names(fused: FusedModules) -> list[tuple[str, str]]:
     return out
 
 
+_STATS_MEMO: dict[int, KernelStats] = {}
+
+
+def _kernel_stats_memo(prim) -> KernelStats:
+    # Candidates of the pass repeat the same kernels; walking each one's TIR again
+    # cost a tenth of the pass's time.
+    key = tvm_ffi.structural_hash(prim)
+    if key not in _STATS_MEMO:
+        _STATS_MEMO[key] = kernel_stats(prim)
+    return _STATS_MEMO[key]
+
+
 def steps_of(fused: FusedModules) -> list[Step]:
     """The schedule: ``main``'s bindings in execution order, with kernel facts.
 
@@ -136,21 +156,18 @@ def steps_of(fused: FusedModules) -> list[Step]:
     if len(names) != n_calls:  # never seen; keep going with TVM's own names
         names = []
     names_iter = iter(names)
-    stats_cache: dict[str, KernelStats] = {}
     steps = []
     for kb in k_bindings:
         value = kb.value
         if isinstance(value, relax.Call) and value.op.same_as(_CALL_TIR):
             gv = value.args[0]
             prim = fused.kernels[gv]
-            if gv.name_hint not in stats_cache:
-                stats_cache[gv.name_hint] = kernel_stats(prim)
+            stats = _kernel_stats_memo(prim)
             name, op = next(names_iter, (kb.var.name, _op_name(gv.name_hint)))
             args = tuple(a for a in value.args[1].fields
                          if not isinstance(a, tvm.ir.expr.Constant))
             is_view = bool(relax.analysis.has_reshape_pattern(prim)) and len(args) == 1
-            steps.append(Step(kb.var, name, op, args, gv.name_hint,
-                              stats_cache[gv.name_hint], is_view, None, None))
+            steps.append(Step(kb.var, name, op, args, gv.name_hint, stats, is_view, None, None))
         elif isinstance(value, relax.TupleGetItem):
             steps.append(Step(kb.var, kb.var.name, "tuple_get_item", (value.tuple_value,), None,
                               None, True, value.tuple_value, int(value.index)))

@@ -120,8 +120,7 @@ def window_of(call) -> tuple[Window, int] | None:
         return Window(int(attrs.pool_size[0]), int(attrs.strides[0]), int(attrs.dilation[0]),
                       pad[0], pad[2]), 0
     if name in _UNARY and len(call.args) >= 1 and not _is_const(call.args[0]):
-        if all(_is_const(a) or not isinstance(a, relax.Expr) or isinstance(a, relax.PrimValue)
-               for a in call.args[1:]):
+        if all(_is_const(a) or not isinstance(a, relax.Expr) for a in call.args[1:]):
             return ELEMENTWISE, 0
         return None
     if name in _BINARY and len(call.args) == 2:

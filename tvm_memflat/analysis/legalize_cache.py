@@ -1,0 +1,123 @@
+"""LegalizeOps with a memo: each distinct operator signature is lowered to TIR once.
+
+Profiling a candidate rewrite legalizes the whole module again, and TVM builds a
+fresh TE PrimFunc for every call (about 2 ms each): most of the pass's time went
+there, although a tiled module repeats the same few signatures over and over.
+:func:`cached_legalize_ops` is TVM's own ``LegalizeOps`` with every registered
+``FLegalize`` wrapped: a call whose signature (operator, attributes, argument
+types, values of scalar constants) was seen before reuses the PrimFunc made
+then. Only results of the plain shape ``call_tir(prim_func, (args of the call))``
+are memoised; anything else (extra bindings, TIR arguments, packed calls) is
+legalized afresh every time, so the output is the same module TVM would build.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import tvm
+import tvm_ffi
+from tvm import relax
+
+_CALL_TIR = tvm.ir.Op.get("relax.call_tir")
+_LITERALS = (relax.ShapeExpr, tvm.ir.expr.StringImm)
+_MAX_ENTRIES = 8192
+
+
+class _Entry:
+    __slots__ = ("func", "name", "arg_index", "ty_args")
+
+    def __init__(self, func, name, arg_index, ty_args):
+        self.func, self.name, self.arg_index, self.ty_args = func, name, arg_index, ty_args
+
+
+_memo: OrderedDict = OrderedDict()
+_stats = {"hits": 0, "misses": 0}
+
+
+def _arg_key(arg):
+    if isinstance(arg, relax.Var):
+        return ("var", tvm_ffi.structural_hash(arg.ty))
+    if isinstance(arg, tvm.ir.expr.Constant) and not isinstance(arg.ty, relax.TensorType):
+        return ("lit", tvm_ffi.structural_hash(arg))  # FloatImm, IntImm, dtype literals
+    if isinstance(arg, tvm.ir.expr.Constant):
+        ty = arg.ty
+        # Scalar constants are folded into the PrimFunc as immediates: key their value.
+        value = arg.value.numpy().item() if ty.ndim == 0 else None
+        return ("const", tvm_ffi.structural_hash(ty), value)
+    if isinstance(arg, _LITERALS):
+        return ("lit", tvm_ffi.structural_hash(arg))
+    return None
+
+
+def _signature(call):
+    keys = [_arg_key(a) for a in call.args]
+    if any(k is None for k in keys):
+        return None
+    attrs = tvm_ffi.structural_hash(call.attrs) if call.attrs is not None else 0
+    return (call.op.name, attrs, tuple(keys), tvm_ffi.structural_hash(call.ty))
+
+
+def _as_entry(bb, call, result):
+    """An entry for ``result`` if it is ``call_tir(gv, (args of call...))``, else None."""
+    if not (isinstance(result, relax.Call) and result.op.same_as(_CALL_TIR)):
+        return None
+    if len(result.args) != 2 or not isinstance(result.args[1], relax.Tuple):
+        return None
+    index = []
+    for field in result.args[1].fields:
+        hit = [i for i, a in enumerate(call.args) if a.same_as(field)]
+        if not hit:
+            return None
+        index.append(hit[0])
+    gv = result.args[0]
+    func = bb.get()[gv]
+    return _Entry(func, gv.name_hint, tuple(index), result.ty_args)
+
+
+def _wrap(legalize):
+    def cached(bb, call):
+        key = _signature(call)
+        entry = _memo.get(key) if key is not None else None
+        if entry is None:
+            _stats["misses"] += 1
+            result = legalize(bb, call)
+            if key is not None:
+                entry = _as_entry(bb, call, result)
+                if entry is not None:
+                    _memo[key] = entry
+                    if len(_memo) > _MAX_ENTRIES:
+                        _memo.popitem(last=False)
+            return result
+        _stats["hits"] += 1
+        _memo.move_to_end(key)
+        gv = bb.add_func(entry.func, entry.name)
+        args = relax.Tuple([call.args[i] for i in entry.arg_index])
+        return relax.Call(_CALL_TIR, [gv, args], None, entry.ty_args)
+
+    return cached
+
+
+def _legalize_map() -> dict:
+    out = {}
+    for name in tvm.ir.Op.list_op_names():
+        legalize = tvm.ir.Op.get(name).get_attr("FLegalize")
+        if legalize is not None:
+            out[str(name)] = _wrap(legalize)
+    return out
+
+
+_MAP: dict | None = None
+
+
+def cached_legalize_ops() -> tvm.transform.Pass:
+    """``relax.transform.LegalizeOps`` whose per-signature PrimFuncs are memoised."""
+    global _MAP
+    if _MAP is None:
+        _MAP = _legalize_map()
+    return relax.transform.LegalizeOps(customize_legalize_map=_MAP)
+
+
+def cache_stats() -> dict:
+    """Hits and misses since the process started (for tests and progress output)."""
+    return dict(_stats, entries=len(_memo))
