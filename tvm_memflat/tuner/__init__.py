@@ -1,0 +1,1 @@
+"""Tuner: cost models, latency measurement (local and RPC) and the latency-budget search."""
