@@ -73,6 +73,7 @@ class Step:
     is_view: bool
     alias_of: object | None  # for TupleGetItem / Tuple / Var bindings
     tuple_index: int | None
+    members: tuple = ()  # bindings of the module as given that this kernel computes
 
 
 _DIGITS = re.compile(r"\d+$")
@@ -89,24 +90,77 @@ def _inner_ops(func: relax.Function) -> list[str]:
             if isinstance(b.value, relax.Call) and b.value.op.same_as(_CALL_TIR)]
 
 
-def _legalized_ops(main: relax.Function) -> list[tuple[str, str]]:
-    return [(b.var.name, _op_name(b.value.args[0].name_hint))
-            for block in main.body.blocks for b in block.bindings
+def _call_tir_bindings(func: relax.Function) -> list:
+    return [b for block in func.body.blocks for b in block.bindings
             if isinstance(b.value, relax.Call) and b.value.op.same_as(_CALL_TIR)]
 
 
-def _group_names(fused: FusedModules) -> list[tuple[str, str]]:
-    """(layer name, op) of every kernel call in the grouped ``main``, in order.
+class _Matcher:
+    """Find which bindings of the legalized ``main`` each fused group computes.
 
-    FuseOps renames a group's output ``lv``/``gv`` and reuses one function for
-    structurally equal groups, so names cannot be read from the group function.
-    Instead the legalized (pre-fusion) schedule is walked in step: each group
-    consumes as many legalized kernel calls as it has ops, and is named after the
-    first of them with a model-given name. If the op names stop matching, the
-    rest fall back to the grouped module's own names.
+    FuseOps gives a group's output a fresh ``lv`` name and reuses one function for
+    structurally equal groups, so neither names nor positions identify the ops
+    of a group (a fire module interleaves its branches' ops). Instead each group
+    function is replayed on the legalized dataflow: its first op is the
+    legalized call of the same operator reading the same tensors and constants
+    (FuseOps passes the very constant objects), and so on.
+    LegalizeOps keeps the vars of the module as given, so the members found are
+    the caller's own bindings.
     """
-    legal = _legalized_ops(fused.legalized["main"])
-    pos, aligned, out = 0, True, []
+
+    def __init__(self, legalized_main: relax.Function):
+        self.consumers: dict = {}
+        for b in _call_tir_bindings(legalized_main):
+            for a in b.value.args[1].fields:
+                if isinstance(a, relax.Var):
+                    self.consumers.setdefault(a, []).append(b)
+        self.env: dict = {}  # grouped-main var -> legalized var
+        self.taken: set = set()  # legalized bindings already given to a layer
+
+    def actual(self, expr):
+        return self.env.get(expr, expr) if isinstance(expr, relax.Var) else expr
+
+    def _find(self, prim_name: str, args: list):
+        first = next((a for a in args if isinstance(a, relax.Var)), None)
+        for b in self.consumers.get(first, ()):
+            fields = list(b.value.args[1].fields)
+            if _op_name(b.value.args[0].name_hint) != prim_name or len(fields) != len(args):
+                continue
+            if b.var not in self.taken and all(
+                    f.same_as(a) for f, a in zip(fields, args, strict=True)):
+                self.taken.add(b.var)
+                return b.var
+        return None
+
+    def group(self, func: relax.Function, call_args) -> tuple:
+        """Legalized vars computed by ``func`` called on ``call_args`` (``()`` if lost)."""
+        env = {p: self.actual(a) for p, a in zip(func.params, call_args, strict=True)}
+        members = []
+        for b in _call_tir_bindings(func):
+            args = [env.get(a, a) if isinstance(a, relax.Var) else a
+                    for a in b.value.args[1].fields]
+            found = self._find(_op_name(b.value.args[0].name_hint), args)
+            if found is None:
+                return ()
+            env[b.var] = found
+            members.append(found)
+        return tuple(members)
+
+    def single(self, var, value) -> tuple:
+        args = [self.actual(a) for a in value.args[1].fields]
+        found = self._find(_op_name(value.args[0].name_hint), args)
+        return (found,) if found is not None else ()
+
+
+def _group_names(fused: FusedModules) -> list[tuple[str, str, tuple]]:
+    """(layer name, op, member vars) of every kernel call in the grouped ``main``, in order.
+
+    The members are the bindings of the module as given that the layer computes
+    (see :class:`_Matcher`); the layer is named after the first of them with a
+    model-given name, else after FuseOps' own binding name.
+    """
+    match = _Matcher(fused.legalized["main"])
+    out = []
     for block in fused.grouped["main"].body.blocks:
         for binding in block.bindings:
             value = binding.value
@@ -114,18 +168,19 @@ def _group_names(fused: FusedModules) -> list[tuple[str, str]]:
                 continue
             if value.op.same_as(_CALL_TIR):
                 ops = [_op_name(value.args[0].name_hint)]
+                members = match.single(binding.var, value)
             elif isinstance(value.op, tvm.ir.GlobalVar) and isinstance(
                     fused.grouped[value.op], relax.Function):
-                ops = _inner_ops(fused.grouped[value.op])
+                func = fused.grouped[value.op]
+                ops = _inner_ops(func)
+                members = match.group(func, value.args)
             else:
                 continue
-            name = binding.var.name
-            run = legal[pos:pos + len(ops)]
-            aligned = aligned and [op for _, op in run] == ops
-            if aligned:
-                pos += len(ops)
-                name = next((n for n, _ in run if not _AUTO_NAME.match(n)), name)
-            out.append((name, "+".join(ops)))
+            if members:
+                match.env[binding.var] = members[-1]
+            name = next((v.name for v in members if not _AUTO_NAME.match(v.name)),
+                        binding.var.name)
+            out.append((name, "+".join(ops), members))
     return out
 
 
@@ -163,11 +218,12 @@ def steps_of(fused: FusedModules) -> list[Step]:
             gv = value.args[0]
             prim = fused.kernels[gv]
             stats = _kernel_stats_memo(prim)
-            name, op = next(names_iter, (kb.var.name, _op_name(gv.name_hint)))
+            name, op, members = next(names_iter, (kb.var.name, _op_name(gv.name_hint), ()))
             args = tuple(a for a in value.args[1].fields
                          if not isinstance(a, tvm.ir.expr.Constant))
             is_view = bool(relax.analysis.has_reshape_pattern(prim)) and len(args) == 1
-            steps.append(Step(kb.var, name, op, args, gv.name_hint, stats, is_view, None, None))
+            steps.append(Step(kb.var, name, op, args, gv.name_hint, stats, is_view, None, None,
+                              members))
         elif isinstance(value, relax.TupleGetItem):
             steps.append(Step(kb.var, kb.var.name, "tuple_get_item", (value.tuple_value,), None,
                               None, True, value.tuple_value, int(value.index)))

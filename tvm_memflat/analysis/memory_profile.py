@@ -59,6 +59,8 @@ class LayerRow:
     scratch_bytes: int
     inputs: tuple[str, ...]
     is_view: bool = False
+    #: Relax vars of the profiled module this layer computes (for rewrites; not reported)
+    members: tuple = field(default=(), compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -195,7 +197,7 @@ def profile(
     peak_step = int(np.argmax(live))
     rows = tuple(
         LayerRow(r.index, r.name, r.op, r.shape, r.output_bytes, live[r.index], r.macs,
-                 r.scratch_bytes, r.inputs, r.is_view)
+                 r.scratch_bytes, r.inputs, r.is_view, r.members)
         for r in layers
     )
     tvm_alloc = None
@@ -291,7 +293,7 @@ def _lifetimes(main: relax.Function, steps: list[Step], one_byte: bool):
         out_bytes = 0 if step.is_view else sum(tensors[i].bytes for i in out_ids)
         inputs = tuple(tensors[i].name for a in step.args for i in flat(values.get(a)))
         layers.append(LayerRow(index, step.name, step.op, shape, out_bytes, 0, step.stats.macs,
-                               step.stats.scratch_bytes, inputs, step.is_view))
+                               step.stats.scratch_bytes, inputs, step.is_view, step.members))
 
     n = len(layers)
     for idx in flat(values.get(main.body.body)):

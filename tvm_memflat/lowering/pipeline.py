@@ -29,6 +29,7 @@ import tvm
 from tvm import tirx
 from tvm.relax.backend.cpu_generic import pipeline as cpu
 
+from ..analysis.legalize_cache import cached_legalize_ops
 from .concat_in_place import CONCAT_KERNEL_PREFIX, concat_in_place
 from .shrink_scratch import shrink_kernel_scratch
 from .tir_views import accept_byte_offsets
@@ -59,7 +60,10 @@ class BuildRecord:
 
 def lowering_passes(target: tvm.target.Target, *, shrink_scratch: bool = True) -> list:
     """Legalize, fuse and lower to destination-passing Relax (no memory planning yet)."""
-    legalize = cpu.legalize_passes(target)
+    # LegalizeOps memoised per operator signature: the same module, built faster
+    # (tiled modules repeat a few signatures many times).
+    legalize = [cached_legalize_ops() if p.info.name == "LegalizeOps" else p
+                for p in cpu.legalize_passes(target)]
     # Insert the concat marking between AnnotateTIROpPattern and FuseOps.
     annotate = next(i for i, p in enumerate(legalize) if p.info.name == "AnnotateTIROpPattern")
     legalize = [*legalize[:annotate + 1], mark_concat_opaque, *legalize[annotate + 1:]]

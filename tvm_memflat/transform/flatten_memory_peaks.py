@@ -23,6 +23,7 @@ import tvm
 from tvm import relax
 
 from ..analysis.memory_profile import MemoryProfile, profile
+from .region_model import RegionModel
 from .tiling import input_rows, split_rows, window_of, with_h_padding
 
 logger = logging.getLogger(__name__)
@@ -167,42 +168,128 @@ def _candidates(mod: tvm.IRModule, prof: MemoryProfile) -> list[Chain]:
     return out
 
 
+@dataclass(frozen=True)
+class Evaluated:
+    """One candidate rewrite the search looked at: ``chain`` in ``tiles`` tiles.
+
+    ``peak_bytes`` is the region model's estimate (:mod:`.region_model`) and
+    ``macs`` is exact; the accepted candidate of each round is re-profiled whole.
+    """
+
+    chain: Chain
+    tiles: int
+    peak_bytes: int
+    macs: int
+
+    @property
+    def step(self) -> tuple[str, int, int]:
+        """What to replay: (chain output, chain length, tiles)."""
+        return (self.chain.vars[-1].name, len(self.chain.vars), self.tiles)
+
+
+def _evaluate_chain(mod, chain, base, mac_limit, tile_counts) -> list[Evaluated]:
+    """Estimate ``chain`` tiled ``tile_counts`` ways, in increasing order.
+
+    More tiles only add recompute, so the search stops at the first count over
+    the MAC limit, or once the peak has started to drop and then stops dropping
+    (a count may need to be large before the peak moves at all).
+    """
+    model = RegionModel(mod, chain, base, tile_chain)
+    out, last_peak = [], None
+    for tiles in sorted(tile_counts):
+        if tiles > _height(chain.vars[-1]):
+            break
+        est = model.estimate(tiles)
+        out.append(Evaluated(chain, tiles, est.peak_bytes, est.macs))
+        if est.macs > mac_limit:
+            break
+        if last_peak is not None and last_peak < base.peak_bytes and est.peak_bytes >= last_peak:
+            break
+        last_peak = est.peak_bytes
+    return out
+
+
+#: How many of a round's best estimates are verified with a full profile before giving up.
+VERIFY_TRIES = 3
+
+
 def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OVERHEAD,
                   memory_budget: int | None = None, max_rounds: int = 8,
-                  tile_counts=TILE_COUNTS) -> tuple[tvm.IRModule, list[Decision]]:
+                  tile_counts=TILE_COUNTS, on_round=None,
+                  progress=None) -> tuple[tvm.IRModule, list[Decision]]:
     """Greedily tile the chains at the peak while the peak drops within the MAC limit.
+
+    Each round estimates every candidate with the region model, then profiles
+    the best estimates in full (up to :data:`VERIFY_TRIES`) and accepts the
+    first whose real peak drops within the MAC limit.
+
+    Parameters
+    ----------
+    on_round
+        Optional ``on_round(path, evaluated)`` called once per round with the
+        replay steps accepted so far and every candidate estimated in that round
+        (the tuner builds its candidate set from these).
+    progress
+        Optional ``progress(message)`` for long searches.
 
     Returns the rewritten module and the accepted decisions (empty: unchanged).
     """
     prof = profile(mod, with_tvm=False)
     mac_limit = prof.macs * (1 + max_mac_overhead)
     decisions: list[Decision] = []
-    for _ in range(max_rounds):
+    path: list[tuple[str, int, int]] = []
+    for round_index in range(max_rounds):
         if memory_budget is not None and prof.peak_bytes <= memory_budget:
             break
-        best = None
+        evaluated = []
         for chain in _candidates(mod, prof):
-            for tiles in tile_counts:
-                if tiles > _height(chain.vars[-1]):
-                    continue
-                cand = tile_chain(mod, chain, tiles)
-                p = profile(cand, with_tvm=False)
-                if p.macs > mac_limit or p.peak_bytes >= prof.peak_bytes:
-                    continue
-                key = (p.peak_bytes, p.macs)
-                if best is None or key < best[0]:
-                    best = (key, cand, p, chain, tiles)
-        if best is None:
+            evaluated += _evaluate_chain(mod, chain, prof, mac_limit, tile_counts)
+        if on_round is not None:
+            on_round(tuple(path), evaluated)
+        ranked = sorted((e for e in evaluated
+                         if e.macs <= mac_limit and e.peak_bytes < prof.peak_bytes),
+                        key=lambda e: (e.peak_bytes, e.macs))
+        accepted = None
+        for e in ranked[:VERIFY_TRIES]:
+            cand = tile_chain(mod, e.chain, e.tiles)
+            p = profile(cand, with_tvm=False)
+            if p.macs <= mac_limit and p.peak_bytes < prof.peak_bytes:
+                accepted = (e, cand, p)
+                break
+        if accepted is None:
             logger.info("FlattenMemoryPeaks: no exact tiling lowers the peak of %d B at %s",
                         prof.peak_bytes, prof.peak_layer.name)
             break
-        _, mod, p, chain, tiles = best
+        best, cand, p = accepted
+        chain, tiles = best.chain, best.tiles
         decisions.append(Decision(chain.vars[-1].name, len(chain.vars), tiles,
                                   prof.peak_bytes, p.peak_bytes, p.macs))
+        path.append(best.step)
         logger.info("FlattenMemoryPeaks: %d tiles over %d ops ending at %s: peak %d -> %d B",
                     tiles, len(chain.vars), chain.vars[-1].name, prof.peak_bytes, p.peak_bytes)
-        prof = p
+        if progress is not None:
+            progress(f"round {round_index + 1}: {len(evaluated)} candidates, "
+                     f"peak {prof.peak_bytes} -> {p.peak_bytes} B "
+                     f"({tiles} tiles ending at {chain.vars[-1].name})")
+        mod, prof = cand, p
     return mod, decisions
+
+
+def replay(mod: tvm.IRModule, steps) -> tvm.IRModule:
+    """Apply recorded ``(chain output, chain length, tiles)`` steps to ``mod`` again.
+
+    Used to rebuild a tuned module from its cached decisions without searching.
+    """
+    for output, length, tiles in steps:
+        match = next((sub for chain in find_chains(mod["main"]) for sub in sub_chains(chain)
+                      if sub.vars[-1].name == output and len(sub.vars) == length), None)
+        if match is None:
+            from ..errors import MemflatError
+
+            raise MemflatError(f"cannot replay tiling step {output!r} ({length} ops, "
+                               f"{tiles} tiles): no such chain in the module")
+        mod = tile_chain(mod, match, tiles)
+    return mod
 
 
 @tvm.transform.module_pass(opt_level=0, name="FlattenMemoryPeaks")

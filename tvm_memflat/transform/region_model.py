@@ -1,0 +1,111 @@
+"""Fast estimate of a tiled candidate's peak and MACs from a profile of its region alone.
+
+Profiling a whole tiled module per candidate (legalize, fuse, walk) cost most of
+the pass's time, and almost all of that work repeats the untouched rest of the
+network. Tiling a chain only changes the live bytes *while the chain runs*, so:
+
+    peak(candidate) ~ max(peak of the base profile outside the region,
+                          peak of the tiled region on its own + bytes live across it)
+
+where the region on its own is a small module (the chain's input as parameter,
+its output as result) and "bytes live across" are the tensors of the base
+profile live during the region that the region neither reads nor writes (other
+branches waiting for a concat, a residual skip). A source tensor that is still
+needed after the region is counted there too, which errs on the safe side.
+MACs are exact: the base MACs minus the region's plus the tiled region's.
+
+The estimate only ranks candidates; the pass verifies the one it accepts with a
+full profile, so an estimate can never make a rewrite wrong or a peak higher.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tvm import relax
+
+from ..analysis.memory_profile import MemoryProfile, profile
+from .tiling import window_of
+
+
+@dataclass(frozen=True)
+class RegionEstimate:
+    """Estimated peak and exact MACs of the module with one region tiled."""
+
+    peak_bytes: int
+    macs: int
+
+
+class RegionModel:
+    """Estimates for tilings of one chain of ``mod``, whose profile is ``base``.
+
+    The region's layers are found by identity: each profiled layer lists the
+    bindings it computes (``LayerRow.members``). When they cannot be matched
+    (layer names out of step with the grouping), every estimate falls back to a
+    full profile of the tiled module: slower, never wrong.
+    """
+
+    def __init__(self, mod, chain, base: MemoryProfile, tile_fn):
+        self.mod, self.chain, self.base, self._tile_fn = mod, chain, base, tile_fn
+        steps = [row.index for row in base.layers
+                 if any(m.same_as(v) for m in row.members for v in chain.vars)]
+        self.exact_only = not steps
+        if self.exact_only:
+            return
+        self.first, self.last = min(steps), max(steps)
+        source = self._source_tensor()
+        outlives = source is not None and source.last > self.last
+        self.local, self.local_chain = _region_module(chain, keep_source=outlives)
+        self.local_base = profile(self.local, with_tvm=False)
+        across = 0
+        for s in range(self.first, self.last + 1):
+            across = max(across, sum(
+                t.bytes for t in base.tensors
+                if t.view_of is None and t.first <= s <= t.last and t is not source
+                and not self.first <= t.producer <= self.last))
+        self.across_bytes = across
+        outside = [b for i, b in enumerate(base.live_bytes) if not self.first <= i <= self.last]
+        self.outside_peak = max(outside, default=0)
+
+    def _source_tensor(self):
+        src, base = self.chain.source, self.base
+        if any(src.same_as(p) for p in self.mod["main"].params):
+            return next((t for t in base.tensors if t.is_input and t.name == src.name), None)
+        layer = next((row.index for row in base.layers
+                      if any(m.same_as(src) for m in row.members)), None)
+        outs = [t for t in base.tensors if t.producer == layer and t.view_of is None]
+        return outs[0] if layer is not None and len(outs) == 1 else None
+
+    def estimate(self, tiles: int) -> RegionEstimate:
+        """The module's estimated peak and exact MACs with the region in ``tiles`` tiles."""
+        if self.exact_only:
+            p = profile(self._tile_fn(self.mod, self.chain, tiles), with_tvm=False)
+            return RegionEstimate(p.peak_bytes, p.macs)
+        tiled = profile(self._tile_fn(self.local, self.local_chain, tiles), with_tvm=False)
+        peak = max(self.outside_peak, tiled.peak_bytes + self.across_bytes)
+        return RegionEstimate(peak, self.base.macs - self.local_base.macs + tiled.macs)
+
+
+def _region_module(chain, keep_source: bool):
+    """``chain`` as a module of its own: input = chain source, output = its last tensor
+    (and the source too when it is needed after the region, so it stays live)."""
+    from .flatten_memory_peaks import Chain  # the record type lives with the pass
+
+    bb = relax.BlockBuilder()
+    x = relax.Var(getattr(chain.source, "name", "region_in") or "region_in", chain.source.ty)
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            h = x
+            for var, call in zip(chain.vars, chain.calls, strict=True):
+                _, index = window_of(call)
+                args = list(call.args)
+                args[index] = h
+                h = bb.emit(relax.Call(call.op, args, call.attrs), var.name)
+            out = bb.emit_output(relax.Tuple([h, x]) if keep_source else h)
+        bb.emit_func_output(out)
+    mod = bb.get()
+    bindings = [b for block in mod["main"].body.blocks for b in block.bindings
+                if isinstance(b, relax.VarBinding)]
+    ops = bindings[:len(chain.calls)]
+    local = Chain(mod["main"].params[0], tuple(b.var for b in ops), tuple(b.value for b in ops))
+    return mod, local
