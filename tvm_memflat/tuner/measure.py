@@ -1,0 +1,334 @@
+"""Latency of compiled Relax modules on llvm, locally or on boards behind TVM's RPC tracker.
+
+Locally, ``main`` is timed with ``relax.VirtualMachine.time_evaluator`` (one
+discarded warm-up call, then ``repeat`` timings of ``number`` calls each).
+Through RPC, every measurement requests its own session from the tracker,
+uploads the executable as a shared library, loads it on the remote CPU, copies
+the inputs there and times ``main`` on the remote device, so
+:func:`measure_many` can keep several boards busy at once.
+
+Which kernels are timed
+-----------------------
+Both the stock build (``relax.get_default_pipeline(llvm)``) and
+:func:`tvm_memflat.build` run TVM's default legalization, whose llvm kernels are
+*unscheduled*: plain loop nests, no ``T.parallel``, no vectorisation, so one
+thread (``TVM_NUM_THREADS`` changes nothing). ``tvm_memflat.build`` only adds
+``compute_inline``/``compute_at`` to remove kernel scratch. Every
+:class:`Measurement` says so in :attr:`Measurement.schedule`.
+
+No cheap default CPU schedule is applied, because TVM 0.27 has none that fits
+(checked on apache-tvm 0.27.0.post1):
+
+* ``relax.backend.cpu_generic.pipeline`` (what ``tvm.compile`` uses on llvm) is
+  dispatch, ``LegalizeOps``, ``AnnotateTIROpPattern``, ``FoldConstant``,
+  ``FuseOps``, ``FuseTIR``, then lowering; it has no scheduling step or option.
+* ``tvm.s_tir.dlight.cpu`` has two rules, ``GEMV`` and ``Reduction`` (written
+  for softmax / layer and RMS norm); there is no conv2d or pooling rule, and
+  ``dlight.gpu.Fallback`` binds GPU threads. Applied with
+  ``dlight.ApplyDefaultSchedule(dlight.cpu.Reduction(), dlight.cpu.GEMV())``
+  after ``FuseTIR``, ``Reduction`` matches only fused ``conv2d + relu`` kernels
+  (reduction block followed by an injective one): it parallelises the output
+  pixels and ``compute_at``'s the full-size ``pad_temp`` under every pixel,
+  recomputing each padded window per output channel. Plain convs, pools and
+  adds stay unscheduled. On a 16->32->32->32 channel 64x64 conv chain (2 cores)
+  it was *slower*: 107 ms against 81 ms unscheduled (outputs equal).
+* Applying it "identically" to ``tvm_memflat.build`` is not possible without
+  changing that pipeline: its kernels are rescheduled by ``shrink_scratch``
+  (not marked ``tirx.is_scheduled``) and the pipeline has no hook for an extra
+  TIR pass.
+* Real CPU speed needs MetaSchedule (``relax.get_pipeline("static_shape_tuning",
+  total_trials=..., target=...)``), i.e. tuning, not a cheap default.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import math
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from ..errors import MemflatError
+
+#: What :class:`Measurement.schedule` reports for TVM's default llvm kernels.
+DEFAULT_SCHEDULE = "default legalization (unscheduled, 1 thread)"
+
+
+@dataclass(frozen=True)
+class RPCConfig:
+    """Where to find measurement boards: a TVM RPC tracker and a device key.
+
+    Parameters
+    ----------
+    tracker_host
+        Host name or address of the tracker (``python -m tvm.exec.rpc_tracker``).
+    tracker_port
+        Its TCP port.
+    key
+        Device key the servers registered with (``python -m tvm.exec.rpc_server
+        --tracker host:port --key KEY``).
+    session_timeout_s
+        A server ends a session that lasts longer than this.
+    request_timeout_s
+        Give up waiting for a free server after this long (raises
+        :class:`~tvm_memflat.errors.MemflatError`).
+    """
+
+    tracker_host: str
+    tracker_port: int
+    key: str
+    session_timeout_s: float = 60.0
+    request_timeout_s: float = 600.0
+
+    @classmethod
+    def parse(cls, text: str) -> RPCConfig:
+        """Parse ``"key@host:port"`` (IPv6 hosts in brackets: ``"key@[::1]:9190"``).
+
+        Raises
+        ------
+        MemflatError
+            If ``text`` is not of that form or the port is not in 1..65535.
+        """
+        expected = f"bad RPC address {text!r}: expected key@host:port, e.g. rasp4@10.0.0.2:9190"
+        key, at, address = text.strip().rpartition("@")
+        host, colon, port_text = address.rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if not (at and colon and key and host) or any(c.isspace() for c in key + host):
+            raise MemflatError(expected)
+        try:
+            port = int(port_text)
+        except ValueError:
+            raise MemflatError(expected) from None
+        if not 0 < port < 65536:
+            raise MemflatError(f"bad RPC address {text!r}: port {port} is not in 1..65535")
+        return cls(host, port, key)
+
+    def __str__(self) -> str:
+        host = f"[{self.tracker_host}]" if ":" in self.tracker_host else self.tracker_host
+        return f"{self.key}@{host}:{self.tracker_port}"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Latency of one executable's ``main``, in milliseconds.
+
+    Parameters
+    ----------
+    median_ms, mean_ms, std_ms
+        Statistics over the ``repeat`` timings; each timing is the mean of
+        ``number`` consecutive calls.
+    repeat, number
+        How many timings were taken, and calls per timing.
+    where
+        ``"local"`` or ``"rpc:key@host:port"``.
+    schedule
+        Which kernels were timed, e.g. :data:`DEFAULT_SCHEDULE`.
+    """
+
+    median_ms: float
+    mean_ms: float
+    std_ms: float
+    repeat: int
+    number: int
+    where: str
+    schedule: str
+
+    def to_dict(self) -> dict:
+        """The fields as a JSON-ready dict."""
+        return asdict(self)
+
+
+def measure_executable(executable, inputs: Sequence, *, repeat: int = 5, number: int = 1,
+                       rpc: RPCConfig | None = None, min_repeat_ms: int = 0) -> Measurement:
+    """Time ``main`` of ``executable`` on ``inputs``.
+
+    Parameters
+    ----------
+    executable
+        A ``relax.VMExecutable`` from ``tvm.compile`` or :func:`tvm_memflat.build`
+        for an llvm target the measuring CPU can run.
+    inputs
+        One array per parameter of ``main`` (numpy arrays or ``tvm.runtime.Tensor``).
+    repeat
+        Number of timings (after one discarded warm-up call).
+    number
+        Calls per timing; the timing is their mean.
+    rpc
+        Measure on a board from this tracker instead of this host.
+    min_repeat_ms
+        Raise ``number`` until one timing lasts at least this long (TVM's
+        ``time_evaluator`` option); the reported ``number`` is the requested one.
+
+    Returns
+    -------
+    Measurement
+
+    Raises
+    ------
+    MemflatError
+        Bad ``repeat``/``number``, or no RPC server could be had for ``rpc``.
+    """
+    if repeat < 1 or number < 1:
+        raise MemflatError(f"repeat and number must be >= 1, got repeat={repeat} number={number}")
+    if rpc is None:
+        dev = tvm.cpu()
+        vm = relax.VirtualMachine(executable, dev)
+        args = [_to_tensor(a, dev) for a in inputs]
+        result = vm.time_evaluator("main", dev, number=number, repeat=repeat,
+                                   min_repeat_ms=min_repeat_ms)(*args)
+        return _measurement(result.results, repeat, number, "local")
+    with request_session(rpc) as session:
+        vm, dev = load_on_session(session, executable)
+        args = [_to_tensor(a, dev) for a in inputs]
+        # The stateful form also works when main returns a tuple (which cannot
+        # cross the RPC boundary as a return value).
+        vm.set_input("main", *args)
+        result = vm.time_evaluator("invoke_stateful", dev, number=number, repeat=repeat,
+                                   min_repeat_ms=min_repeat_ms)("main")
+        return _measurement(result.results, repeat, number, f"rpc:{rpc}")
+
+
+def measure_many(executables: list, inputs: Sequence, *, rpc: RPCConfig | None = None,
+                 parallel: int = 1, repeat: int = 5, number: int = 1,
+                 progress: Callable[[int, int], None] | None = None) -> list[Measurement]:
+    """Time several executables of the same model (same ``inputs``).
+
+    Parameters
+    ----------
+    executables
+        ``relax.VMExecutable`` objects whose ``main`` accepts ``inputs``.
+    inputs
+        One array per parameter of ``main``, shared by all executables.
+    rpc
+        Measure on boards from this tracker. Without it, measurements run one
+        after the other on this host (parallel timings would disturb each other).
+    parallel
+        With ``rpc``: how many measurements run at once, each in its own
+        session (so on its own board when the tracker has that many free).
+    repeat, number
+        As for :func:`measure_executable`.
+    progress
+        Called as ``progress(done, total)`` after each finished measurement.
+
+    Returns
+    -------
+    list[Measurement]
+        In the order of ``executables``.
+    """
+    if parallel < 1:
+        raise MemflatError(f"parallel must be >= 1, got {parallel}")
+    total = len(executables)
+
+    def one(executable) -> Measurement:
+        return measure_executable(executable, inputs, repeat=repeat, number=number, rpc=rpc)
+
+    if rpc is None or parallel == 1:
+        results = []
+        for executable in executables:
+            results.append(one(executable))
+            if progress is not None:
+                progress(len(results), total)
+        return results
+    measured: list[Measurement | None] = [None] * total
+    with concurrent.futures.ThreadPoolExecutor(max_workers=parallel) as pool:
+        futures = {pool.submit(one, ex): i for i, ex in enumerate(executables)}
+        try:
+            for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+                measured[futures[future]] = future.result()
+                if progress is not None:
+                    progress(done, total)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    return measured
+
+
+#: Tries per session request: a server that waited too long for its client
+#: re-registers under a new match key, and the tracker may still hand out the old one.
+_REQUEST_TRIES = 3
+
+
+@contextlib.contextmanager
+def request_session(rpc: RPCConfig):
+    """A remote session from ``rpc``'s tracker, for a ``with`` block.
+
+    Waits at most ``rpc.request_timeout_s`` for a free server. The session
+    (and its server) is released once the block has ended and no reference to
+    it, or to a VM or tensor on it, remains.
+
+    Raises
+    ------
+    MemflatError
+        The tracker cannot be reached, has no server with the key, or none
+        became free in time.
+    """
+    session = _request(rpc)  # held here: the session ends when the last reference goes
+    yield session
+
+
+def _request(rpc: RPCConfig):
+    from tvm import rpc as tvm_rpc
+
+    deadline = time.monotonic() + rpc.request_timeout_s
+    error = None
+    for attempt in range(_REQUEST_TRIES):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        try:
+            tracker = tvm_rpc.connect_tracker(rpc.tracker_host, rpc.tracker_port)
+        except (OSError, RuntimeError) as err:
+            raise MemflatError(f"cannot reach the RPC tracker at {rpc}: {err}") from None
+        try:
+            if attempt == 0:
+                servers = {s["key"].split(":", 1)[-1] for s in tracker.summary()["server_info"]}
+                if rpc.key not in servers:
+                    raise MemflatError(
+                        f"no RPC server with key {rpc.key!r} at the tracker {rpc}"
+                        f" (keys there: {', '.join(sorted(servers)) or 'none'})")
+            # TrackerSession.request blocks on its socket until a server is free:
+            # bound the wait. One try per connection, as its own retries would
+            # reconnect without the timeout.
+            tracker._sock.settimeout(remaining)
+            return tracker.request(rpc.key, session_timeout=rpc.session_timeout_s, max_retry=1)
+        except RuntimeError as err:
+            error = err
+        finally:
+            tracker.close()
+    raise MemflatError(f"no RPC session for {rpc} within {rpc.request_timeout_s:g} s: {error}")
+
+
+def load_on_session(session, executable) -> tuple[relax.VirtualMachine, tvm.runtime.Device]:
+    """Upload ``executable`` to ``session``; return a VM on its CPU and that device."""
+    with tempfile.TemporaryDirectory(prefix="memflat_measure_") as tmp:
+        name = f"memflat_{uuid.uuid4().hex}.so"
+        path = os.path.join(tmp, name)
+        executable.export_library(path)
+        session.upload(path)
+    dev = session.cpu()
+    return relax.VirtualMachine(session.load_module(name), dev), dev
+
+
+def _to_tensor(array, dev):
+    if isinstance(array, tvm.runtime.Tensor):
+        array = array.numpy()
+    return tvm.runtime.tensor(np.ascontiguousarray(array), dev)
+
+
+def _measurement(seconds, repeat: int, number: int, where: str) -> Measurement:
+    ms = np.asarray([float(s) * 1000.0 for s in seconds], dtype=np.float64)
+    if ms.size != repeat or not all(math.isfinite(v) for v in ms):
+        raise MemflatError(f"time_evaluator returned {ms.tolist()} for repeat={repeat}")
+    return Measurement(median_ms=float(np.median(ms)), mean_ms=float(ms.mean()),
+                       std_ms=float(ms.std()), repeat=repeat, number=number, where=where,
+                       schedule=DEFAULT_SCHEDULE)
