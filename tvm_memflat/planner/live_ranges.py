@@ -6,14 +6,21 @@ Read from lowered Relax (after ``CallTIRRewrite``, and after
 A buffer is live from the first to the last step that touches it, through
 aliases (``lv = alloc``, reshapes, tuples). Kernel scratch (``pad_temp``, fused
 intermediates) lives for its kernel's step only.
+
+Each step also carries the GEMM shape of its multiply-accumulate blocks
+(:class:`GemmShape`, read from the kernel's TIR by :func:`kernel_work`) and the
+element operations of its other blocks, for the cost models in
+:mod:`tvm_memflat.tuner.cost_model`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import tvm
-from tvm import relax
+import tvm_ffi
+from tvm import relax, s_tir, tirx
 
 from ..analysis.tir_stats import kernel_stats, tensor_bytes
 from ..lowering.concat_in_place import flat_bindings, is_alloc_tensor, is_kernel_call
@@ -22,6 +29,35 @@ from .allocator import LiveRange
 
 # Relax constants are ``tvm.ir.expr.Constant`` in 0.27 (their tensor is ``.value``).
 _CONSTANT = tvm.ir.expr.Constant
+# In TVM 0.27 ``tirx.BufferLoad`` builds an ``ir.TensorLoad``; TIR variables are ``ir.Var``.
+_LOAD = tvm.ir.TensorLoad
+_VAR = tirx.Var
+
+
+@dataclass(frozen=True)
+class GemmShape:
+    """One multiply-accumulate block of a kernel seen as ``groups`` independent GEMMs.
+
+    ``out[m, n] += in[m, k] * w[k, n]`` per group: a conv has ``m`` = output pixels
+    (batch·Hout·Wout), ``k`` = Cin/groups·Kh·Kw (of which ``taps`` = Kh·Kw) and
+    ``n`` = Cout/groups; a dense layer has ``m`` = batch rows, ``k`` = In, ``n`` = Out,
+    ``taps`` = 1; a depthwise conv has ``groups`` = channels, ``k`` = Kh·Kw, ``n`` = 1.
+    """
+
+    m: int
+    k: int
+    n: int
+    groups: int = 1
+    taps: int = 1
+
+    @property
+    def k_channels(self) -> int:
+        """Reduction channels per group and kernel tap (Cin/groups; dense: In)."""
+        return self.k // self.taps
+
+    @property
+    def macs(self) -> int:
+        return self.m * self.k * self.n * self.groups
 
 
 @dataclass(frozen=True)
@@ -35,6 +71,10 @@ class KernelStep:
     weight_bytes: int
     macs: int
     scratch_bytes: int  # what the kernel allocates for itself after TVM's TIR lowering
+    #: the kernel's multiply-accumulate blocks as GEMMs (empty: no MACs)
+    gemms: tuple[GemmShape, ...] = ()
+    #: iterations of the kernel's other blocks (pooling windows, elementwise, copies)
+    vector_ops: int = 0
 
 
 @dataclass(frozen=True)
@@ -77,6 +117,126 @@ class LoweredSchedule:
                 for b in self.buffers if b.role == "intermediate"]
 
 
+def _vars_in(expr) -> set:
+    found: list = []
+    tvm_ffi.structural_walk(expr, [(_VAR, found.append)], order="post")
+    return set(found)
+
+
+def _eval_index(expr, env: dict) -> int:
+    """Value of an integer index expression with every variable given in ``env``."""
+    if isinstance(expr, tirx.IntImm):
+        return int(expr.value)
+    if isinstance(expr, _VAR):
+        return env.get(expr, 0)
+    if isinstance(expr, tirx.Cast):
+        return _eval_index(expr.value, env)
+    ops = {tirx.Add: lambda a, b: a + b, tirx.Sub: lambda a, b: a - b,
+           tirx.Mul: lambda a, b: a * b, tirx.FloorDiv: lambda a, b: a // b,
+           tirx.FloorMod: lambda a, b: a % b, tirx.Div: lambda a, b: int(a / b),
+           tirx.Mod: lambda a, b: a - b * int(a / b), tirx.Min: min, tirx.Max: max}
+    for kind, fn in ops.items():
+        if isinstance(expr, kind):
+            return fn(_eval_index(expr.a, env), _eval_index(expr.b, env))
+    raise ValueError(f"cannot evaluate index {expr}")
+
+
+def _mac_operands(block) -> tuple | None:
+    """The two loads multiplied in a reduction block ``C = C + f(A[...]) * g(B[...])``."""
+    if not isinstance(block.body, tirx.BufferStore):
+        return None
+    out = block.body.buffer
+    found: list = []
+
+    def on_mul(node):
+        if found:
+            return
+        loads: list = []
+        tvm_ffi.structural_walk(node, [(_LOAD, loads.append)], order="post")
+        distinct = []
+        for ld in loads:
+            if not ld.source.same_as(out) and not any(ld.source.same_as(d.source)
+                                                      for d in distinct):
+                distinct.append(ld)
+        if len(distinct) >= 2:
+            found.append(distinct[:2])
+
+    tvm_ffi.structural_walk(block.body.value, [(tirx.Mul, on_mul)], order="pre")
+    return tuple(found[0]) if found else None
+
+
+def _gemm_shape(block, operands, weight_buffers) -> GemmShape:
+    """Read M, K, N, groups and taps off one MAC block's iteration variables.
+
+    The weight operand is the load of a weight buffer (a constant argument of the
+    call); failing that, the operand indexed by fewer spatial variables. Spatial
+    variables that index the weight are output channels (N); the others are output
+    pixels (M). Reduction variables that share a data index with a pixel variable
+    are kernel taps. Groups: how many distinct data elements the output-channel
+    variables select (1 for a plain conv or dense, Cout/N for grouped convs).
+    """
+    extent = {iv.var: int(iv.dom.extent) for iv in block.iter_vars}
+    spatial = [iv.var for iv in block.iter_vars if int(iv.iter_type) == tirx.IterVar.DataPar]
+    reduce = [iv.var for iv in block.iter_vars if int(iv.iter_type) == tirx.IterVar.CommReduce]
+    a, b = operands
+    used = {ld: set().union(*[_vars_in(i) for i in ld.indices]) for ld in (a, b)}
+    is_weight = [any(ld.source.same_as(w) for w in weight_buffers) for ld in (a, b)]
+    if is_weight[0] != is_weight[1]:
+        weight, data = (a, b) if is_weight[0] else (b, a)
+    else:  # no (or two) constant operands: the one with fewer spatial variables
+        weight, data = (a, b) if len(used[a] & set(spatial)) < len(used[b] & set(spatial)) \
+            else (b, a)
+    channel = [v for v in spatial if v in used[weight]]
+    pixel = [v for v in spatial if v not in used[weight]]
+    taps = [r for r in reduce
+            if any(r in vs and vs & set(pixel) for vs in (_vars_in(i) for i in data.indices))]
+    prod = lambda vs: int(np.prod([extent[v] for v in vs], dtype=np.int64))  # noqa: E731
+    n_total, shared = prod(channel), [v for v in channel if v in used[data]]
+    groups = 1
+    if shared and prod(shared) <= 65536:
+        seen = set()
+        for values in np.ndindex(*[extent[v] for v in shared]):
+            env = dict(zip(shared, values, strict=True))
+            try:
+                seen.add(tuple(_eval_index(i, env) for i in data.indices))
+            except ValueError:
+                seen = {()}
+                break
+        groups = max(1, len(seen))
+    if n_total % groups:
+        groups = 1
+    return GemmShape(m=prod(pixel), k=prod(reduce), n=n_total // groups, groups=groups,
+                     taps=prod(taps))
+
+
+def kernel_work(prim_func, weight_buffers=()) -> tuple[tuple[GemmShape, ...], int]:
+    """The GEMMs of a kernel's multiply-accumulate blocks, and its other blocks' iterations.
+
+    A MAC block is one that reduces a product of two buffer loads (as in
+    :func:`~tvm_memflat.analysis.tir_stats.kernel_stats`); its :class:`GemmShape`
+    is read by :func:`_gemm_shape`. Every other block that stores a value
+    (pooling, elementwise, copies, a fused activation) counts its whole iteration
+    domain as vector operations. ``weight_buffers`` are the parameters bound to
+    constants at the call site.
+    """
+    gemms: list[GemmShape] = []
+    vector = [0]
+
+    def on_block(block):
+        iters = list(block.iter_vars)
+        if not iters or not isinstance(block.body, tirx.BufferStore):
+            return
+        reduces = any(int(iv.iter_type) == tirx.IterVar.CommReduce for iv in iters)
+        operands = _mac_operands(block) if reduces else None
+        if operands is not None:
+            gemms.append(_gemm_shape(block, operands, weight_buffers))
+        else:
+            vector[0] += int(np.prod([int(iv.dom.extent) for iv in iters], dtype=np.int64))
+
+    tvm_ffi.structural_walk(prim_func.body, [(s_tir.SBlock, on_block)], order="post")
+    return tuple(gemms), vector[0]
+
+
 def _tensor_shape(var) -> tuple[tuple[int, ...], str] | None:
     ty = var.ty
     if not isinstance(ty, relax.TensorType) or ty.shape is None:
@@ -98,7 +258,7 @@ def lowered_schedule(mod: tvm.IRModule) -> LoweredSchedule:
         root[p] = p
     uses: dict = {}
     steps: list[KernelStep] = []
-    stats_cache: dict[str, tuple] = {}
+    stats_cache: dict[tuple, tuple] = {}
 
     def roots_in(expr) -> list:
         return [root.get(v, v) for v in relax.analysis.free_vars(expr)]
@@ -116,16 +276,21 @@ def lowered_schedule(mod: tvm.IRModule) -> LoweredSchedule:
                 if r is not None:
                     uses.setdefault(r, []).append(step)
             name = value.op.name_hint
-            if name not in stats_cache:
+            constant_args = tuple(i for i, a in enumerate(value.args) if isinstance(a, _CONSTANT))
+            if (name, constant_args) not in stats_cache:
                 kernel = mod[value.op]
-                stats_cache[name] = (kernel_stats(kernel).macs, lowered_scratch_bytes(kernel))
-            macs, scratch = stats_cache[name]
+                params = list(kernel.params)
+                weights = [params[i] for i in constant_args if i < len(params)]
+                stats_cache[name, constant_args] = (kernel_stats(kernel).macs,
+                                                    lowered_scratch_bytes(kernel),
+                                                    *kernel_work(kernel, weights))
+            macs, scratch, gemms, vector_ops = stats_cache[name, constant_args]
             weight_bytes = sum(tensor_bytes(a.value.shape, str(a.value.dtype))
                                for a in value.args if isinstance(a, _CONSTANT))
             steps.append(KernelStep(step, name,
                                     tuple(r.name for r in args[:-1] if r is not None),
                                     tuple(r.name for r in args[-1:] if r is not None),
-                                    weight_bytes, macs, scratch))
+                                    weight_bytes, macs, scratch, gemms, vector_ops))
             continue
         # Anything else (``lv = alloc``, reshape views, tuples) aliases what it reads.
         found = roots_in(value)
