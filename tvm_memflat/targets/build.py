@@ -1,4 +1,11 @@
-"""``tvm_memflat.build``: compile a Relax module with our memory planning applied."""
+"""``tvm_memflat.build``: compile a Relax module with our memory planning applied.
+
+Targets: ``"llvm"`` (or a ``tvm.target.Target`` of kind llvm) returns a
+``relax.VMExecutable``; ``"vta_like"`` returns a
+:class:`~tvm_memflat.targets.vta_like.VtaLikeExecutable`: the same llvm
+executable (``.executable``, bit-identical results) plus a cycle and DRAM-traffic
+simulation on an accelerator spec (``.report``).
+"""
 
 from __future__ import annotations
 
@@ -10,11 +17,11 @@ from tvm import relax
 from ..errors import MemflatError
 from ..lowering.pipeline import BuildRecord, memflat_pipeline
 
-TARGETS = ("llvm",)
+TARGETS = ("llvm", "vta_like")
 
 
-def build(mod: tvm.IRModule, target="llvm", *, in_place_concat: bool = True,
-          shrink_scratch: bool = True, record: BuildRecord | None = None) -> relax.VMExecutable:
+def build(mod: tvm.IRModule, target="llvm", *, spec=None, in_place_concat: bool = True,
+          shrink_scratch: bool = True, record: BuildRecord | None = None):
     """Compile ``mod`` with tvm_memflat's pipeline.
 
     Parameters
@@ -23,7 +30,11 @@ def build(mod: tvm.IRModule, target="llvm", *, in_place_concat: bool = True,
         A Relax IRModule with static shapes (e.g. from :func:`tvm_memflat.load_model`,
         optionally after :class:`tvm_memflat.FlattenMemoryPeaks`).
     target
-        ``"llvm"`` or a ``tvm.target.Target`` of kind llvm.
+        ``"llvm"`` or a ``tvm.target.Target`` of kind llvm; or ``"vta_like"``.
+    spec
+        ``target="vta_like"`` only: the accelerator spec to simulate, a shipped name,
+        a TOML path or an :class:`~tvm_memflat.spec.AcceleratorSpec` (default
+        ``"vta_like"``).
     in_place_concat
         Let producers write into their slice of each concatenation.
     shrink_scratch
@@ -34,14 +45,23 @@ def build(mod: tvm.IRModule, target="llvm", *, in_place_concat: bool = True,
 
     Returns
     -------
-    relax.VMExecutable
-        Runs on ``relax.VirtualMachine``; allocates one arena of the planned size
-        for all intermediate tensors.
+    relax.VMExecutable or VtaLikeExecutable
+        llvm: runs on ``relax.VirtualMachine``; allocates one arena of the planned
+        size for all intermediate tensors. vta_like: that executable as
+        ``.executable``, with the simulation ``.report`` and the spec's ``.plan``.
     """
     if isinstance(target, str):
         if target not in TARGETS:
             raise MemflatError(f"unknown target {target!r}: expected one of {', '.join(TARGETS)}")
+        if target == "vta_like":
+            from .vta_like import build_vta_like
+
+            return build_vta_like(mod, "vta_like" if spec is None else spec,
+                                  in_place_concat=in_place_concat,
+                                  shrink_scratch=shrink_scratch, record=record)
         target = tvm.target.Target(target)
+    if spec is not None:
+        raise MemflatError("spec= applies to target='vta_like' only")
     if target.kind.name != "llvm":
         raise MemflatError(f"target kind {target.kind.name!r} is not supported (llvm only)")
     return tvm.compile(mod, target,

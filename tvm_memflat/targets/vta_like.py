@@ -1,0 +1,208 @@
+"""The ``vta_like`` target: exact llvm execution plus a cycle and traffic simulation.
+
+``tvm_memflat.build(mod, target="vta_like", spec="vta_like")`` returns a
+:class:`VtaLikeExecutable`:
+
+* ``.executable`` is the same ``relax.VMExecutable`` ``target="llvm"`` gives (same
+  pipeline, same kernels), so results are bit-identical to the llvm build; run it
+  with ``relax.VirtualMachine(result.executable, tvm.cpu())``;
+* ``.report`` is a :class:`SimulationReport` of running the build's lowered
+  schedule on the spec's memories and GEMM core;
+* ``.plan`` is the spec's SRAM plan, ``.record`` the build's ``BuildRecord``.
+
+The simulator executes the SRAM plan (:func:`~tvm_memflat.planner.sram_plan.plan_for_spec`
+on the build's :class:`~tvm_memflat.planner.live_ranges.LoweredSchedule`) step by
+step: before step 0 the network input is loaded from DRAM; at each step the
+step's weight chunks and spill reloads are loaded, the GEMM blocks and vector
+work run, spilled buffers are stored after their producer, and the outputs are
+stored after the last step. The cycle arithmetic (GEMM blocks at the utilisation
+the layer's channels get, DRAM bandwidth and latency per transfer, overlap,
+per-call overhead, accumulator passes) is the cost model's
+(:class:`~tvm_memflat.tuner.cost_model.SpecCostModel`), not repeated here.
+
+What the simulator adds is residency: at every step it puts each memory's live
+placements at their planned offsets and reports
+
+* the memory's high-water mark (highest aligned byte in use at that step);
+* a violation when a live buffer ends beyond the memory's size, or when two live
+  buffers overlap (a plan that would clobber data);
+* on a memory dedicated to accumulators, the GEMM output tile of the pass
+  (``ceil(tile / passes)`` bytes at the accumulator dtype) in place of the
+  planned kernel scratch when it is larger: both model the same storage.
+
+Violations are reported, never raised: ``report.fits`` is False and
+``report.violations`` says where.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import tvm
+from tvm import relax
+
+from ..lowering.pipeline import BuildRecord
+from ..planner.allocator import align_up
+from ..planner.live_ranges import LoweredSchedule
+from ..planner.sram_plan import SpecPlan, plan_for_spec
+from ..spec import AcceleratorSpec, load_spec
+from ..tuner.cost_model import SpecCostModel, accumulator_memory, accumulator_tile_bytes
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    """One kernel call on the simulated accelerator."""
+
+    step: int
+    kernel: str
+    macs: int
+    utilisation: float
+    passes: int
+    compute_cycles: int
+    dram_cycles: int
+    overhead_cycles: int
+    cycles: int
+    dram_read_bytes: int
+    dram_write_bytes: int
+    high_water_bytes: dict  # memory name -> highest aligned byte in use at this step
+
+
+@dataclass(frozen=True)
+class SimulationReport:
+    """A schedule run on a spec: per layer and in total."""
+
+    spec: str
+    clock_hz: int
+    layers: tuple[LayerReport, ...]
+    capacity_bytes: dict          # memory name -> size
+    high_water_bytes: dict        # memory name -> max over steps
+    violations: tuple[str, ...] = field(default=())
+
+    @property
+    def total_cycles(self) -> int:
+        return sum(layer.cycles for layer in self.layers)
+
+    @property
+    def latency_ms(self) -> float:
+        return 1000.0 * self.total_cycles / self.clock_hz
+
+    @property
+    def dram_read_bytes(self) -> int:
+        return sum(layer.dram_read_bytes for layer in self.layers)
+
+    @property
+    def dram_write_bytes(self) -> int:
+        return sum(layer.dram_write_bytes for layer in self.layers)
+
+    @property
+    def dram_traffic_bytes(self) -> int:
+        return self.dram_read_bytes + self.dram_write_bytes
+
+    @property
+    def fits(self) -> bool:
+        return not self.violations
+
+    def to_dict(self) -> dict:
+        return {"spec": self.spec, "clock_hz": self.clock_hz,
+                "total_cycles": self.total_cycles, "latency_ms": self.latency_ms,
+                "dram_read_bytes": self.dram_read_bytes,
+                "dram_write_bytes": self.dram_write_bytes,
+                "dram_traffic_bytes": self.dram_traffic_bytes,
+                "capacity_bytes": dict(self.capacity_bytes),
+                "high_water_bytes": dict(self.high_water_bytes),
+                "fits": self.fits, "violations": list(self.violations),
+                "layers": [asdict(layer) for layer in self.layers]}
+
+    def table(self) -> str:
+        """A short fixed-width table: one row per layer, then the totals."""
+        mems = list(self.capacity_bytes)
+        foot = {m: f"{self.high_water_bytes[m]}/{self.capacity_bytes[m]}" for m in mems}
+        width = {m: max(len(m), len(foot[m])) for m in mems}
+        head = (f"{'step':>4} {'kernel':<28} {'cycles':>10} {'util%':>6} {'pass':>4} "
+                f"{'dram_rd':>9} {'dram_wr':>9} " + " ".join(f"{m:>{width[m]}}" for m in mems))
+        lines = [f"{self.spec}: {self.total_cycles} cycles = {self.latency_ms:.4f} ms at "
+                 f"{self.clock_hz / 1e6:g} MHz, DRAM {self.dram_read_bytes} B read / "
+                 f"{self.dram_write_bytes} B written, "
+                 f"{'fits' if self.fits else f'{len(self.violations)} violation(s)'}",
+                 head, "-" * len(head)]
+        for r in self.layers:
+            lines.append(f"{r.step:>4} {r.kernel[:28]:<28} {r.cycles:>10} "
+                         f"{100 * r.utilisation:>6.1f} {r.passes:>4} {r.dram_read_bytes:>9} "
+                         f"{r.dram_write_bytes:>9} "
+                         + " ".join(f"{r.high_water_bytes.get(m, 0):>{width[m]}}"
+                                    for m in mems))
+        lines.append("-" * len(head))
+        lines.append(f"{'':>4} {'total; high water/size':<28} {self.total_cycles:>10} "
+                     f"{'':>6} {'':>4} {self.dram_read_bytes:>9} {self.dram_write_bytes:>9} "
+                     + " ".join(f"{foot[m]:>{width[m]}}" for m in mems))
+        lines += [f"violation: {v}" for v in self.violations]
+        return "\n".join(lines)
+
+
+def simulate(schedule: LoweredSchedule, spec: AcceleratorSpec | str | Path,
+             plan: SpecPlan | None = None) -> SimulationReport:
+    """Run ``schedule`` on ``spec`` with its SRAM ``plan`` (planned here when None)."""
+    spec = spec if isinstance(spec, AcceleratorSpec) else load_spec(spec)
+    if plan is None:
+        plan = plan_for_spec(schedule, spec)
+    costs = {c.step: c for c in SpecCostModel(spec).estimate(schedule, plan).steps}
+    acc = accumulator_memory(spec)
+    violations: list[str] = []
+    peak = {m.memory: 0 for m in plan.memories}
+    layers = []
+    for s in schedule.steps:
+        cost = costs[s.step]
+        high = {}
+        for m in plan.memories:
+            live = sorted((p for p in m.plan.placements if p.start <= s.step <= p.end),
+                          key=lambda p: p.offset_bytes)
+            top = max((p.top(m.alignment_bytes) for p in live), default=0)
+            for a, b in zip(live, live[1:], strict=False):
+                if a.top(m.alignment_bytes) > b.offset_bytes:
+                    violations.append(f"step {s.step} ({s.kernel}): {a.name} and {b.name} "
+                                      f"overlap in {m.memory}")
+            if acc is not None and m.memory == acc.name and s.gemms:
+                tile = math.ceil(accumulator_tile_bytes(s, spec) / cost.passes)
+                top = max(top, align_up(tile, m.alignment_bytes))
+            if top > m.size_bytes:
+                violations.append(f"step {s.step} ({s.kernel}): {m.memory} needs {top} B "
+                                  f"> {m.size_bytes} B")
+            high[m.memory] = top
+            peak[m.memory] = max(peak[m.memory], top)
+        layers.append(LayerReport(s.step, s.kernel, s.macs, cost.utilisation, cost.passes,
+                                  cost.compute_cycles, cost.dram_cycles, cost.overhead_cycles,
+                                  cost.cycles, cost.dram_read_bytes, cost.dram_write_bytes,
+                                  high))
+    return SimulationReport(spec.name, spec.compute.clock_hz, tuple(layers),
+                            {m.memory: m.size_bytes for m in plan.memories}, peak,
+                            tuple(violations))
+
+
+@dataclass(frozen=True)
+class VtaLikeExecutable:
+    """What ``build(mod, target="vta_like")`` returns (see the module doc)."""
+
+    executable: relax.VMExecutable
+    report: SimulationReport
+    plan: SpecPlan
+    record: BuildRecord
+
+    def vm(self, device=None) -> relax.VirtualMachine:
+        """A VirtualMachine running the (llvm) executable."""
+        return relax.VirtualMachine(self.executable, device or tvm.cpu())
+
+
+def build_vta_like(mod: tvm.IRModule, spec: AcceleratorSpec | str | Path = "vta_like", *,
+                   in_place_concat: bool = True, shrink_scratch: bool = True,
+                   record: BuildRecord | None = None) -> VtaLikeExecutable:
+    """Build ``mod`` for llvm with tvm_memflat's pipeline and simulate it on ``spec``."""
+    from .build import build
+
+    spec = spec if isinstance(spec, AcceleratorSpec) else load_spec(spec)
+    record = record if record is not None else BuildRecord()
+    executable = build(mod, "llvm", in_place_concat=in_place_concat,
+                       shrink_scratch=shrink_scratch, record=record)
+    plan = plan_for_spec(record.schedule, spec)
+    return VtaLikeExecutable(executable, simulate(record.schedule, spec, plan), plan, record)
