@@ -64,11 +64,27 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--memory-budget", metavar="BYTES", type=_positive_int,
                    help="stop once the modelled fp32 peak is at most this (default: minimise)")
     o.add_argument("--latency-budget", metavar="X",
-                   help="latency budget (1.1x or 3.5ms); needs the tuner, not available yet")
+                   help="tune: lowest peak within X (1.1x of the untiled module, or 3.5ms); "
+                        "with --spec and no budget the tuner fits the spec at least latency")
+    o.add_argument("--target", choices=("llvm", "vta_like"), default="llvm",
+                   help="vta_like: exact llvm results plus the spec's cycle/traffic simulation "
+                        "(default spec vta_like)")
     o.add_argument("--halo", choices=("recompute", "cache", "auto"), default="auto")
-    o.add_argument("--out", metavar="DIR", help="write optimized.py (TVMScript) here")
+    o.add_argument("--measure", action="store_true",
+                   help="tuner: also time the candidates on llvm and judge the budget on that")
+    o.add_argument("--rpc", metavar="KEY@HOST:PORT",
+                   help="with --measure: time candidates on the boards of a TVM RPC tracker")
+    o.add_argument("--parallel", type=_positive_int, default=1,
+                   help="with --rpc: candidates measured at once (default 1)")
+    o.add_argument("--no-cache", action="store_true",
+                   help="tuner: search again even if a cached result exists")
+    o.add_argument("--out", metavar="DIR",
+                   help="write optimized.py, report.json and the plots (timeline.png, "
+                        "occupancy.png with a spec, pareto.png when tuned) here")
     o.add_argument("--json", metavar="FILE", help="write the before/after report")
     o.add_argument("--plot", metavar="FILE", help="write the before/after timeline overlay")
+    o.add_argument("--pareto", metavar="FILE", help="write the tuner's memory/latency plot")
+    o.add_argument("--occupancy", metavar="FILE", help="write the SRAM occupancy map (spec)")
 
     q = sub.add_parser("plan", help="place every lowered buffer in the spec's SRAMs: offsets, "
                                     "spills, DRAM traffic")
@@ -102,10 +118,11 @@ def _positive_int(text: str) -> int:
 
 def _check_outputs(args) -> None:
     """Refuse bad output paths before any work, so nothing is half-written."""
-    plot = getattr(args, "plot", None)
-    if plot and Path(plot).suffix.lower() not in PLOT_SUFFIXES:
-        raise MemflatError(f"--plot file must end in .png or .svg: {plot}")
-    for opt in ("plot", "json", "csv"):
+    for opt in ("plot", "pareto", "occupancy"):
+        plot = getattr(args, opt, None)
+        if plot and Path(plot).suffix.lower() not in PLOT_SUFFIXES:
+            raise MemflatError(f"--{opt} file must end in .png or .svg: {plot}")
+    for opt in ("plot", "json", "csv", "pareto", "occupancy"):
         path = getattr(args, opt, None)
         if path:
             parent = Path(path).resolve().parent
@@ -196,6 +213,76 @@ def _write_outputs(args, prof, report, capacity, spec) -> None:
 
 
 def cmd_optimize(args) -> int:
+    from .frontend import load_model, model_label, parse_input_shapes
+    from .spec import load_spec
+    from .transform import FlattenMemoryPeaks
+
+    _check_outputs(args)
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise MemflatError(f"--out must be a directory: {args.out}")
+    if args.rpc and not args.measure:
+        raise MemflatError("--rpc needs --measure (it says where candidates are timed)")
+    shapes = parse_input_shapes(args.input_shape)
+    spec = load_spec(args.spec or "vta_like") if (args.spec or args.target == "vta_like") \
+        else None
+    tuned = args.latency_budget is not None or (spec is not None and args.memory_budget is None)
+    if args.pareto and not tuned:
+        raise MemflatError("--pareto needs the tuner: give --latency-budget or --spec")
+    if args.occupancy and spec is None:
+        raise MemflatError("--occupancy needs --spec (or --target vta_like)")
+    if args.measure and not tuned:
+        raise MemflatError("--measure applies to the tuner: give --latency-budget or --spec")
+    budget = None
+    if args.latency_budget is not None:
+        from .tuner.tuner import LatencyBudget
+
+        budget = LatencyBudget.parse(args.latency_budget)
+    rpc = None
+    if args.rpc:
+        from .tuner.measure import RPCConfig
+
+        rpc = RPCConfig.parse(args.rpc)
+    pass_ = FlattenMemoryPeaks(spec, memory_budget=args.memory_budget, halo=args.halo)
+    config = {"model": args.model, "spec": spec.name if spec else "(none)",
+              "target": args.target, "halo": args.halo}
+    if tuned:
+        config.update({"search": "tuner over FlattenMemoryPeaks' tilings",
+                       "latency_budget": budget.text if budget else "(none: fit the spec)",
+                       "cost": f"spec {spec.name} cycle model" if spec else
+                               "llvm cost model calibrated on this machine",
+                       "measure": f"llvm via RPC {rpc}" if rpc else
+                                  "llvm, local" if args.measure else "no"})
+    else:
+        config.update({"memory_budget": pass_.memory_budget or "(minimise peak)",
+                       "mac_overhead_limit": f"{100 * pass_.max_mac_overhead:.0f} %"})
+    config.update({"baseline": "stock TVM 0.27, llvm, with operator fusion",
+                   "ours": f"tvm_memflat.build (target {args.target})"})
+    _echo_config(config, width=20)
+
+    progress(f"loading {args.model} ...")
+    mod = load_model(args.model, shapes)
+    label = model_label(args.model)
+    t0 = time.perf_counter()
+    result = None
+    if tuned:
+        from .tuner.tuner import tune
+
+        new, result = tune(mod, spec=spec, latency_budget=budget, model=label,
+                           measure=args.measure, rpc=rpc, parallel=args.parallel,
+                           use_cache=not args.no_cache, progress=progress)
+        steps = [f"tiled {length} ops ending at {out} into {tiles} H-tiles"
+                 for out, length, tiles in result.chosen.path]
+    else:
+        progress("flattening memory peaks ...")
+        new = pass_(mod)
+        steps = [f"tiled {d.chain_length} ops ending at {d.chain_output} into {d.tiles} "
+                 f"H-tiles" for d in pass_.decisions]
+    pass_s = time.perf_counter() - t0
+    return _finish_optimize(args, mod, new, label, spec, config, pass_, result, steps, pass_s)
+
+
+def _finish_optimize(args, mod, new, label, spec, config, pass_, result, steps, pass_s) -> int:
+    """Verify, measure before/after, print the comparison and write every output."""
     import numpy as np
 
     from .analysis.memory_profile import profile
@@ -205,102 +292,143 @@ def cmd_optimize(args) -> int:
         measure_runtime_storage,
         random_inputs,
     )
-    from .frontend import load_model, model_label, parse_input_shapes
-    from .spec import load_spec
+    from .reports.summary import format_bytes
     from .targets.build import build_and_measure
-    from .transform import FlattenMemoryPeaks
 
-    _check_outputs(args)
-    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
-        raise MemflatError(f"--out must be a directory: {args.out}")
-    if args.latency_budget is not None:
-        raise MemflatError("--latency-budget needs the latency tuner, which is not available "
-                           "yet; use --memory-budget or the default (minimise the peak)")
-    shapes = parse_input_shapes(args.input_shape)
-    spec = load_spec(args.spec) if args.spec else None
-    pass_ = FlattenMemoryPeaks(spec, memory_budget=args.memory_budget, halo=args.halo)
-    config = {"model": args.model, "spec": spec.name if spec else "(none)",
-              "memory_budget": pass_.memory_budget or "(minimise peak)", "halo": args.halo,
-              "mac_overhead_limit": f"{100 * pass_.max_mac_overhead:.0f} %",
-              "baseline": "stock TVM 0.27, llvm, with operator fusion",
-              "ours": "FlattenMemoryPeaks + tvm_memflat.build (llvm)"}
-    _echo_config(config, width=20)
-
-    progress(f"loading {args.model} ...")
-    mod = load_model(args.model, shapes)
-    label = model_label(args.model)
-    progress("flattening memory peaks ...")
-    t0 = time.perf_counter()
-    new = pass_(mod)
-    pass_s = time.perf_counter() - t0
     before, after = profile(mod, model=label), profile(new, model=label)
-    if pass_.memory_budget is not None and after.peak_bytes > pass_.memory_budget:
+    if result is None and pass_.memory_budget is not None \
+            and after.peak_bytes > pass_.memory_budget:
         raise MemflatError(
             f"memory budget {pass_.memory_budget} B cannot be met: the lowest peak reached is "
             f"{after.peak_bytes} B (fp32) within the MAC overhead limit")
     progress("building before (stock TVM) and after (tvm_memflat.build), verifying, timing ...")
     inputs = random_inputs(mod["main"], seed=1)
-    sides = {}
-    outputs = {}
     stock = build_stock(mod)
-    runtime, outputs["before"] = measure_runtime_storage(stock, inputs)
-    sides["before"] = {"build": "stock TVM (fused)", "peak_bytes": before.peak_bytes,
-                       "tvm_allocated_bytes": runtime + before.tvm.max_scratch_bytes,
-                       "runtime_alloc_storage_bytes": runtime,
-                       "max_scratch_bytes": before.tvm.max_scratch_bytes, "macs": before.macs,
-                       "latency_ms": round(measure_latency_ms(stock, inputs), 3),
-                       "peak_layer": before.peak_layer.name}
-    ours, allocation, outputs["after"] = build_and_measure(new, inputs)
-    sides["after"] = {"build": "tvm_memflat.build", "peak_bytes": after.peak_bytes,
-                      "tvm_allocated_bytes": allocation.total_bytes,
-                      "runtime_alloc_storage_bytes": allocation.runtime_storage_bytes,
-                      "max_scratch_bytes": allocation.max_scratch_bytes,
-                      "arena_bytes": allocation.arena_bytes,
-                      "concats_in_place": allocation.concats_removed, "macs": after.macs,
-                      "latency_ms": round(measure_latency_ms(ours, inputs), 3),
-                      "peak_layer": after.peak_layer.name}
-    err = max(float(np.abs(a - b).max()) for a, b in zip(outputs["before"], outputs["after"],
-                                                         strict=True))
-    ref = max(float(np.abs(a).max()) for a in outputs["before"])
-    b, a = sides["before"], sides["after"]
-    from .reports.summary import format_bytes
+    runtime, ref_out = measure_runtime_storage(stock, inputs)
+    b = {"build": "stock TVM (fused)", "peak_bytes": before.peak_bytes,
+         "tvm_allocated_bytes": runtime + before.tvm.max_scratch_bytes,
+         "runtime_alloc_storage_bytes": runtime,
+         "max_scratch_bytes": before.tvm.max_scratch_bytes, "macs": before.macs,
+         "latency_ms": round(measure_latency_ms(stock, inputs), 3),
+         "peak_layer": before.peak_layer.name}
+    ours, allocation, got_out = build_and_measure(new, inputs)
+    a = {"build": f"tvm_memflat.build ({args.target})", "peak_bytes": after.peak_bytes,
+         "tvm_allocated_bytes": allocation.total_bytes,
+         "runtime_alloc_storage_bytes": allocation.runtime_storage_bytes,
+         "max_scratch_bytes": allocation.max_scratch_bytes,
+         "arena_bytes": allocation.arena_bytes,
+         "concats_in_place": allocation.concats_removed, "macs": after.macs,
+         "latency_ms": round(measure_latency_ms(ours, inputs), 3),
+         "peak_layer": after.peak_layer.name}
+    sims = {}
+    if args.target == "vta_like":
+        from .targets.build import build
 
-    if not pass_.decisions:
-        print("tiling did not pay: no exact rewrite lowered the peak within the MAC limit; "
+        progress("simulating before and after on the spec ...")
+        for side, m, out in (("before", mod, b), ("after", new, a)):
+            vta = build(m, target="vta_like", spec=spec)
+            if side == "after":
+                _, vta_out = measure_runtime_storage(vta.executable, inputs)
+                if any(not np.array_equal(x, y) for x, y in zip(vta_out, got_out, strict=True)):
+                    raise RuntimeError("vta_like and llvm builds disagree")
+            sims[side] = vta
+            out.update({"cycles": vta.report.total_cycles,
+                        "simulated_latency_ms": round(vta.report.latency_ms, 4),
+                        "dram_traffic_bytes": vta.report.dram_traffic_bytes,
+                        "sram_high_water_bytes": vta.report.high_water_bytes,
+                        "fits": vta.report.fits})
+    err = max(float(np.abs(x - y).max()) for x, y in zip(ref_out, got_out, strict=True))
+    ref = max(float(np.abs(x).max()) for x in ref_out)
+
+    if not steps:
+        print("tiling did not pay: no exact rewrite lowered the peak within the limits; "
               "the module is unchanged")
-    for d in pass_.decisions:
-        print(f"tiled {d.chain_length} ops ending at {d.chain_output} into {d.tiles} H-tiles: "
-              f"peak {format_bytes(d.peak_before)} -> {format_bytes(d.peak_after)}")
+    for line in steps:
+        print(line)
+    if result is not None:
+        c = result.chosen
+        print(f"tuner: {result.reason}; {len(result.points)} tilings costed "
+              f"({result.cost_model}){' [cached]' if result.cached else ''}")
+        print(f"tuner: chosen {format_bytes(c.memory_bytes)} at {c.latency:.3f} ms, untiled "
+              f"{format_bytes(result.baseline.memory_bytes)} at "
+              f"{result.baseline.latency:.3f} ms"
+              + (f", limit {result.limit_ms:.3f} ms" if result.limit_ms else ""))
+    keys = [("peak_bytes", format_bytes), ("tvm_allocated_bytes", format_bytes),
+            ("runtime_alloc_storage_bytes", format_bytes), ("macs", str), ("latency_ms", str)]
+    if sims:
+        keys += [("cycles", str), ("dram_traffic_bytes", format_bytes)]
     print(f"\n{'':<28}{'before':>14}{'after':>14}{'change':>10}")
-    for key, fmt in (("peak_bytes", format_bytes), ("tvm_allocated_bytes", format_bytes),
-                     ("runtime_alloc_storage_bytes", format_bytes), ("macs", str),
-                     ("latency_ms", str)):
+    for key, fmt in keys:
         change = 100.0 * (a[key] / b[key] - 1) if b[key] else 0.0
         print(f"{key:<28}{fmt(b[key]):>14}{fmt(a[key]):>14}{change:>+9.1f}%")
-    print(f"max_abs_error               {err:.3g} (max |ref| {ref:.3g}); pass time {pass_s:.1f} s")
+    if sims:
+        for name, hw in a["sram_high_water_bytes"].items():
+            cap = sims["after"].report.capacity_bytes[name]
+            print(f"{'high water ' + name:<28}{format_bytes(b['sram_high_water_bytes'][name]):>14}"
+                  f"{format_bytes(hw):>14}   of {format_bytes(cap)}")
+    print(f"max_abs_error               {err:.3g} (max |ref| {ref:.3g}); "
+          f"search time {pass_s:.1f} s")
     if err > 1e-4 * max(ref, 1e-12):
         raise RuntimeError(f"optimized module differs from the original: {err}")
 
     report = {"config": {k: str(v) for k, v in config.items()}, "before": b, "after": a,
               "max_abs_error": err, "max_abs_reference": ref, "pass_s": round(pass_s, 2),
-              "decisions": [vars(d) for d in pass_.decisions]}
+              "decisions": [vars(d) for d in pass_.decisions] if result is None else
+              [{"chain_output": o, "chain_length": n, "tiles": t}
+               for o, n, t in result.chosen.path]}
+    if result is not None:
+        report["tuner"] = result.to_dict()
+    if sims:
+        report["simulation"] = {side: v.report.to_dict() for side, v in sims.items()}
+    _write_optimize_outputs(args, before, after, new, report, spec, pass_, result, sims)
+    return 0
+
+
+def _write_optimize_outputs(args, before, after, new, report, spec, pass_, result, sims):
     from ._io import write_json_atomic, write_text_atomic
 
-    if args.plot:
+    out = Path(args.out) if args.out else None
+    targets = {"plot": args.plot or (out / "timeline.png" if out else None),
+               "json": args.json or (out / "report.json" if out else None),
+               "pareto": args.pareto or (out / "pareto.png" if out and result else None),
+               "occupancy": args.occupancy or (out / "occupancy.png" if out and spec else None)}
+    capacity = spec.activation_capacity_bytes if spec else pass_.memory_budget
+    if targets["plot"]:
         from .reports.plots import plot_timeline
 
-        plot_timeline(before, args.plot, compare=after, labels=("original", "optimized"),
-                      capacity_bytes=pass_.memory_budget)
-        print(f"wrote {args.plot}")
-    if args.out:
-        path = Path(args.out) / "optimized.py"
+        plot_timeline(before, targets["plot"], compare=after, labels=("original", "optimized"),
+                      capacity_bytes=capacity,
+                      capacity_label=f"{spec.name} activation SRAM" if spec else "budget")
+        print(f"wrote {targets['plot']}")
+    if targets["pareto"]:
+        from .reports.pareto import plot_pareto
+
+        plot_pareto(result, targets["pareto"],
+                    capacity_bytes=spec.activation_capacity_bytes if spec else None)
+        print(f"wrote {targets['pareto']}")
+    if targets["occupancy"]:
+        from .reports.occupancy import plot_occupancy
+
+        if sims:
+            plan = sims["after"].plan
+        else:
+            import tvm
+
+            from .lowering.pipeline import lower
+            from .planner.live_ranges import lowered_schedule
+            from .planner.sram_plan import plan_for_spec
+
+            plan = plan_for_spec(lowered_schedule(lower(new, tvm.target.Target("llvm"))), spec)
+        plot_occupancy(plan, targets["occupancy"])
+        print(f"wrote {targets['occupancy']}")
+    if out:
+        path = out / "optimized.py"
         write_text_atomic(path, "# FlattenMemoryPeaks output; weights are omitted (metadata)\n"
                           + new.script())
         print(f"wrote {path}")
-    if args.json:
-        write_json_atomic(args.json, report)
-        print(f"wrote {args.json}")
-    return 0
+    if targets["json"]:
+        write_json_atomic(targets["json"], report)
+        print(f"wrote {targets['json']}")
 
 
 def cmd_plan(args) -> int:

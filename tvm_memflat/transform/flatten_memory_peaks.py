@@ -304,7 +304,10 @@ class FlattenMemoryPeaks:
     memory_budget
         Stop once the modelled peak is at or below this many bytes.
     latency_budget
-        Reserved for the tuner; the cost limit today is the MAC overhead.
+        ``"1.1x"`` of the untiled module or an absolute ``"3.5ms"``: the tuner
+        (:func:`tvm_memflat.tuner.tuner.tune`) picks the lowest peak within it, with
+        the spec's cycle model when a spec is given, else the llvm model calibrated
+        on this machine. Replaces the MAC-overhead limit.
     halo
         ``"recompute"`` or ``"auto"`` (recompute); ``"cache"`` is not implemented yet.
     max_mac_overhead
@@ -321,17 +324,30 @@ class FlattenMemoryPeaks:
             raise MemflatError("halo='cache' is not implemented yet; use recompute or auto")
         if memory_budget is not None and (not isinstance(memory_budget, int) or memory_budget <= 0):
             raise MemflatError(f"memory_budget must be a positive number of bytes: {memory_budget}")
-        if spec is not None and memory_budget is None:
+        if spec is not None:
             from ..spec import AcceleratorSpec, load_spec
 
             spec = spec if isinstance(spec, AcceleratorSpec) else load_spec(spec)
-            memory_budget = spec.activation_capacity_bytes
+            if memory_budget is None:
+                memory_budget = spec.activation_capacity_bytes
+        if latency_budget is not None:
+            from ..tuner.tuner import LatencyBudget
+
+            latency_budget = LatencyBudget.parse(latency_budget)  # bad text: error now
+        self.spec = spec
         self.memory_budget = memory_budget
         self.latency_budget = latency_budget
+        self.tune_result = None
         self.max_mac_overhead = max_mac_overhead
         self.decisions: list[Decision] = []
 
     def transform_module(self, mod, ctx):  # noqa: D102 - tvm.transform hook
+        if self.latency_budget is not None:
+            from ..tuner.tuner import tune
+
+            new, self.tune_result = tune(mod, spec=self.spec,
+                                         latency_budget=self.latency_budget)
+            return new
         new, self.decisions = flatten_peaks(mod, max_mac_overhead=self.max_mac_overhead,
                                             memory_budget=self.memory_budget)
         return new

@@ -1,0 +1,399 @@
+"""Pick the tiling that saves the most memory within a latency budget.
+
+The search space is the pass's own decisions: which chain to tile and in how
+many tiles, round after round (:func:`~tvm_memflat.transform.flatten_memory_peaks.flatten_peaks`).
+One greedy run with a generous MAC cap visits, in every round, every candidate
+region and tile count; each becomes a *point* (the path of decisions that
+builds it, its modelled peak and MACs). The points that are Pareto-optimal in
+(peak, MACs) are then rebuilt, lowered with our pipeline and costed:
+
+* with a spec, by the spec's cycle model on the SRAM plan (:class:`SpecCostModel`);
+* without one, by the llvm model calibrated on this machine (:func:`calibrate_llvm`);
+* with ``measure=True``, by real llvm runs as well (locally or over TVM RPC), and
+  the budget is then judged on the measured times.
+
+The choice:
+
+* latency budget (``1.1x`` of the untiled module, or absolute ``3.5ms``): the
+  lowest peak whose latency is within it (an impossible budget is an error
+  that names the best latency reachable);
+* spec and no budget: the least latency that fits the spec's activation SRAM
+  (or, when nothing fits, the lowest peak, reported as a shortfall);
+* both: the least latency that fits within the budget, else the lowest peak
+  within it.
+
+Everything is deterministic for a given module, spec and options (measured
+times aside), and results are cached on disk keyed by model, spec, options
+and package version, so a second run replays the chosen decisions instead of
+searching again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tvm
+import tvm_ffi
+
+from .. import __version__
+from .._io import write_json_atomic
+from ..errors import MemflatError
+
+#: MAC cap of the search: wide, because the budget, not the cap, decides.
+SEARCH_MAC_OVERHEAD = 0.30
+SEARCH_ROUNDS = 12
+#: At most this many points are lowered and costed (the rest are dominated in peak x MACs).
+MAX_COSTED_POINTS = 16
+
+_BUDGET = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(x|ms|us|s)\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class LatencyBudget:
+    """``1.1x`` (relative to the untiled module) or an absolute time (``3.5ms``)."""
+
+    text: str
+    relative: float | None = None
+    absolute_ms: float | None = None
+
+    @classmethod
+    def parse(cls, text) -> LatencyBudget:
+        if isinstance(text, LatencyBudget):
+            return text
+        if isinstance(text, (int, float)) and not isinstance(text, bool):
+            text = f"{text}x"
+        m = _BUDGET.match(str(text))
+        if not m:
+            raise MemflatError(f"latency budget {text!r} is not understood: use a factor "
+                               "like 1.1x or a time like 3.5ms")
+        value, unit = float(m.group(1)), m.group(2).lower()
+        if value <= 0:
+            raise MemflatError(f"latency budget must be positive, got {text!r}")
+        if unit == "x":
+            if value < 1.0:
+                raise MemflatError(f"latency budget {text!r} is below the untiled module "
+                                   "(1.0x); tiling never makes a network faster here")
+            return cls(str(text), relative=value)
+        scale = {"ms": 1.0, "us": 1e-3, "s": 1e3}[unit]
+        return cls(str(text), absolute_ms=value * scale)
+
+    def limit_ms(self, baseline_ms: float) -> float:
+        return baseline_ms * self.relative if self.relative is not None else self.absolute_ms
+
+
+@dataclass(frozen=True)
+class Point:
+    """One tiling of the module: the decisions that build it and what it costs."""
+
+    path: tuple  # ((chain output, chain length, tiles), ...)
+    peak_bytes: int
+    macs: int
+    latency_ms: float | None = None        # cost model
+    measured_ms: float | None = None       # llvm run, when measured
+    fits: bool | None = None               # spec SRAM plan fits
+    sram_required_bytes: int | None = None  # lower bound of the spec's activation memory
+
+    @property
+    def memory_bytes(self) -> int:
+        """What the search minimises: the spec's activation SRAM need, else the peak."""
+        return self.sram_required_bytes if self.sram_required_bytes is not None \
+            else self.peak_bytes
+
+    @property
+    def latency(self) -> float:
+        """The latency the budget is judged on: measured when there is one."""
+        return self.measured_ms if self.measured_ms is not None else self.latency_ms
+
+    def to_dict(self) -> dict:
+        return {"path": [list(s) for s in self.path], "peak_bytes": self.peak_bytes,
+                "macs": self.macs, "latency_ms": _round(self.latency_ms),
+                "measured_ms": _round(self.measured_ms), "fits": self.fits,
+                "sram_required_bytes": self.sram_required_bytes}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Point:
+        return cls(tuple(tuple(s) for s in d["path"]), d["peak_bytes"], d["macs"],
+                   d.get("latency_ms"), d.get("measured_ms"), d.get("fits"),
+                   d.get("sram_required_bytes"))
+
+
+def _round(x):
+    return None if x is None else round(float(x), 4)
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """The searched points, their Pareto frontier and the choice, with why."""
+
+    model: str
+    spec: str | None
+    budget: str | None
+    cost_model: str
+    limit_ms: float | None
+    baseline: Point
+    points: tuple[Point, ...]
+    chosen: Point
+    reason: str
+    tuner_s: float
+    cached: bool = False
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def pareto(self) -> tuple[Point, ...]:
+        return pareto_front(self.points)
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "spec": self.spec, "latency_budget": self.budget,
+                "cost_model": self.cost_model, "limit_ms": _round(self.limit_ms),
+                "baseline": self.baseline.to_dict(), "chosen": self.chosen.to_dict(),
+                "reason": self.reason, "tuner_s": round(self.tuner_s, 3),
+                "cached": self.cached, "points": [p.to_dict() for p in self.points],
+                "pareto": [p.to_dict() for p in self.pareto], **self.extra}
+
+    @classmethod
+    def from_dict(cls, d: dict, cached: bool = False) -> TuneResult:
+        known = {"model", "spec", "latency_budget", "cost_model", "limit_ms", "baseline",
+                 "chosen", "reason", "tuner_s", "cached", "points", "pareto"}
+        return cls(d["model"], d["spec"], d["latency_budget"], d["cost_model"], d["limit_ms"],
+                   Point.from_dict(d["baseline"]),
+                   tuple(Point.from_dict(p) for p in d["points"]),
+                   Point.from_dict(d["chosen"]), d["reason"], d["tuner_s"], cached,
+                   {k: v for k, v in d.items() if k not in known})
+
+
+def pareto_front(points, key=lambda p: (p.memory_bytes, p.latency)) -> tuple[Point, ...]:
+    """Points no other point beats in both memory and latency, by increasing memory."""
+    pts = sorted((p for p in points if key(p)[1] is not None), key=key)
+    front, best = [], math.inf
+    for p in pts:
+        if key(p)[1] < best:
+            front.append(p)
+            best = key(p)[1]
+    return tuple(front)
+
+
+# ----------------------------------------------------------------------------- search
+
+
+def search_points(mod: tvm.IRModule, *, max_mac_overhead: float = SEARCH_MAC_OVERHEAD,
+                  max_rounds: int = SEARCH_ROUNDS, progress=None) -> list[Point]:
+    """Every tiling the greedy search looks at, as points (peaks estimated, MACs exact)."""
+    from ..analysis.memory_profile import profile
+    from ..transform.flatten_memory_peaks import flatten_peaks
+
+    base = profile(mod, with_tvm=False)
+    points = {(): Point((), base.peak_bytes, base.macs)}
+
+    def on_round(path, evaluated):
+        for e in evaluated:
+            p = Point((*path, e.step), e.peak_bytes, e.macs)
+            points.setdefault(p.path, p)
+
+    flatten_peaks(mod, max_mac_overhead=max_mac_overhead, max_rounds=max_rounds,
+                  on_round=on_round, progress=progress)
+    return list(points.values())
+
+
+def _shortlist(points: list[Point], limit: int) -> list[Point]:
+    """Pareto-optimal points in (peak, MACs), thinned evenly to ``limit``, baseline kept."""
+    front = list(pareto_front(points, key=lambda p: (p.peak_bytes, p.macs)))
+    if len(front) > limit:
+        idx = sorted({round(i * (len(front) - 1) / (limit - 1)) for i in range(limit)})
+        front = [front[i] for i in idx]
+    if not any(p.path == () for p in front):
+        front.append(next(p for p in points if p.path == ()))
+    return front
+
+
+class _Coster:
+    """Rebuilds points from their paths, lowers them and applies the cost model."""
+
+    def __init__(self, mod, spec, cost_model, activation_dtype):
+        self.mod, self.spec, self.cost_model = mod, spec, cost_model
+        self.activation_dtype = activation_dtype
+
+    def module(self, point: Point) -> tvm.IRModule:
+        from ..transform.flatten_memory_peaks import replay
+
+        return replay(self.mod, point.path)
+
+    def cost(self, point: Point) -> Point:
+        from ..analysis.memory_profile import profile
+        from ..planner.sram_plan import plan_for_spec
+        from .cost_model import SpecCostModel, lowered
+
+        mod = self.module(point)
+        peak = profile(mod, with_tvm=False).peak_bytes
+        schedule = lowered(mod)
+        fits = required = None
+        if self.spec is not None:
+            plan = plan_for_spec(schedule, self.spec)
+            fits, required = plan.fits, plan.lower_bound_bytes
+            est = (self.cost_model.estimate(schedule, plan)
+                   if isinstance(self.cost_model, SpecCostModel)
+                   else self.cost_model.estimate(schedule))
+        else:
+            est = self.cost_model.estimate(schedule)
+        return Point(point.path, peak, point.macs, est.latency_ms, None, fits, required)
+
+
+def _choose(points, baseline: Point, budget: LatencyBudget | None, spec):
+    """(chosen point, limit in ms, reason)."""
+    limit = budget.limit_ms(baseline.latency) if budget is not None else None
+    pool = list(points)
+    if limit is not None:
+        within = [p for p in pool if p.latency <= limit * (1 + 1e-9)]
+        if not within:
+            best = min(pool, key=lambda p: p.latency)
+            raise MemflatError(
+                f"latency budget {budget.text} ({limit:.3f} ms) cannot be met: the best "
+                f"latency reachable is {best.latency:.3f} ms (peak {best.memory_bytes} B)")
+        pool = within
+    if spec is not None:
+        fitting = [p for p in pool if p.fits]
+        if fitting:
+            chosen = min(fitting, key=lambda p: (p.latency, p.memory_bytes))
+            return chosen, limit, (f"fits {spec.name} at the least latency"
+                                   + (f" within {budget.text}" if budget else ""))
+    chosen = min(pool, key=lambda p: (p.memory_bytes, p.latency))
+    if spec is not None:
+        short = (chosen.sram_required_bytes or 0) - spec.activation_capacity_bytes
+        return chosen, limit, (f"nothing fits {spec.name}: lowest peak"
+                               + (f" within {budget.text}" if budget else "")
+                               + f", short by {short} B of activation SRAM")
+    return chosen, limit, (f"lowest peak within {budget.text}" if budget else "lowest peak")
+
+
+# ----------------------------------------------------------------------------- cache
+
+
+def default_cache_dir() -> Path:
+    """``$MEMFLAT_CACHE_DIR``, else ``~/.cache/tvm_memflat``."""
+    env = os.environ.get("MEMFLAT_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "tvm_memflat"
+
+
+def cache_key(mod: tvm.IRModule, spec, options: dict) -> str:
+    """Key of a tuning run: the module's structure and weights, the spec, the options."""
+    payload = json.dumps({"module": int(tvm_ffi.structural_hash(mod)),
+                          "spec": spec.to_dict() if spec is not None else None,
+                          "options": options, "version": __version__}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def tune(mod: tvm.IRModule, *, spec=None, latency_budget=None, model: str = "model",
+         measure: bool = False, rpc=None, parallel: int = 1, seed: int = 0,
+         cache_dir: str | Path | None = None, use_cache: bool = True,
+         max_points: int = MAX_COSTED_POINTS, progress=None) -> tuple[tvm.IRModule, TuneResult]:
+    """Search the pass's tilings of ``mod`` against a latency budget and/or a spec.
+
+    Parameters
+    ----------
+    spec
+        Accelerator spec (name, path or ``AcceleratorSpec``): cost = its cycle model,
+        and the choice must fit its activation SRAM when anything does.
+    latency_budget
+        ``"1.1x"``, ``1.1``, ``"3.5ms"``, or a :class:`LatencyBudget`.
+    measure
+        Also time the costed points on llvm (locally, or through ``rpc``, an
+        :class:`~tvm_memflat.tuner.measure.RPCConfig` or ``"key@host:port"``) and
+        judge the budget on measured times.
+    cache_dir, use_cache
+        Where results are kept (default :func:`default_cache_dir`); ``use_cache=False``
+        always searches (and still stores the result).
+    progress
+        ``progress(message)`` for long searches.
+
+    Returns
+    -------
+    (module, TuneResult)
+        The chosen module (rebuilt from its decisions) and the search record.
+    """
+    from ..spec import AcceleratorSpec, load_spec
+
+    t0 = time.perf_counter()
+    say = progress or (lambda _msg: None)
+    if spec is not None and not isinstance(spec, AcceleratorSpec):
+        spec = load_spec(spec)
+    budget = LatencyBudget.parse(latency_budget) if latency_budget is not None else None
+    if rpc is not None and not measure:
+        raise MemflatError("an RPC tracker was given without measure=True")
+    if isinstance(rpc, str):
+        from .measure import RPCConfig
+
+        rpc = RPCConfig.parse(rpc)
+    options = {"budget": budget.text if budget else None, "measure": measure,
+               "rpc": str(rpc) if rpc else None, "seed": seed, "max_points": max_points,
+               "search_mac_overhead": SEARCH_MAC_OVERHEAD, "search_rounds": SEARCH_ROUNDS}
+    cache_file = None
+    if cache_dir is not None or use_cache:
+        cache_file = Path(cache_dir or default_cache_dir()) / "tuner" / (
+            f"{model}-{cache_key(mod, spec, options)}.json")
+    if use_cache and cache_file is not None and cache_file.is_file():
+        try:
+            result = TuneResult.from_dict(json.loads(cache_file.read_text()), cached=True)
+        except (ValueError, KeyError, TypeError):
+            result = None  # a damaged entry: search again and overwrite it
+        if result is not None:
+            from ..transform.flatten_memory_peaks import replay
+
+            say(f"tuner: cached result {cache_file}")
+            return replay(mod, result.chosen.path), result
+
+    say("tuner: searching tilings")
+    points = search_points(mod, progress=lambda m: say(f"tuner: {m}"))
+    short = _shortlist(points, max_points)
+    say(f"tuner: {len(points)} tilings seen, costing {len(short)} on the (peak, MACs) front")
+    if spec is not None:
+        from .cost_model import SpecCostModel
+
+        cost_model, cost_name = SpecCostModel(spec), f"spec:{spec.name}"
+    else:
+        from .cost_model import calibrate_llvm
+
+        say("tuner: calibrating the llvm cost model on this machine")
+        cost_model = calibrate_llvm(mod, seed=seed)
+        cost_name = f"llvm (fit error {cost_model.fit_error_pct:.1f} %)"
+    coster = _Coster(mod, spec, cost_model, spec.activation_dtype if spec else None)
+    costed = []
+    for i, p in enumerate(short):
+        costed.append(coster.cost(p))
+        say(f"tuner: costed {i + 1}/{len(short)}: peak {costed[-1].peak_bytes} B, "
+            f"{costed[-1].latency_ms:.3f} ms")
+    if measure:
+        costed = _measure(coster, costed, rpc, parallel, seed, say)
+    baseline = next(p for p in costed if p.path == ())
+    chosen, limit, reason = _choose(costed, baseline, budget, spec)
+    result = TuneResult(model, spec.name if spec else None, budget.text if budget else None,
+                        cost_name + (" + measured" if measure else ""), limit, baseline,
+                        tuple(sorted(costed, key=lambda p: (p.memory_bytes, p.latency))),
+                        chosen, reason, time.perf_counter() - t0)
+    if cache_file is not None:
+        write_json_atomic(cache_file, result.to_dict())
+    say(f"tuner: chose peak {chosen.peak_bytes} B at {chosen.latency:.3f} ms ({reason})")
+    return coster.module(chosen), result
+
+
+def _measure(coster, points, rpc, parallel, seed, say) -> list[Point]:
+    from ..analysis.tvm_allocation import random_inputs
+    from ..targets.build import build
+    from .measure import measure_many
+
+    mods = [coster.module(p) for p in points]
+    inputs = random_inputs(mods[0]["main"], seed=seed)
+    say(f"tuner: building {len(mods)} candidates for measurement")
+    executables = [build(m) for m in mods]
+    found = measure_many(executables, inputs, rpc=rpc, parallel=parallel,
+                         progress=lambda i, n: say(f"tuner: measured {i}/{n}"))
+    return [Point(p.path, p.peak_bytes, p.macs, p.latency_ms, m.median_ms, p.fits,
+                  p.sram_required_bytes) for p, m in zip(points, found, strict=True)]
