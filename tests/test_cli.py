@@ -166,11 +166,46 @@ def test_optimize_bad_budgets(tmp_path, capsys):
     code, _, err = _run(capsys, "optimize", path, "--memory-budget", "10", "--json", js,
                         "--plot", png)
     _assert_clean_failure(code, err, tmp_path, "cannot be met")
-    code, _, err = _run(capsys, "optimize", path, "--latency-budget", "1.1x", "--json", js)
-    _assert_clean_failure(code, err, tmp_path, "--latency-budget needs the latency tuner")
+    code, _, err = _run(capsys, "optimize", path, "--latency-budget", "0.5x", "--json", js)
+    _assert_clean_failure(code, err, tmp_path, "below the untiled module")
+    code, _, err = _run(capsys, "optimize", path, "--latency-budget", "fast", "--json", js)
+    _assert_clean_failure(code, err, tmp_path, "is not understood")
+    code, _, err = _run(capsys, "optimize", path, "--spec", "mcu_256k", "--latency-budget",
+                        "0.000001ms", "--json", js, "--no-cache")
+    _assert_clean_failure(code, err, tmp_path, "the best latency reachable is")
+    code, _, err = _run(capsys, "optimize", path, "--pareto", png)
+    _assert_clean_failure(code, err, tmp_path, "--pareto needs the tuner")
+    code, _, err = _run(capsys, "optimize", path, "--rpc", "k@localhost:9190")
+    _assert_clean_failure(code, err, tmp_path, "--rpc needs --measure")
     with pytest.raises(SystemExit) as exc:
         main(["optimize", path, "--memory-budget", "-5"])
     assert exc.value.code == 2
+
+
+def test_optimize_tuned_for_vta_like_writes_every_output(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MEMFLAT_CACHE_DIR", str(tmp_path / "cache"))
+    path = _save(tmp_path, onnx_models.small_cnn(h=64))
+    out_dir = tmp_path / "opt"
+    code, out, err = _run(capsys, "optimize", path, "--target", "vta_like",
+                          "--latency-budget", "1.5x", "--out", str(out_dir))
+    assert code == 0, err
+    assert out.startswith("model")  # the configuration is echoed first
+    report = json.loads((out_dir / "report.json").read_text())
+    for side in ("before", "after"):
+        assert {"peak_bytes", "tvm_allocated_bytes", "macs", "latency_ms", "cycles",
+                "dram_traffic_bytes", "sram_high_water_bytes"} <= set(report[side])
+    tuner = report["tuner"]
+    assert tuner["latency_budget"] == "1.5x"
+    assert tuner["chosen"]["latency_ms"] <= tuner["limit_ms"] + 1e-9
+    assert report["max_abs_error"] <= 1e-4 * report["max_abs_reference"]
+    for name in ("timeline.png", "pareto.png", "occupancy.png", "optimized.py"):
+        assert (out_dir / name).stat().st_size > 500, name
+    # Second run: served from the cache, same choice.
+    code, out2, err = _run(capsys, "optimize", path, "--target", "vta_like",
+                           "--latency-budget", "1.5x", "--json", str(tmp_path / "r2.json"))
+    assert code == 0, err
+    again = json.loads((tmp_path / "r2.json").read_text())["tuner"]
+    assert again["cached"] and again["chosen"] == tuner["chosen"]
 
 
 def test_plan_reports_memories_and_writes_outputs(tmp_path, capsys):
