@@ -51,6 +51,8 @@ SEARCH_MAC_OVERHEAD = 0.30
 SEARCH_ROUNDS = 12
 #: At most this many points are lowered and costed (the rest are dominated in peak x MACs).
 MAX_COSTED_POINTS = 16
+#: Kernels timed to calibrate the llvm model (spread over MACs and bytes).
+CALIBRATION_KERNELS = 12
 
 _BUDGET = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(x|ms|us|s)\s*$", re.IGNORECASE)
 
@@ -182,9 +184,24 @@ def pareto_front(points, key=lambda p: (p.memory_bytes, p.latency)) -> tuple[Poi
 # ----------------------------------------------------------------------------- search
 
 
+_SEARCH_MEMO: dict = {}
+
+
 def search_points(mod: tvm.IRModule, *, max_mac_overhead: float = SEARCH_MAC_OVERHEAD,
                   max_rounds: int = SEARCH_ROUNDS, progress=None) -> list[Point]:
-    """Every tiling the greedy search looks at, as points (peaks estimated, MACs exact)."""
+    """Every tiling the greedy search looks at, as points (peaks estimated, MACs exact).
+
+    The search does not depend on the spec or the budget, so it is remembered per
+    module for the rest of the process (tuning one net for several specs).
+    """
+    key = (int(tvm_ffi.structural_hash(mod)), max_mac_overhead, max_rounds)
+    if key not in _SEARCH_MEMO:
+        _SEARCH_MEMO.clear()  # keep one module's points: they hold no IR, but stay small
+        _SEARCH_MEMO[key] = _search(mod, max_mac_overhead, max_rounds, progress)
+    return list(_SEARCH_MEMO[key])
+
+
+def _search(mod, max_mac_overhead, max_rounds, progress) -> list[Point]:
     from ..analysis.memory_profile import profile
     from ..transform.flatten_memory_peaks import flatten_peaks
 
@@ -362,7 +379,7 @@ def tune(mod: tvm.IRModule, *, spec=None, latency_budget=None, model: str = "mod
         from .cost_model import calibrate_llvm
 
         say("tuner: calibrating the llvm cost model on this machine")
-        cost_model = calibrate_llvm(mod, seed=seed)
+        cost_model = calibrate_llvm(mod, seed=seed, max_kernels=CALIBRATION_KERNELS)
         cost_name = f"llvm (fit error {cost_model.fit_error_pct:.1f} %)"
     coster = _Coster(mod, spec, cost_model, spec.activation_dtype if spec else None)
     costed = []
