@@ -1,1 +1,1 @@
-"""Targets: build a Relax module with tvm_memflat's pipeline (llvm today)."""
+"""Targets: build a Relax module with tvm_memflat's pipeline for llvm or vta_like."""
