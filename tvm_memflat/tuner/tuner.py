@@ -232,9 +232,8 @@ def _shortlist(points: list[Point], limit: int) -> list[Point]:
 class _Coster:
     """Rebuilds points from their paths, lowers them and applies the cost model."""
 
-    def __init__(self, mod, spec, cost_model, activation_dtype):
+    def __init__(self, mod, spec, cost_model):
         self.mod, self.spec, self.cost_model = mod, spec, cost_model
-        self.activation_dtype = activation_dtype
 
     def module(self, point: Point) -> tvm.IRModule:
         from ..transform.flatten_memory_peaks import replay
@@ -244,7 +243,7 @@ class _Coster:
     def cost(self, point: Point) -> Point:
         from ..analysis.memory_profile import profile
         from ..planner.sram_plan import plan_for_spec
-        from .cost_model import SpecCostModel, lowered
+        from .cost_model import lowered
 
         mod = self.module(point)
         peak = profile(mod, with_tvm=False).peak_bytes
@@ -253,9 +252,7 @@ class _Coster:
         if self.spec is not None:
             plan = plan_for_spec(schedule, self.spec)
             fits, required = plan.fits, plan.lower_bound_bytes
-            est = (self.cost_model.estimate(schedule, plan)
-                   if isinstance(self.cost_model, SpecCostModel)
-                   else self.cost_model.estimate(schedule))
+            est = self.cost_model.estimate(schedule, plan)  # the spec's cycle model
         else:
             est = self.cost_model.estimate(schedule)
         return Point(point.path, peak, point.macs, est.latency_ms, None, fits, required)
@@ -381,7 +378,7 @@ def tune(mod: tvm.IRModule, *, spec=None, latency_budget=None, model: str = "mod
         say("tuner: calibrating the llvm cost model on this machine")
         cost_model = calibrate_llvm(mod, seed=seed, max_kernels=CALIBRATION_KERNELS)
         cost_name = f"llvm (fit error {cost_model.fit_error_pct:.1f} %)"
-    coster = _Coster(mod, spec, cost_model, spec.activation_dtype if spec else None)
+    coster = _Coster(mod, spec, cost_model)
     costed = []
     for i, p in enumerate(short):
         costed.append(coster.cost(p))
