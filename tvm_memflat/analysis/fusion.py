@@ -146,7 +146,7 @@ class _Matcher:
             members.append(found)
         return tuple(members)
 
-    def single(self, var, value) -> tuple:
+    def single(self, value) -> tuple:
         args = [self.actual(a) for a in value.args[1].fields]
         found = self._find(_op_name(value.args[0].name_hint), args)
         return (found,) if found is not None else ()
@@ -168,7 +168,7 @@ def _group_names(fused: FusedModules) -> list[tuple[str, str, tuple]]:
                 continue
             if value.op.same_as(_CALL_TIR):
                 ops = [_op_name(value.args[0].name_hint)]
-                members = match.single(binding.var, value)
+                members = match.single(value)
             elif isinstance(value.op, tvm.ir.GlobalVar) and isinstance(
                     fused.grouped[value.op], relax.Function):
                 func = fused.grouped[value.op]
