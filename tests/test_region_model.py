@@ -5,8 +5,8 @@ from tvm import relax
 
 from tvm_memflat.analysis.memory_profile import profile
 from tvm_memflat.transform import find_chains, tile_chain
-from tvm_memflat.transform.flatten_memory_peaks import sub_chains
 from tvm_memflat.transform.region_model import RegionModel
+from tvm_memflat.transform.regions import sub_chains
 
 from . import graphs
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from tvm import relax
 
 from ..analysis.memory_profile import MemoryProfile, profile
-from .tiling import window_of
+from .tiling import row_inputs, with_inputs
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class RegionModel:
     """
 
     def __init__(self, mod, chain, base: MemoryProfile, tile_fn):
+        # ``chain`` is any :class:`~.regions.Region`; chains were the first kind.
         self.mod, self.chain, self.base, self._tile_fn = mod, chain, base, tile_fn
         steps = [row.index for row in base.layers
                  if any(m.same_as(v) for m in row.members for v in chain.vars)]
@@ -86,26 +87,25 @@ class RegionModel:
         return RegionEstimate(peak, self.base.macs - self.local_base.macs + tiled.macs)
 
 
-def _region_module(chain, keep_source: bool):
-    """``chain`` as a module of its own: input = chain source, output = its last tensor
+def _region_module(region, keep_source: bool):
+    """``region`` as a module of its own: input = its source, output = its sink
     (and the source too when it is needed after the region, so it stays live)."""
-    from .flatten_memory_peaks import Chain  # the record type lives with the pass
+    from .regions import Region
 
     bb = relax.BlockBuilder()
-    x = relax.Var(getattr(chain.source, "name", "region_in") or "region_in", chain.source.ty)
+    src = region.source
+    x = relax.Var(getattr(src, "name", "region_in") or "region_in", src.ty)
     with bb.function("main", [x]):
         with bb.dataflow():
-            h = x
-            for var, call in zip(chain.vars, chain.calls, strict=True):
-                _, index = window_of(call)
-                args = list(call.args)
-                args[index] = h
-                h = bb.emit(relax.Call(call.op, args, call.attrs), var.name)
+            new = {src: x}
+            for var, call in zip(region.vars, region.calls, strict=True):
+                ins = [new[e] for e, _ in row_inputs(call)]
+                new[var] = bb.emit(with_inputs(call, ins), var.name)
+            h = new[region.vars[-1]]
             out = bb.emit_output(relax.Tuple([h, x]) if keep_source else h)
         bb.emit_func_output(out)
     mod = bb.get()
-    bindings = [b for block in mod["main"].body.blocks for b in block.bindings
-                if isinstance(b, relax.VarBinding)]
-    ops = bindings[:len(chain.calls)]
-    local = Chain(mod["main"].params[0], tuple(b.var for b in ops), tuple(b.value for b in ops))
+    ops = [b for block in mod["main"].body.blocks for b in block.bindings
+           if isinstance(b, relax.VarBinding)][:len(region.calls)]
+    local = Region(mod["main"].params[0], tuple(b.var for b in ops), tuple(b.value for b in ops))
     return mod, local

@@ -134,6 +134,56 @@ def window_of(call) -> tuple[Window, int] | None:
     return None
 
 
+def row_inputs(call) -> list[tuple[relax.Expr, Window]] | None:
+    """The tensors a tileable call reads along H, each with its window, else None.
+
+    Besides the single-input ops of :func:`window_of` this accepts the joins a
+    DAG region holds: elementwise binary ops on two same-shape tensors (a
+    residual add) and concatenation along any axis but H (a fire or inception
+    module's concat). Their windows are elementwise.
+    """
+    info = window_of(call)
+    if info is not None:
+        window, index = info
+        return [(call.args[index], window)]
+    if not isinstance(call, relax.Call) or not isinstance(call.op, tvm.ir.Op):
+        return None
+    ty = call.ty
+    if not isinstance(ty, relax.TensorType) or ty.ndim != 4:
+        return None
+    shape = _ints(ty.shape.values)
+    name = call.op.name
+    if name in _BINARY and len(call.args) == 2:
+        if all(isinstance(a, relax.Var) and _ints(a.ty.shape.values) == shape
+               for a in call.args):
+            return [(a, ELEMENTWISE) for a in call.args]
+        return None
+    if name == "relax.concat" and isinstance(call.args[0], relax.Tuple):
+        axis = int(call.attrs.axis)
+        parts = list(call.args[0].fields)
+        if axis % 4 == 2 or not parts:
+            return None
+        if all(isinstance(a, relax.Var) and isinstance(a.ty, relax.TensorType)
+               and a.ty.ndim == 4 and _ints(a.ty.shape.values)[2] == shape[2] for a in parts):
+            return [(a, ELEMENTWISE) for a in parts]
+    return None
+
+
+def with_inputs(call, inputs, pad_top: int | None = None, pad_bottom: int | None = None):
+    """``call`` on new ``inputs`` (in :func:`row_inputs` order), with the tile's own
+    top/bottom padding when given (single-input windowed ops only)."""
+    if window_of(call) is not None:
+        if pad_top is None:
+            _, index = window_of(call)
+            args = list(call.args)
+            args[index] = inputs[0]
+            return relax.Call(call.op, args, call.attrs)
+        return with_h_padding(call, inputs[0], pad_top, pad_bottom)
+    if call.op.name == "relax.concat":
+        return relax.op.concat(list(inputs), axis=int(call.attrs.axis))
+    return relax.Call(call.op, list(inputs), call.attrs)
+
+
 def _out_dtype(attrs):
     dtype = attrs.out_dtype
     return None if dtype is None or str(dtype) in ("", "void") else str(dtype)
@@ -162,3 +212,101 @@ def with_h_padding(call, data, pad_top: int, pad_bottom: int):
     args = list(call.args)
     args[index] = data
     return relax.Call(call.op, args, call.attrs)
+
+
+# ------------------------------------------------------------------ tile plans
+
+
+class TilingRefused(ValueError):
+    """A region that cannot be tiled exactly this way (never approximated)."""
+
+
+HALO_MODES = ("recompute", "cache")
+
+
+@dataclass(frozen=True)
+class RowNode:
+    """One member of a region, for row planning: its output height, and per input the
+    producing member (an index into the region, or -1 for the region's source) and
+    the window through which it is read."""
+
+    height: int
+    inputs: tuple[tuple[int, Window], ...]
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Rows each member computes per tile, and rows it must keep for later tiles.
+
+    ``compute[t][j]`` is the ``(lo, hi)`` output rows member ``j`` computes in tile
+    ``t`` (None: nothing in that tile). ``keep_from[t][j]`` is the lowest row of
+    ``j`` a later tile still reads (None: nothing); only cached halos keep rows.
+    """
+
+    halo: str
+    source_height: int
+    compute: tuple[tuple[tuple[int, int] | None, ...], ...]
+    keep_from: tuple[tuple[int | None, ...], ...]
+
+    def reads(self, nodes, t: int, j: int) -> list[RowSpan]:
+        """Input spans member ``j`` reads in tile ``t``, one per input (see RowNode)."""
+        lo, hi = self.compute[t][j]
+        heights = [nodes[p].height if p >= 0 else None for p, _ in nodes[j].inputs]
+        return [input_rows(w, lo, hi, h if h is not None else self.source_height)
+                for (_, w), h in zip(nodes[j].inputs, heights, strict=True)]
+
+
+def plan_tiles(nodes: list[RowNode], source_height: int, tiles: int,
+               halo: str = "recompute") -> TilePlan:
+    """Split the last node's rows into ``tiles`` tiles and derive every member's rows.
+
+    ``recompute``: each tile computes the rows its consumers read, so rows in the
+    overlap of two tiles are computed twice. ``cache``: each tile computes only rows
+    no earlier tile computed, and rows a later tile reads again are kept, so nothing
+    is computed twice. Nodes must be in topological order (producers first).
+    Raises :class:`TilingRefused` when a tile would read no real row at all.
+    """
+    if halo not in HALO_MODES:
+        raise ValueError(f"halo must be one of {HALO_MODES}, got {halo!r}")
+    n, sink = len(nodes), len(nodes) - 1
+    consumers: list[list[tuple[int, Window]]] = [[] for _ in range(n)]
+    for c, node in enumerate(nodes):
+        for p, w in node.inputs:
+            if p >= 0:
+                consumers[p].append((c, w))
+
+    def height(p):
+        return nodes[p].height if p >= 0 else source_height
+
+    done = [-1] * n
+    compute, reads = [], []
+    for o0, o1 in split_rows(nodes[sink].height, tiles):
+        comp: list = [None] * n
+        read: list = [None] * n
+        comp[sink] = (o0, o1)
+        for j in range(n - 1, -1, -1):
+            if j != sink:
+                spans = [input_rows(w, *comp[c], height(j)) for c, w in consumers[j]
+                         if comp[c] is not None]
+                if spans:
+                    lo, hi = min(s.lo for s in spans), max(s.hi for s in spans)
+                    read[j] = lo
+                    if halo == "recompute":
+                        comp[j] = (lo, hi)
+                    elif hi > done[j]:
+                        comp[j] = (done[j] + 1, hi)
+            if comp[j] is not None:
+                for p, w in nodes[j].inputs:
+                    if input_rows(w, *comp[j], height(p)).rows <= 0:
+                        raise TilingRefused("a tile's window lies entirely in padding")
+                done[j] = max(done[j], comp[j][1])
+        compute.append(tuple(comp))
+        reads.append(read)
+    keep = []
+    for t in range(len(compute)):
+        if halo == "recompute":
+            keep.append((None,) * n)
+            continue
+        later = [[r[j] for r in reads[t + 1:] if r[j] is not None] for j in range(n)]
+        keep.append(tuple(min(v) if v else None for v in later))
+    return TilePlan(halo, source_height, tuple(compute), tuple(keep))

@@ -1,0 +1,150 @@
+"""Rewrite one region into H-tiles: exact, with recomputed or cached halos.
+
+Each tile computes a band of the sink's output rows. Every member computes the
+rows the tile needs (:func:`.tiling.plan_tiles`): with ``recompute`` a tile
+slices the source rows it needs and computes everything from them, so rows in
+the overlap of two tiles are computed twice; with ``cache`` a tile computes only
+rows no earlier tile did, and the rows a later tile reads again are carried over
+as a small slice (the cached halo), so nothing is computed twice. Border tiles
+keep the op's own padding, interior tiles read real rows instead, so the result
+is exactly the original's. The sink's tiles are concatenated along H into the
+sink's tensor; :mod:`tvm_memflat.lowering.concat_in_place` later makes each tile
+write straight into its slice of it.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+
+from .regions import Region
+from .tiling import RowNode, TilePlan, plan_tiles, row_inputs, with_inputs
+
+
+def _height(expr) -> int:
+    return int(expr.ty.shape.values[2])
+
+
+def row_nodes(region: Region) -> list[RowNode]:
+    """The region as :class:`RowNode` records (inputs by member index, -1 = source)."""
+    index = {v: j for j, v in enumerate(region.vars)}
+    nodes = []
+    for var, call in zip(region.vars, region.calls, strict=True):
+        ins = []
+        for expr, window in row_inputs(call):
+            if expr.same_as(region.source):
+                ins.append((-1, window))
+            else:
+                ins.append((index[expr], window))
+        nodes.append(RowNode(_height(var), tuple(ins)))
+    return nodes
+
+
+def region_plan(region: Region, tiles: int, halo: str = "recompute") -> TilePlan:
+    """The tile plan of ``region`` (raises :class:`.tiling.TilingRefused`)."""
+    return plan_tiles(row_nodes(region), _height(region.source), tiles, halo)
+
+
+class _Emitter:
+    """Emits the tiles of one region into a BlockBuilder."""
+
+    def __init__(self, bb, region: Region, source, plan: TilePlan):
+        self.bb, self.region, self.source, self.plan = bb, region, source, plan
+        self.nodes = row_nodes(region)
+        self.name = region.sink.name
+        # pieces[j]: (lo, hi, expr) row bands of member j available to the current tile
+        self.pieces: list[list] = [[] for _ in self.nodes]
+
+    def _rows(self, j: int, lo: int, hi: int, label: str):
+        """Rows ``[lo, hi]`` of member ``j`` (-1: the source) as one tensor."""
+        if j < 0:
+            return self.bb.emit(relax.op.strided_slice(self.source, axes=[2], begin=[lo],
+                                                       end=[hi + 1]), label)
+        parts = []
+        for p_lo, p_hi, expr in self.pieces[j]:
+            a, b = max(lo, p_lo), min(hi, p_hi)
+            if a > b:
+                continue
+            if (a, b) == (p_lo, p_hi):
+                parts.append(expr)
+            else:
+                parts.append(self.bb.emit(relax.op.strided_slice(
+                    expr, axes=[2], begin=[a - p_lo], end=[b - p_lo + 1]), label))
+        covered = sum(int(p.ty.shape.values[2]) for p in parts)
+        assert covered == hi - lo + 1, "tile plan left rows uncomputed"  # plan invariant
+        return parts[0] if len(parts) == 1 else self.bb.emit(relax.op.concat(parts, axis=2),
+                                                               label)
+
+    def emit(self):
+        outs = []
+        plan, nodes = self.plan, self.nodes
+        for t, comp in enumerate(plan.compute):
+            if plan.halo == "recompute":
+                self.pieces = [[] for _ in nodes]
+            for j, (call, rows) in enumerate(zip(self.region.calls, comp, strict=True)):
+                if rows is None:
+                    continue
+                spans = plan.reads(nodes, t, j)
+                ins = [self._rows(p, s.lo, s.hi, f"{self.name}_t{t}_in")
+                       for (p, _), s in zip(nodes[j].inputs, spans, strict=True)]
+                windowed = len(spans) == 1
+                new = with_inputs(call, ins, spans[0].pad_top if windowed else None,
+                                  spans[0].pad_bottom if windowed else None)
+                out = self.bb.emit(new, f"{self.name}_t{t}_{j}")
+                self.pieces[j].append((rows[0], rows[1], out))
+            outs.append(self.pieces[-1][-1][2])
+            self._carry(t)
+        return outs[0] if len(outs) == 1 else relax.op.concat(outs, axis=2)
+
+    def _carry(self, t: int):
+        """Keep only the rows later tiles read (cached halos), as small slices."""
+        if self.plan.halo == "recompute":
+            return
+        for j, keep in enumerate(self.plan.keep_from[t]):
+            if j == len(self.nodes) - 1:
+                continue
+            kept = []
+            for lo, hi, expr in self.pieces[j] if keep is not None else ():
+                if hi < keep:
+                    continue
+                if lo < keep:
+                    expr = self.bb.emit(relax.op.strided_slice(
+                        expr, axes=[2], begin=[keep - lo], end=[hi - lo + 1]),
+                        f"{self.name}_t{t}_halo{j}")
+                    lo = keep
+                kept.append((lo, hi, expr))
+            self.pieces[j] = kept
+
+
+@relax.expr_functor.mutator
+class _RegionTiler(relax.PyExprMutator):
+    """Replace the sink's call by the concat of its H-tiles."""
+
+    def __init__(self, mod, region: Region, plan: TilePlan):
+        super().__init__(mod)
+        self.region, self.plan = region, plan
+
+    def visit_call_(self, call):
+        if call.same_as(self.region.calls[-1]):
+            source = self.visit_expr(self.region.source)
+            return _Emitter(self.builder_, self.region, source, self.plan).emit()
+        return super().visit_call_(call)
+
+
+def tile_region(mod: tvm.IRModule, region: Region, tiles: int,
+                halo: str = "recompute") -> tvm.IRModule:
+    """``mod`` with ``region`` computed in ``tiles`` H-tiles (exact).
+
+    Raises :class:`.tiling.TilingRefused` if a tile cannot be computed exactly.
+    """
+    plan = region_plan(region, tiles, halo)
+    tiler = _RegionTiler(mod, region, plan)
+    func = tiler.visit_expr(mod["main"])
+    tiler.builder_.update_func(mod.get_global_var("main"),
+                               relax.analysis.remove_all_unused(func))
+    return tiler.builder_.get()
+
+
+def tile_chain(mod: tvm.IRModule, chain: Region, tiles: int) -> tvm.IRModule:
+    """``mod`` with ``chain`` in ``tiles`` H-tiles with recomputed halos."""
+    return tile_region(mod, chain, tiles, "recompute")
