@@ -10,7 +10,9 @@ from tvm import relax
 from tvm_memflat import FlattenMemoryPeaks
 from tvm_memflat.analysis.memory_profile import profile
 from tvm_memflat.errors import MemflatError
-from tvm_memflat.transform import find_chains, tile_chain
+from tvm_memflat.transform import find_chains, tile_chain, tile_region
+from tvm_memflat.transform.regions import RegionIndex
+from tvm_memflat.transform.tiling import TilingRefused
 
 from . import graphs
 from .util import run_llvm
@@ -50,6 +52,67 @@ def test_tile_chain_is_exact(tiles):
     _assert_same_function(mod, tile_chain(mod, chain, tiles))
 
 
+def _fire(h=12, pooled=False):
+    """A fire module after a stem: conv3x3 -> squeeze 1x1 -> (expand 1x1 | expand 3x3) -> concat
+    (-> max pool 4x4/4 when ``pooled``, so the output is small)."""
+    def body(bb, x, rng):
+        y = graphs.conv(bb, x, rng, 8, name="stem")
+        s = graphs.conv(bb, y, rng, 4, k=1, name="squeeze")
+        a = graphs.conv(bb, s, rng, 8, k=1, name="e1")
+        b = graphs.conv(bb, s, rng, 8, name="e3")
+        cat = bb.emit(relax.op.concat([a, b], axis=1), "cat")
+        return bb.emit(relax.op.nn.max_pool2d(cat, pool_size=4, strides=4), "pool") \
+            if pooled else cat
+    return graphs._net(body, in_shape=(1, 3, h, h))
+
+
+def _inverted_residual(h=12):
+    """expand 1x1 -> depthwise 3x3 -> project 1x1, plus the skip: MobileNetV2's block."""
+    def body(bb, x, rng):
+        y = graphs.conv(bb, x, rng, 4, name="stem")
+        e = graphs.conv(bb, y, rng, 16, k=1, name="expand")
+        d = bb.emit(relax.op.nn.conv2d(e, graphs._w(rng, (16, 1, 3, 3)), padding=1, groups=16),
+                    "dw")
+        d = bb.emit(relax.op.clip(d, 0.0, 6.0), "dw_relu6")
+        p = graphs.conv(bb, d, rng, 4, k=1, relu=False, name="project")
+        return bb.emit(relax.op.add(p, y), "out")
+    return graphs._net(body, in_shape=(1, 3, h, h))
+
+
+def _farthest_region(mod):
+    index = RegionIndex(mod["main"])
+    sink = index.sinks()[-1]
+    return index.regions_ending_at(sink, all_sources=True)[-1]
+
+
+@pytest.mark.parametrize("make", [graphs.residual, graphs.branches, _fire, _inverted_residual])
+@pytest.mark.parametrize("halo", ["recompute", "cache"])
+def test_dag_regions_tile_exactly(make, halo):
+    mod = make()
+    region = _farthest_region(mod)
+    assert not region.is_chain and region.source.name == "x"  # adds/concats inside
+    for tiles in (2, 3, 5):
+        _assert_same_function(mod, tile_region(mod, region, tiles, halo))
+
+
+def test_cached_halos_add_no_macs_and_recompute_does():
+    mod = _inverted_residual(h=16)
+    region = _farthest_region(mod)
+    base = profile(mod, with_tvm=False).macs
+    assert profile(tile_region(mod, region, 4, "cache"), with_tvm=False).macs == base
+    assert profile(tile_region(mod, region, 4, "recompute"), with_tvm=False).macs > base
+
+
+def test_regions_of_a_residual_block():
+    index = RegionIndex(graphs.residual()["main"])
+    assert [v.name for v in index.sinks()] == ["a_relu", "y"]
+    y = index.sinks()[-1]
+    regions = index.regions_ending_at(y, all_sources=True)
+    # every source is a single tensor through which everything enters the region
+    assert [r.source.name for r in regions] == ["a_relu", "a", "x"]
+    assert [v.name for v in regions[0].vars] == ["b", "b_relu", "c", "y"]
+
+
 def test_pass_in_sequential_lowers_peak_and_tvm_allocation():
     mod = _downsampling_net()
     with tvm.transform.PassContext():
@@ -73,6 +136,14 @@ def test_pass_leaves_untileable_module_unchanged():
     mod = graphs.branches()  # the peak is at a concat: nothing to tile in this version
     new = FlattenMemoryPeaks()(mod)
     tvm.ir.assert_structural_equal(new, mod)
+
+
+@pytest.mark.parametrize("halo", ["cache", "auto"])
+def test_pass_with_halo_modes_is_exact(halo):
+    mod = _fire(h=24, pooled=True)
+    new = FlattenMemoryPeaks(halo=halo)(mod)
+    assert profile(new, with_tvm=False).peak_bytes < profile(mod, with_tvm=False).peak_bytes
+    _assert_same_function(mod, new)
 
 
 def test_bad_options_are_clear_errors():
@@ -170,3 +241,101 @@ def test_property_random_chains_tile_exactly(case):
     chains = find_chains(mod["main"])
     assert len(chains) == 1 and len(chains[0].vars) == len(specs)
     _assert_same_function(mod, tile_chain(mod, chains[0], tiles), seed=seed)
+
+
+# ------------------------------------------------------- property test on random DAGs
+
+_OPS = ["conv", "conv", "dwconv", "relu", "bias", "maxpool", "avgpool", "add", "add", "concat"]
+
+
+@st.composite
+def random_dag(draw):
+    """A random NCHW DAG: each op reads any earlier tensor; adds join two same-shape
+    tensors and concats two of equal H and W (else the op reads one tensor twice)."""
+    c = draw(st.sampled_from([1, 2, 3]))
+    h = draw(st.integers(5, 19))
+    w = draw(st.integers(3, 7))
+    n_ops = draw(st.integers(2, 7))
+    ops = []
+    for i in range(n_ops):
+        kind = draw(st.sampled_from(_OPS))
+        k = draw(st.sampled_from([1, 2, 3, 5]))
+        ops.append(dict(kind=kind, a=draw(st.integers(0, i)), b=draw(st.integers(0, i)),
+                        k=k, s=draw(st.sampled_from([1, 1, 2])), d=draw(st.sampled_from([1, 1, 2])),
+                        pt=draw(st.integers(0, k - 1)), pb=draw(st.integers(0, k - 1)),
+                        cout=draw(st.sampled_from([1, 2, 4])), ceil=draw(st.booleans())))
+    return (c, h, w, draw(st.integers(0, 2**16)), ops), draw(st.integers(2, 9)), \
+        draw(st.sampled_from(["recompute", "cache"]))
+
+
+def _shape(t):
+    return [int(d) for d in t.ty.shape.values]
+
+
+def _build_dag(c, h, w, seed, ops):
+    rng = np.random.default_rng(seed)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, c, h, w), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            ts = [x]
+            for i, op in enumerate(ops):
+                a, b = ts[op["a"]], ts[op["b"]]
+                ch = _shape(a)[1]
+                kind = op["kind"]
+                if kind in ("conv", "dwconv"):
+                    groups = ch if kind == "dwconv" else 1
+                    cout = ch if kind == "dwconv" else op["cout"]
+                    wt = relax.const(rng.standard_normal(
+                        (cout, ch // groups, op["k"], op["k"])).astype("float32") * 0.5)
+                    pw = op["k"] // 2
+                    call = relax.op.nn.conv2d(a, wt, strides=(op["s"], 1),
+                                              padding=(op["pt"], pw, op["pb"], pw),
+                                              dilation=(op["d"], 1), groups=groups)
+                elif kind in ("maxpool", "avgpool"):
+                    k = min(op["k"], 3)
+                    pool = relax.op.nn.max_pool2d if kind == "maxpool" else relax.op.nn.avg_pool2d
+                    call = pool(a, pool_size=(k, 1), strides=(op["s"], 1),
+                                padding=(k // 2, 0, k // 2, 0),
+                                ceil_mode=op["ceil"] and kind == "maxpool")
+                elif kind == "add":
+                    call = relax.op.add(a, b if _shape(b) == _shape(a) else a)
+                elif kind == "concat":
+                    other = b if _shape(b)[2:] == _shape(a)[2:] else a
+                    call = relax.op.concat([a, other], axis=1)
+                elif kind == "bias":
+                    call = relax.op.add(a, relax.const(
+                        rng.standard_normal((1, ch, 1, 1)).astype("float32")))
+                else:
+                    call = relax.op.nn.relu(a)
+                y = bb.emit(call, f"op{i}")
+                if min(_shape(y)[2:]) < 1:
+                    return None
+                ts.append(y)
+            gv = bb.emit_output(ts[-1])
+        bb.emit_func_output(gv)
+    return bb.get()
+
+
+@settings(max_examples=200, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(random_dag())
+def test_property_random_dags_tile_exactly(case):
+    """Every region of a random DAG that ends at its output, tiled, computes the same."""
+    (c, h, w, seed, ops), tiles, halo = case
+    try:
+        mod = _build_dag(c, h, w, seed, ops)
+    except Exception:  # shapes that Relax itself rejects (window larger than input)
+        mod = None
+    if mod is None:
+        return
+    index = RegionIndex(mod["main"])
+    out = mod["main"].body.body
+    sink = next(v for v in index.value if v.same_as(out) or v.name == f"op{len(ops) - 1}")
+    regions = index.regions_ending_at(sink, all_sources=True)
+    assert regions, "the output op is tileable, so it is a region of its own"
+    try:
+        tiled = tile_region(mod, regions[-1], tiles, halo)
+    except TilingRefused:
+        return
+    _assert_same_function(mod, tiled, seed=seed)

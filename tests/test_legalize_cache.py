@@ -31,3 +31,19 @@ def test_cached_fusion_is_structurally_equal_to_tvm():
                          (ref.kernels, got.kernels)):
                 assert tvm_ffi.structural_equal(a, b)
     assert cache_stats()["hits"] > 0
+
+
+def test_hash_collisions_are_not_memo_hits():
+    """On TVM 0.27 these two tensor types have the same structural hash; a memo keyed
+    on the hash alone handed one's kernel to the other (found on InceptionV3 after
+    MobileNetV2 in one process)."""
+    a, b = relax.TensorType((1, 32, 43, 147), "float32"), relax.TensorType((1, 32, 37, 112),
+                                                                            "float32")
+    assert tvm_ffi.structural_hash(a) == tvm_ffi.structural_hash(b)  # the premise
+    for shape in ((1, 32, 43, 147), (1, 32, 37, 112)):
+        def body(bb, x, rng):
+            return bb.emit(relax.op.add(x, relax.const(np.ones((1, 32, 1, 1), "float32"))), "y")
+        mod = graphs._net(body, in_shape=shape)
+        got = fuse(mod).legalized
+        ref = fuse(mod, cached=False).legalized
+        assert tvm_ffi.structural_equal(got, ref)

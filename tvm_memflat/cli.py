@@ -270,13 +270,13 @@ def cmd_optimize(args) -> int:
         new, result = tune(mod, spec=spec, latency_budget=budget, model=label,
                            measure=args.measure, rpc=rpc, parallel=args.parallel,
                            use_cache=not args.no_cache, progress=progress)
-        steps = [f"tiled {length} ops ending at {out} into {tiles} H-tiles"
-                 for out, length, tiles in result.chosen.path]
+        steps = [f"tiled {step[1]} ops ending at {step[0]} into {step[2]} H-tiles"
+                 f" ({step[3] if len(step) > 3 else 'recompute'} halos)"
+                 for step in result.chosen.path]
     else:
         progress("flattening memory peaks ...")
         new = pass_(mod)
-        steps = [f"tiled {d.chain_length} ops ending at {d.chain_output} into {d.tiles} "
-                 f"H-tiles" for d in pass_.decisions]
+        steps = [d.describe for d in pass_.decisions]
     pass_s = time.perf_counter() - t0
     return _finish_optimize(args, mod, new, label, spec, config, pass_, result, steps, pass_s)
 
@@ -374,8 +374,8 @@ def _finish_optimize(args, mod, new, label, spec, config, pass_, result, steps, 
     report = {"config": {k: str(v) for k, v in config.items()}, "before": b, "after": a,
               "max_abs_error": err, "max_abs_reference": ref, "pass_s": round(pass_s, 2),
               "decisions": [vars(d) for d in pass_.decisions] if result is None else
-              [{"chain_output": o, "chain_length": n, "tiles": t}
-               for o, n, t in result.chosen.path]}
+              [{"region_output": s[0], "region_ops": s[1], "tiles": s[2],
+                "halo": s[3] if len(s) > 3 else "recompute"} for s in result.chosen.path]}
     if result is not None:
         report["tuner"] = result.to_dict()
     if sims:

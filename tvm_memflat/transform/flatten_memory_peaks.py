@@ -30,7 +30,7 @@ from .tiling import HALO_MODES, TilingRefused
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAC_OVERHEAD = 0.05
-TILE_COUNTS = (2, 4, 8, 16)
+TILE_COUNTS = (2, 4, 8, 16, 32)
 
 
 @dataclass(frozen=True)

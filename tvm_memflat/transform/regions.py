@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from tvm import relax
 
 from ..analysis.tir_stats import dtype_bytes
-from .tiling import ELEMENTWISE, row_inputs, window_of
+from .tiling import is_elementwise, row_inputs, window_of
 
 #: Largest region the sweep grows (members); larger regions only add halo.
 MAX_REGION_OPS = 96
-#: Most sources kept per sink (the nearest, then ever smaller tensors further back).
-MAX_SOURCES_PER_SINK = 3
+#: Most sources kept per sink (see :meth:`RegionIndex.regions_ending_at`).
+MAX_SOURCES_PER_SINK = 4
 
 
 @dataclass(frozen=True)
@@ -133,23 +133,20 @@ class RegionIndex:
         latest tensor it reads; whenever it reads exactly one outside tensor, that
         tensor can be the source. It stops at a non-tileable producer, at a
         tensor also read outside the region, or at :data:`MAX_REGION_OPS`.
-        Unless ``all_sources``, a further source is kept only if its tensor is
-        smaller than the nearer ones kept (a region should start where the
-        tensor is small), at most :data:`MAX_SOURCES_PER_SINK` of them.
+        Unless ``all_sources``, only the nearest source, the farthest, and those
+        whose tensor is smaller than the next one further back are kept (a region
+        should start where the tensor is small), at most
+        :data:`MAX_SOURCES_PER_SINK` of them.
         """
         if self.inputs.get(sink) is None:
             return []
         members = {sink}
         reads = set(self.inputs[sink])
-        found: list[Region] = []
-        smallest = None
+        found: list[tuple[Region, int]] = []
         while True:
             if len(reads) == 1:
                 (src,) = reads
-                size = _nbytes(src)
-                if all_sources or smallest is None or size < smallest:
-                    found.append(self._region(src, members))
-                    smallest = size if smallest is None else min(smallest, size)
+                found.append((self._region(src, members), _nbytes(src)))
             latest = max(reads, key=lambda v: self.order.get(v, -1))
             if (self.order.get(latest, -1) < 0 or self.inputs.get(latest) is None
                     or latest in self.outputs or len(members) >= MAX_REGION_OPS
@@ -158,9 +155,13 @@ class RegionIndex:
             members.add(latest)
             reads.discard(latest)
             reads |= set(v for v in self.inputs[latest] if v not in members)
-        if not all_sources and len(found) > MAX_SOURCES_PER_SINK:
-            found = found[:MAX_SOURCES_PER_SINK - 1] + found[-1:]
-        return found
+        if all_sources or len(found) <= 2:
+            return [r for r, _ in found]
+        # the nearest, the farthest, and sources smaller than the tensor behind them
+        keep = [found[0]] + [f for f, behind in zip(found[1:-1], found[2:], strict=True)
+                             if f[1] < behind[1]]
+        keep = keep[:MAX_SOURCES_PER_SINK - 1] + [found[-1]]
+        return [r for r, _ in keep]
 
     def _region(self, source, members) -> Region:
         ordered = sorted(members, key=lambda v: self.order[v])
@@ -190,16 +191,15 @@ class RegionIndex:
                 last_cut_bytes = None
                 continue
             w = window_of(self.value[v])
-            elementwise = w is not None and w[0] == ELEMENTWISE
+            elementwise = is_elementwise(self.value[v])
             if (w is not None and w[0].stride > 1) or (elementwise and ins[0] in down):
                 down.add(v)  # ... a downsampling op
             if len(ins) > 1 or (elementwise and ins[0] in join):
                 join.add(v)  # ... a residual add or a concat
             consumers = self.consumers.get(v, set())
             single = next(iter(consumers)) if len(consumers) == 1 else None
-            if single is not None and v not in self.outputs:
-                nw = window_of(self.value.get(single)) if single in self.value else None
-                if nw is not None and nw[0] == ELEMENTWISE:
+            if single is not None and v not in self.outputs and single in self.value:
+                if is_elementwise(self.value[single]):
                     continue  # end after the bias/activation, not between
             chain_end = single is None or v in self.outputs or self.inputs.get(single) is None
             cut = live_after == 1

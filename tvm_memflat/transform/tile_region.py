@@ -77,10 +77,11 @@ class _Emitter:
 
     def emit(self):
         outs = []
-        plan, nodes = self.plan, self.nodes
+        plan, nodes, sink = self.plan, self.nodes, len(self.nodes) - 1
         for t, comp in enumerate(plan.compute):
-            if plan.halo == "recompute":
-                self.pieces = [[] for _ in nodes]
+            # carried[j]: the rows of j later tiles read again (cached halos), cut as soon
+            # as j's piece of this tile exists so that the piece itself can die early
+            carried: list = [None] * len(nodes)
             for j, (call, rows) in enumerate(zip(self.region.calls, comp, strict=True)):
                 if rows is None:
                     continue
@@ -92,28 +93,31 @@ class _Emitter:
                                   spans[0].pad_bottom if windowed else None)
                 out = self.bb.emit(new, f"{self.name}_t{t}_{j}")
                 self.pieces[j].append((rows[0], rows[1], out))
-            outs.append(self.pieces[-1][-1][2])
-            self._carry(t)
+                if j == sink:
+                    outs.append(out)
+                elif plan.halo == "cache":
+                    carried[j] = self._halo(t, j)
+            for j in range(sink):
+                if plan.halo == "recompute":
+                    self.pieces[j] = []
+                else:
+                    self.pieces[j] = carried[j] if carried[j] is not None else self._halo(t, j)
         return outs[0] if len(outs) == 1 else relax.op.concat(outs, axis=2)
 
-    def _carry(self, t: int):
-        """Keep only the rows later tiles read (cached halos), as small slices."""
-        if self.plan.halo == "recompute":
-            return
-        for j, keep in enumerate(self.plan.keep_from[t]):
-            if j == len(self.nodes) - 1:
+    def _halo(self, t: int, j: int) -> list:
+        """The pieces of member ``j`` cut down to the rows tiles after ``t`` read."""
+        keep = self.plan.keep_from[t][j]
+        kept = []
+        for lo, hi, expr in self.pieces[j] if keep is not None else ():
+            if hi < keep:
                 continue
-            kept = []
-            for lo, hi, expr in self.pieces[j] if keep is not None else ():
-                if hi < keep:
-                    continue
-                if lo < keep:
-                    expr = self.bb.emit(relax.op.strided_slice(
-                        expr, axes=[2], begin=[keep - lo], end=[hi - lo + 1]),
-                        f"{self.name}_t{t}_halo{j}")
-                    lo = keep
-                kept.append((lo, hi, expr))
-            self.pieces[j] = kept
+            if lo < keep:
+                expr = self.bb.emit(relax.op.strided_slice(
+                    expr, axes=[2], begin=[keep - lo], end=[hi - lo + 1]),
+                    f"{self.name}_t{t}_halo{j}")
+                lo = keep
+            kept.append((lo, hi, expr))
+        return kept
 
 
 @relax.expr_functor.mutator

@@ -134,6 +134,13 @@ def window_of(call) -> tuple[Window, int] | None:
     return None
 
 
+def is_elementwise(call) -> bool:
+    """A tileable single-input op that maps each row to itself and is no conv or pool
+    (bias, activation): a region should end after it, not between it and its producer."""
+    return (window_of(call) is not None and call.op.name != _CONV
+            and call.op.name not in _POOLS)
+
+
 def row_inputs(call) -> list[tuple[relax.Expr, Window]] | None:
     """The tensors a tileable call reads along H, each with its window, else None.
 

@@ -1,6 +1,6 @@
 """Pick the tiling that saves the most memory within a latency budget.
 
-The search space is the pass's own decisions: which chain to tile and in how
+The search space is the pass's own decisions: which region to tile and in how
 many tiles, round after round (:func:`~tvm_memflat.transform.flatten_memory_peaks.flatten_peaks`).
 One greedy run with a generous MAC cap visits, in every round, every candidate
 region and tile count; each becomes a *point* (the path of decisions that
@@ -94,7 +94,7 @@ class LatencyBudget:
 class Point:
     """One tiling of the module: the decisions that build it and what it costs."""
 
-    path: tuple  # ((chain output, chain length, tiles), ...)
+    path: tuple  # ((region output, region ops, tiles, halo), ...)
     peak_bytes: int
     macs: int
     latency_ms: float | None = None        # cost model
@@ -288,6 +288,11 @@ def _choose(points, baseline: Point, budget: LatencyBudget | None, spec):
 # ----------------------------------------------------------------------------- cache
 
 
+#: Bumped when the pass's search space changes (v2: DAG regions and cached halos),
+#: so results cached by an older search are not replayed as if current.
+SEARCH_VERSION = 2
+
+
 def default_cache_dir() -> Path:
     """``$MEMFLAT_CACHE_DIR``, else ``~/.cache/tvm_memflat``."""
     env = os.environ.get("MEMFLAT_CACHE_DIR")
@@ -298,7 +303,8 @@ def cache_key(mod: tvm.IRModule, spec, options: dict) -> str:
     """Key of a tuning run: the module's structure and weights, the spec, the options."""
     payload = json.dumps({"module": int(tvm_ffi.structural_hash(mod)),
                           "spec": spec.to_dict() if spec is not None else None,
-                          "options": options, "version": __version__}, sort_keys=True)
+                          "options": options, "version": __version__,
+                          "search": SEARCH_VERSION}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
