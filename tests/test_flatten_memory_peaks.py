@@ -1,5 +1,7 @@
 """FlattenMemoryPeaks and H-tiling: exactness on llvm, peak reduction, refusals."""
 
+import os
+
 import numpy as np
 import pytest
 import tvm
@@ -16,6 +18,9 @@ from tvm_memflat.transform.tiling import TilingRefused
 
 from . import graphs
 from .util import run_llvm
+
+#: Examples per property test: 200 in CI; scripts/bench_property.py runs 1000 or more.
+PROPERTY_EXAMPLES = int(os.environ.get("MEMFLAT_PROPERTY_EXAMPLES", "200"))
 
 
 def _assert_same_function(before, after, seed=0):
@@ -227,7 +232,7 @@ def _build_chain(c, h, w, seed, specs):
     return bb.get()
 
 
-@settings(max_examples=200, deadline=None, derandomize=True,
+@settings(max_examples=PROPERTY_EXAMPLES, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(random_chain())
 def test_property_random_chains_tile_exactly(case):
@@ -317,7 +322,7 @@ def _build_dag(c, h, w, seed, ops):
     return bb.get()
 
 
-@settings(max_examples=200, deadline=None, derandomize=True,
+@settings(max_examples=PROPERTY_EXAMPLES, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(random_dag())
 def test_property_random_dags_tile_exactly(case):

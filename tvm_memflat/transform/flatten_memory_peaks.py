@@ -104,8 +104,10 @@ def _evaluate_region(mod, region, base, mac_limit, tile_counts, halo) -> list[Ev
     model = RegionModel(mod, region, base,
                         lambda m, r, t: tile_region(m, r, t, halo))
     out, last_peak = [], None
-    for tiles in sorted(tile_counts):
-        if tiles > _height(region.sink):
+    height = _height(region.sink)
+    counts = sorted({min(t, height) for t in tile_counts} - {0, 1})  # >= 1 row per tile
+    for tiles in counts:
+        if tiles > 2 and tiles * len(region.vars) > MAX_TILED_OPS:
             break
         try:
             est = model.estimate(tiles)
@@ -124,6 +126,11 @@ def _evaluate_region(mod, region, base, mac_limit, tile_counts, halo) -> list[Ev
 
 #: How many of a round's best estimates are verified with a full profile before giving up.
 VERIFY_TRIES = 3
+#: Largest tiles x region ops estimated (bounds the size of each estimate's profile).
+MAX_TILED_OPS = 1024
+#: With ``halo="auto"``, recomputed halos are tried on this many of the regions that
+#: did best with cached ones (cached halos never add MACs, so they are tried first).
+AUTO_RECOMPUTE_REGIONS = 4
 
 
 def _halo_modes(halo: str) -> tuple[str, ...]:
@@ -145,7 +152,8 @@ def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OV
     Parameters
     ----------
     halo
-        ``"recompute"``, ``"cache"``, or ``"auto"`` (both tried for every region).
+        ``"recompute"``, ``"cache"``, or ``"auto"`` (cached halos on every region,
+        recomputed ones on the :data:`AUTO_RECOMPUTE_REGIONS` best of those).
     on_round
         Optional ``on_round(path, evaluated)`` called once per round with the
         replay steps accepted so far and every candidate estimated in that round
@@ -164,9 +172,18 @@ def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OV
         if memory_budget is not None and prof.peak_bytes <= memory_budget:
             break
         evaluated = []
-        for region in _candidates(mod, prof):
-            for mode in modes:
-                evaluated += _evaluate_region(mod, region, prof, mac_limit, tile_counts, mode)
+        regions = _candidates(mod, prof)
+        for region in regions:
+            evaluated += _evaluate_region(mod, region, prof, mac_limit, tile_counts, modes[-1])
+        if len(modes) > 1:  # auto: recompute on the regions cached halos did best on
+            best: dict = {}
+            for e in evaluated:
+                key = (e.chain.sink.name, len(e.chain.vars))
+                best[key] = min(best.get(key, e.peak_bytes), e.peak_bytes)
+            top = sorted(regions, key=lambda r: best.get((r.sink.name, len(r.vars)), 1 << 62))
+            for region in top[:AUTO_RECOMPUTE_REGIONS]:
+                evaluated += _evaluate_region(mod, region, prof, mac_limit, tile_counts,
+                                              modes[0])
         if on_round is not None:
             on_round(tuple(path), evaluated)
         ranked = sorted((e for e in evaluated
