@@ -232,15 +232,24 @@ def _build_chain(c, h, w, seed, specs):
     return bb.get()
 
 
-@settings(max_examples=PROPERTY_EXAMPLES, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+def _built(build, *args):
+    """The module ``build`` makes, or None if its shapes vanish or Relax rejects them
+    (a window larger than its input)."""
+    try:
+        return build(*args)
+    except Exception:
+        return None
+
+
+PROPERTY = settings(max_examples=PROPERTY_EXAMPLES, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+
+
+@PROPERTY
 @given(random_chain())
 def test_property_random_chains_tile_exactly(case):
     (c, h, w, seed, specs), tiles = case
-    try:
-        mod = _build_chain(c, h, w, seed, specs)
-    except Exception:  # shapes that Relax itself rejects (window larger than input)
-        mod = None
+    mod = _built(_build_chain, c, h, w, seed, specs)
     if mod is None:
         return
     chains = find_chains(mod["main"])
@@ -322,16 +331,12 @@ def _build_dag(c, h, w, seed, ops):
     return bb.get()
 
 
-@settings(max_examples=PROPERTY_EXAMPLES, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@PROPERTY
 @given(random_dag())
 def test_property_random_dags_tile_exactly(case):
     """Every region of a random DAG that ends at its output, tiled, computes the same."""
     (c, h, w, seed, ops), tiles, halo = case
-    try:
-        mod = _build_dag(c, h, w, seed, ops)
-    except Exception:  # shapes that Relax itself rejects (window larger than input)
-        mod = None
+    mod = _built(_build_dag, c, h, w, seed, ops)
     if mod is None:
         return
     index = RegionIndex(mod["main"])
