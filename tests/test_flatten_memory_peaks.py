@@ -193,6 +193,19 @@ def random_chain(draw):
     return (c, h, w, seed, specs), tiles
 
 
+def _random_conv(rng, x, ch, sp, depthwise):
+    """A conv on ``x`` (``ch`` channels) as drawn in ``sp`` (k, s, d, pt, pb, cout), kernel
+    and stride along H only, W padded to keep its size for odd kernels; and its channels."""
+    groups = ch if depthwise else 1
+    cout = ch if depthwise else sp["cout"]
+    wt = relax.const(rng.standard_normal(
+        (cout, ch // groups, sp["k"], sp["k"])).astype("float32") * 0.5)
+    pw = sp["k"] // 2
+    call = relax.op.nn.conv2d(x, wt, strides=(sp["s"], 1), padding=(sp["pt"], pw, sp["pb"], pw),
+                              dilation=(sp["d"], 1), groups=groups)
+    return call, cout
+
+
 def _build_chain(c, h, w, seed, specs):
     rng = np.random.default_rng(seed)
     bb = relax.BlockBuilder()
@@ -202,15 +215,7 @@ def _build_chain(c, h, w, seed, specs):
             y, ch = x, c
             for i, sp in enumerate(specs):
                 if sp["kind"] == "conv":
-                    groups = ch if sp["depthwise"] else 1
-                    cout = ch if sp["depthwise"] else sp["cout"]
-                    wt = relax.const(rng.standard_normal(
-                        (cout, ch // groups, sp["k"], sp["k"])).astype("float32") * 0.5)
-                    pw = sp["k"] // 2
-                    call = relax.op.nn.conv2d(y, wt, strides=(sp["s"], 1),
-                                              padding=(sp["pt"], pw, sp["pb"], pw),
-                                              dilation=(sp["d"], 1), groups=groups)
-                    ch = cout
+                    call, ch = _random_conv(rng, y, ch, sp, sp["depthwise"])
                 elif sp["kind"] in ("maxpool", "avgpool"):
                     op = relax.op.nn.max_pool2d if sp["kind"] == "maxpool" \
                         else relax.op.nn.avg_pool2d
@@ -298,14 +303,7 @@ def _build_dag(c, h, w, seed, ops):
                 ch = _shape(a)[1]
                 kind = op["kind"]
                 if kind in ("conv", "dwconv"):
-                    groups = ch if kind == "dwconv" else 1
-                    cout = ch if kind == "dwconv" else op["cout"]
-                    wt = relax.const(rng.standard_normal(
-                        (cout, ch // groups, op["k"], op["k"])).astype("float32") * 0.5)
-                    pw = op["k"] // 2
-                    call = relax.op.nn.conv2d(a, wt, strides=(op["s"], 1),
-                                              padding=(op["pt"], pw, op["pb"], pw),
-                                              dilation=(op["d"], 1), groups=groups)
+                    call, _ = _random_conv(rng, a, ch, op, kind == "dwconv")
                 elif kind in ("maxpool", "avgpool"):
                     k = min(op["k"], 3)
                     pool = relax.op.nn.max_pool2d if kind == "maxpool" else relax.op.nn.avg_pool2d

@@ -216,6 +216,7 @@ def cmd_optimize(args) -> int:
     from .frontend import load_model, model_label, parse_input_shapes
     from .spec import load_spec
     from .transform import FlattenMemoryPeaks
+    from .transform.flatten_memory_peaks import step_parts
 
     _check_outputs(args)
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
@@ -270,9 +271,8 @@ def cmd_optimize(args) -> int:
         new, result = tune(mod, spec=spec, latency_budget=budget, model=label,
                            measure=args.measure, rpc=rpc, parallel=args.parallel,
                            use_cache=not args.no_cache, progress=progress)
-        steps = [f"tiled {step[1]} ops ending at {step[0]} into {step[2]} H-tiles"
-                 f" ({step[3] if len(step) > 3 else 'recompute'} halos)"
-                 for step in result.chosen.path]
+        steps = [f"tiled {ops} ops ending at {out} into {tiles} H-tiles ({halo} halos)"
+                 for out, ops, tiles, halo in map(step_parts, result.chosen.path)]
     else:
         progress("flattening memory peaks ...")
         new = pass_(mod)
@@ -294,6 +294,7 @@ def _finish_optimize(args, mod, new, label, spec, config, pass_, result, steps, 
     )
     from .reports.summary import format_bytes
     from .targets.build import build_and_measure
+    from .transform.flatten_memory_peaks import step_parts
 
     before, after = profile(mod, model=label), profile(new, model=label)
     if result is None and pass_.memory_budget is not None \
@@ -374,8 +375,8 @@ def _finish_optimize(args, mod, new, label, spec, config, pass_, result, steps, 
     report = {"config": {k: str(v) for k, v in config.items()}, "before": b, "after": a,
               "max_abs_error": err, "max_abs_reference": ref, "pass_s": round(pass_s, 2),
               "decisions": [vars(d) for d in pass_.decisions] if result is None else
-              [{"region_output": s[0], "region_ops": s[1], "tiles": s[2],
-                "halo": s[3] if len(s) > 3 else "recompute"} for s in result.chosen.path]}
+              [dict(zip(("region_output", "region_ops", "tiles", "halo"), step_parts(s),
+                        strict=True)) for s in result.chosen.path]}
     if result is not None:
         report["tuner"] = result.to_dict()
     if sims:

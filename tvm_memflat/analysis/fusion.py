@@ -55,10 +55,9 @@ def fuse(mod: tvm.IRModule, target=None, cached: bool = True,
     if cached:
         passes = [cached_legalize_ops() if p.info.name == "LegalizeOps" else p for p in passes]
     if concat_opaque:
-        from ..lowering.pipeline import mark_concat_opaque
+        from ..lowering.pipeline import with_concat_opaque
 
-        i = next(i for i, p in enumerate(passes) if p.info.name == "AnnotateTIROpPattern")
-        passes = [*passes[:i + 1], mark_concat_opaque, *passes[i + 1:]]
+        passes = with_concat_opaque(passes)
     fuse_ops, fuse_tir = passes[-2:]  # keep the modules in between to read names from
     assert (fuse_ops.info.name, fuse_tir.info.name) == ("FuseOps", "FuseTIR")
     with target:

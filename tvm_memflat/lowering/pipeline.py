@@ -49,6 +49,13 @@ def mark_concat_opaque(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     return mod
 
 
+def with_concat_opaque(passes: list) -> list:
+    """``passes`` with :func:`mark_concat_opaque` right after AnnotateTIROpPattern
+    (so FuseOps sees the marking)."""
+    i = next(i for i, p in enumerate(passes) if p.info.name == "AnnotateTIROpPattern")
+    return [*passes[:i + 1], mark_concat_opaque, *passes[i + 1:]]
+
+
 @dataclass
 class BuildRecord:
     """What the pipeline decided, filled in while it runs (for reports and tests)."""
@@ -64,9 +71,7 @@ def lowering_passes(target: tvm.target.Target, *, shrink_scratch: bool = True) -
     # (tiled modules repeat a few signatures many times).
     legalize = [cached_legalize_ops() if p.info.name == "LegalizeOps" else p
                 for p in cpu.legalize_passes(target)]
-    # Insert the concat marking between AnnotateTIROpPattern and FuseOps.
-    annotate = next(i for i, p in enumerate(legalize) if p.info.name == "AnnotateTIROpPattern")
-    legalize = [*legalize[:annotate + 1], mark_concat_opaque, *legalize[annotate + 1:]]
+    legalize = with_concat_opaque(legalize)
     if shrink_scratch:
         legalize.append(shrink_kernel_scratch)
     return cpu.library_dispatch_passes(target) + legalize + cpu.dataflow_lower_passes(target)

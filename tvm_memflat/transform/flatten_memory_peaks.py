@@ -25,7 +25,7 @@ from ..analysis.memory_profile import MemoryProfile, profile
 from .region_model import RegionModel
 from .regions import Region, RegionIndex, find_regions
 from .tile_region import tile_region
-from .tiling import HALO_MODES, TilingRefused
+from .tiling import HALO_MODES, TilingRefused, height
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +52,6 @@ class Decision:
                 f"into {self.tiles} H-tiles ({self.halo} halos)")
 
 
-def _height(expr) -> int:
-    return int(expr.ty.shape.values[2])
-
-
 def _candidates(mod: tvm.IRModule, prof: MemoryProfile) -> list[Region]:
     """Regions that hold a tensor live at the peak (or read one as their source)."""
     live = {t.name for t in prof.live_at_peak()} | {prof.peak_layer.name}
@@ -63,9 +59,8 @@ def _candidates(mod: tvm.IRModule, prof: MemoryProfile) -> list[Region]:
     out, seen = [], set()
     for region in find_regions(mod["main"]):
         names = {v.name for v in region.vars} | {getattr(region.source, "name", "")}
-        key = (region.sink.name, len(region.vars))
-        if names & live and key not in seen:
-            seen.add(key)
+        if names & live and region.key not in seen:
+            seen.add(region.key)
             out.append(region)
     return out
 
@@ -78,20 +73,23 @@ class Evaluated:
     ``macs`` is exact; the accepted candidate of each round is re-profiled whole.
     """
 
-    chain: Region
+    region: Region
     tiles: int
     peak_bytes: int
     macs: int
     halo: str = "recompute"
 
     @property
-    def region(self) -> Region:
-        return self.chain
-
-    @property
     def step(self) -> tuple[str, int, int, str]:
         """What to replay: (region output, region ops, tiles, halo)."""
-        return (self.chain.sink.name, len(self.chain.vars), self.tiles, self.halo)
+        return (*self.region.key, self.tiles, self.halo)
+
+
+def step_parts(step) -> tuple[str, int, int, str]:
+    """(region output, region ops, tiles, halo) of a replay step; steps recorded
+    before cached halos existed have three parts and were recomputed."""
+    output, ops, tiles = step[:3]
+    return output, ops, tiles, step[3] if len(step) > 3 else "recompute"
 
 
 def _evaluate_region(mod, region, base, mac_limit, tile_counts, halo) -> list[Evaluated]:
@@ -104,8 +102,8 @@ def _evaluate_region(mod, region, base, mac_limit, tile_counts, halo) -> list[Ev
     model = RegionModel(mod, region, base,
                         lambda m, r, t: tile_region(m, r, t, halo))
     out, last_peak = [], None
-    height = _height(region.sink)
-    counts = sorted({min(t, height) for t in tile_counts} - {0, 1})  # >= 1 row per tile
+    rows = height(region.sink)
+    counts = sorted({min(t, rows) for t in tile_counts} - {0, 1})  # >= 1 row per tile
     for tiles in counts:
         if tiles > 2 and tiles * len(region.vars) > MAX_TILED_OPS:
             break
@@ -178,9 +176,8 @@ def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OV
         if len(modes) > 1:  # auto: recompute on the regions cached halos did best on
             best: dict = {}
             for e in evaluated:
-                key = (e.chain.sink.name, len(e.chain.vars))
-                best[key] = min(best.get(key, e.peak_bytes), e.peak_bytes)
-            top = sorted(regions, key=lambda r: best.get((r.sink.name, len(r.vars)), 1 << 62))
+                best[e.region.key] = min(best.get(e.region.key, e.peak_bytes), e.peak_bytes)
+            top = sorted(regions, key=lambda r: best.get(r.key, 1 << 62))
             for region in top[:AUTO_RECOMPUTE_REGIONS]:
                 evaluated += _evaluate_region(mod, region, prof, mac_limit, tile_counts,
                                               modes[0])
@@ -191,7 +188,7 @@ def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OV
                         key=lambda e: (e.peak_bytes, e.macs))
         accepted = None
         for e in ranked[:VERIFY_TRIES]:
-            cand = tile_region(mod, e.chain, e.tiles, e.halo)
+            cand = tile_region(mod, e.region, e.tiles, e.halo)
             p = profile(cand, with_tvm=False)
             if p.macs <= mac_limit and p.peak_bytes < prof.peak_bytes:
                 accepted = (e, cand, p)
@@ -201,7 +198,7 @@ def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OV
                         prof.peak_bytes, prof.peak_layer.name)
             break
         best, cand, p = accepted
-        region = best.chain
+        region = best.region
         decision = Decision(region.sink.name, len(region.vars), best.tiles, best.halo,
                             prof.peak_bytes, p.peak_bytes, p.macs,
                             getattr(region.source, "name", ""))
@@ -222,8 +219,7 @@ def replay(mod: tvm.IRModule, steps) -> tvm.IRModule:
     Used to rebuild a tuned module from its cached decisions without searching.
     """
     for step in steps:
-        output, length, tiles = step[:3]
-        halo = step[3] if len(step) > 3 else "recompute"
+        output, length, tiles, halo = step_parts(step)
         index = RegionIndex(mod["main"])
         sink = next((v for v in index.value if v.name == output), None)
         regions = [] if sink is None else index.regions_ending_at(sink, all_sources=True)
@@ -255,8 +251,9 @@ class FlattenMemoryPeaks:
         on this machine. Replaces the MAC-overhead limit.
     halo
         ``"recompute"``: rows shared by two tiles are computed by both; ``"cache"``:
-        they are computed once and carried to the next tile; ``"auto"``: both are
-        tried for every region and the lower peak (then fewer MACs) wins.
+        they are computed once and carried to the next tile; ``"auto"``: cached
+        halos are tried on every region and recomputed ones on the best few, and
+        the lower peak (then fewer MACs) wins.
     max_mac_overhead
         Largest accepted extra MACs, as a fraction (default 5 %).
     """
@@ -265,7 +262,7 @@ class FlattenMemoryPeaks:
                  max_mac_overhead=DEFAULT_MAC_OVERHEAD):
         from ..errors import MemflatError
 
-        if halo not in ("auto", "recompute", "cache"):
+        if halo not in (*HALO_MODES, "auto"):
             raise MemflatError(f"halo must be recompute, cache or auto, got {halo!r}")
         if memory_budget is not None and (not isinstance(memory_budget, int) or memory_budget <= 0):
             raise MemflatError(f"memory_budget must be a positive number of bytes: {memory_budget}")

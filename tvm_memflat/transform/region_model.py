@@ -2,12 +2,12 @@
 
 Profiling a whole tiled module per candidate (legalize, fuse, walk) cost most of
 the pass's time, and almost all of that work repeats the untouched rest of the
-network. Tiling a chain only changes the live bytes *while the chain runs*, so:
+network. Tiling a region only changes the live bytes *while the region runs*, so:
 
     peak(candidate) ~ max(peak of the base profile outside the region,
                           peak of the tiled region on its own + bytes live across it)
 
-where the region on its own is a small module (the chain's input as parameter,
+where the region on its own is a small module (the region's source as parameter,
 its output as result) and "bytes live across" are the tensors of the base
 profile live during the region that the region neither reads nor writes (other
 branches waiting for a concat, a residual skip). A source tensor that is still
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from tvm import relax
 
 from ..analysis.memory_profile import MemoryProfile, profile
+from .regions import Region, bindings
 from .tiling import row_inputs, with_inputs
 
 
@@ -37,7 +38,7 @@ class RegionEstimate:
 
 
 class RegionModel:
-    """Estimates for tilings of one chain of ``mod``, whose profile is ``base``.
+    """Estimates for tilings of one region of ``mod``, whose profile is ``base``.
 
     The region's layers are found by identity: each profiled layer lists the
     bindings it computes (``LayerRow.members``). When they cannot be matched
@@ -45,18 +46,17 @@ class RegionModel:
     full profile of the tiled module: slower, never wrong.
     """
 
-    def __init__(self, mod, chain, base: MemoryProfile, tile_fn):
-        # ``chain`` is any :class:`~.regions.Region`; chains were the first kind.
-        self.mod, self.chain, self.base, self._tile_fn = mod, chain, base, tile_fn
+    def __init__(self, mod, region, base: MemoryProfile, tile_fn):
+        self.mod, self.region, self.base, self._tile_fn = mod, region, base, tile_fn
         steps = [row.index for row in base.layers
-                 if any(m.same_as(v) for m in row.members for v in chain.vars)]
+                 if any(m.same_as(v) for m in row.members for v in region.vars)]
         self.exact_only = not steps
         if self.exact_only:
             return
         self.first, self.last = min(steps), max(steps)
         source = self._source_tensor()
         outlives = source is not None and source.last > self.last
-        self.local, self.local_chain = _region_module(chain, keep_source=outlives)
+        self.local, self.local_region = _region_module(region, keep_source=outlives)
         self.local_base = profile(self.local, with_tvm=False)
         across = 0
         for s in range(self.first, self.last + 1):
@@ -69,7 +69,7 @@ class RegionModel:
         self.outside_peak = max(outside, default=0)
 
     def _source_tensor(self):
-        src, base = self.chain.source, self.base
+        src, base = self.region.source, self.base
         if any(src.same_as(p) for p in self.mod["main"].params):
             return next((t for t in base.tensors if t.is_input and t.name == src.name), None)
         layer = next((row.index for row in base.layers
@@ -80,9 +80,9 @@ class RegionModel:
     def estimate(self, tiles: int) -> RegionEstimate:
         """The module's estimated peak and exact MACs with the region in ``tiles`` tiles."""
         if self.exact_only:
-            p = profile(self._tile_fn(self.mod, self.chain, tiles), with_tvm=False)
+            p = profile(self._tile_fn(self.mod, self.region, tiles), with_tvm=False)
             return RegionEstimate(p.peak_bytes, p.macs)
-        tiled = profile(self._tile_fn(self.local, self.local_chain, tiles), with_tvm=False)
+        tiled = profile(self._tile_fn(self.local, self.local_region, tiles), with_tvm=False)
         peak = max(self.outside_peak, tiled.peak_bytes + self.across_bytes)
         return RegionEstimate(peak, self.base.macs - self.local_base.macs + tiled.macs)
 
@@ -90,8 +90,6 @@ class RegionModel:
 def _region_module(region, keep_source: bool):
     """``region`` as a module of its own: input = its source, output = its sink
     (and the source too when it is needed after the region, so it stays live)."""
-    from .regions import Region
-
     bb = relax.BlockBuilder()
     src = region.source
     x = relax.Var(getattr(src, "name", "region_in") or "region_in", src.ty)
@@ -105,7 +103,6 @@ def _region_module(region, keep_source: bool):
             out = bb.emit_output(relax.Tuple([h, x]) if keep_source else h)
         bb.emit_func_output(out)
     mod = bb.get()
-    ops = [b for block in mod["main"].body.blocks for b in block.bindings
-           if isinstance(b, relax.VarBinding)][:len(region.calls)]
+    ops = bindings(mod["main"])[:len(region.calls)]
     local = Region(mod["main"].params[0], tuple(b.var for b in ops), tuple(b.value for b in ops))
     return mod, local

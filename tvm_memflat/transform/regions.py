@@ -8,7 +8,7 @@ the source enters and only the sink leaves, a tile of the sink's rows can be
 computed from a slice of the source's rows alone.
 
 Chains (each member feeding only the next) are the simplest regions and keep
-their own finder, :func:`find_chains`, used by the tests and the tuner's replay.
+their own finder, :func:`find_chains`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from tvm import relax
 
-from ..analysis.tir_stats import dtype_bytes
+from ..analysis.tir_stats import tensor_bytes
 from .tiling import is_elementwise, row_inputs, window_of
 
 #: Largest region the sweep grows (members); larger regions only add halo.
@@ -39,12 +39,13 @@ class Region:
         return self.vars[-1]
 
     @property
+    def key(self) -> tuple[str, int]:
+        """(sink name, member count): names a region across rebuilds of a module."""
+        return (self.sink.name, len(self.vars))
+
+    @property
     def is_chain(self) -> bool:
         return all(len(row_inputs(c)) == 1 for c in self.calls)
-
-
-#: A chain is a region whose members form a line.
-Chain = Region
 
 
 def bindings(func: relax.Function) -> list:
@@ -102,10 +103,7 @@ def sub_chains(chain: Region) -> list[Region]:
 
 
 def _nbytes(expr) -> int:
-    n = 1
-    for d in expr.ty.shape.values:
-        n *= int(d)
-    return n * dtype_bytes(str(expr.ty.dtype))
+    return tensor_bytes(expr.ty.shape.values, str(expr.ty.dtype))
 
 
 class RegionIndex:

@@ -18,11 +18,12 @@ import tvm
 from tvm import relax
 
 from .regions import Region
-from .tiling import RowNode, TilePlan, plan_tiles, row_inputs, with_inputs
+from .tiling import RowNode, TilePlan, height, plan_tiles, row_inputs, with_inputs
 
 
-def _height(expr) -> int:
-    return int(expr.ty.shape.values[2])
+def _slice_rows(expr, lo: int, hi: int):
+    """Rows ``[lo, hi]`` of ``expr`` (relative to its first row)."""
+    return relax.op.strided_slice(expr, axes=[2], begin=[lo], end=[hi + 1])
 
 
 def row_nodes(region: Region) -> list[RowNode]:
@@ -36,13 +37,13 @@ def row_nodes(region: Region) -> list[RowNode]:
                 ins.append((-1, window))
             else:
                 ins.append((index[expr], window))
-        nodes.append(RowNode(_height(var), tuple(ins)))
+        nodes.append(RowNode(height(var), tuple(ins)))
     return nodes
 
 
 def region_plan(region: Region, tiles: int, halo: str = "recompute") -> TilePlan:
     """The tile plan of ``region`` (raises :class:`.tiling.TilingRefused`)."""
-    return plan_tiles(row_nodes(region), _height(region.source), tiles, halo)
+    return plan_tiles(row_nodes(region), height(region.source), tiles, halo)
 
 
 class _Emitter:
@@ -58,8 +59,7 @@ class _Emitter:
     def _rows(self, j: int, lo: int, hi: int, label: str):
         """Rows ``[lo, hi]`` of member ``j`` (-1: the source) as one tensor."""
         if j < 0:
-            return self.bb.emit(relax.op.strided_slice(self.source, axes=[2], begin=[lo],
-                                                       end=[hi + 1]), label)
+            return self.bb.emit(_slice_rows(self.source, lo, hi), label)
         parts = []
         for p_lo, p_hi, expr in self.pieces[j]:
             a, b = max(lo, p_lo), min(hi, p_hi)
@@ -68,8 +68,7 @@ class _Emitter:
             if (a, b) == (p_lo, p_hi):
                 parts.append(expr)
             else:
-                parts.append(self.bb.emit(relax.op.strided_slice(
-                    expr, axes=[2], begin=[a - p_lo], end=[b - p_lo + 1]), label))
+                parts.append(self.bb.emit(_slice_rows(expr, a - p_lo, b - p_lo), label))
         covered = sum(int(p.ty.shape.values[2]) for p in parts)
         assert covered == hi - lo + 1, "tile plan left rows uncomputed"  # plan invariant
         return parts[0] if len(parts) == 1 else self.bb.emit(relax.op.concat(parts, axis=2),
@@ -112,9 +111,8 @@ class _Emitter:
             if hi < keep:
                 continue
             if lo < keep:
-                expr = self.bb.emit(relax.op.strided_slice(
-                    expr, axes=[2], begin=[keep - lo], end=[hi - lo + 1]),
-                    f"{self.name}_t{t}_halo{j}")
+                expr = self.bb.emit(_slice_rows(expr, keep - lo, hi - lo),
+                                    f"{self.name}_t{t}_halo{j}")
                 lo = keep
             kept.append((lo, hi, expr))
         return kept

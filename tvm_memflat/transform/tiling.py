@@ -181,10 +181,7 @@ def with_inputs(call, inputs, pad_top: int | None = None, pad_bottom: int | None
     top/bottom padding when given (single-input windowed ops only)."""
     if window_of(call) is not None:
         if pad_top is None:
-            _, index = window_of(call)
-            args = list(call.args)
-            args[index] = inputs[0]
-            return relax.Call(call.op, args, call.attrs)
+            return _on_data(call, inputs[0])
         return with_h_padding(call, inputs[0], pad_top, pad_bottom)
     if call.op.name == "relax.concat":
         return relax.op.concat(list(inputs), axis=int(call.attrs.axis))
@@ -215,10 +212,20 @@ def with_h_padding(call, data, pad_top: int, pad_bottom: int):
             return relax.op.nn.avg_pool2d(data, count_include_pad=bool(attrs.count_include_pad),
                                           **kw)
         return relax.op.nn.max_pool2d(data, **kw)
+    return _on_data(call, data)
+
+
+def _on_data(call, data):
+    """``call`` with its data argument (see :func:`window_of`) replaced by ``data``."""
     _, index = window_of(call)
     args = list(call.args)
     args[index] = data
     return relax.Call(call.op, args, call.attrs)
+
+
+def height(expr) -> int:
+    """Rows (H) of an NCHW tensor expression."""
+    return int(expr.ty.shape.values[2])
 
 
 # ------------------------------------------------------------------ tile plans
@@ -258,9 +265,8 @@ class TilePlan:
     def reads(self, nodes, t: int, j: int) -> list[RowSpan]:
         """Input spans member ``j`` reads in tile ``t``, one per input (see RowNode)."""
         lo, hi = self.compute[t][j]
-        heights = [nodes[p].height if p >= 0 else None for p, _ in nodes[j].inputs]
-        return [input_rows(w, lo, hi, h if h is not None else self.source_height)
-                for (_, w), h in zip(nodes[j].inputs, heights, strict=True)]
+        return [input_rows(w, lo, hi, nodes[p].height if p >= 0 else self.source_height)
+                for p, w in nodes[j].inputs]
 
 
 def plan_tiles(nodes: list[RowNode], source_height: int, tiles: int,
@@ -282,7 +288,7 @@ def plan_tiles(nodes: list[RowNode], source_height: int, tiles: int,
             if p >= 0:
                 consumers[p].append((c, w))
 
-    def height(p):
+    def rows_of(p):  # output rows of member p, or of the source (-1)
         return nodes[p].height if p >= 0 else source_height
 
     done = [-1] * n
@@ -293,7 +299,7 @@ def plan_tiles(nodes: list[RowNode], source_height: int, tiles: int,
         comp[sink] = (o0, o1)
         for j in range(n - 1, -1, -1):
             if j != sink:
-                spans = [input_rows(w, *comp[c], height(j)) for c, w in consumers[j]
+                spans = [input_rows(w, *comp[c], rows_of(j)) for c, w in consumers[j]
                          if comp[c] is not None]
                 if spans:
                     lo, hi = min(s.lo for s in spans), max(s.hi for s in spans)
@@ -304,7 +310,7 @@ def plan_tiles(nodes: list[RowNode], source_height: int, tiles: int,
                         comp[j] = (done[j] + 1, hi)
             if comp[j] is not None:
                 for p, w in nodes[j].inputs:
-                    if input_rows(w, *comp[j], height(p)).rows <= 0:
+                    if input_rows(w, *comp[j], rows_of(p)).rows <= 0:
                         raise TilingRefused("a tile's window lies entirely in padding")
                 done[j] = max(done[j], comp[j][1])
         compute.append(tuple(comp))

@@ -225,8 +225,10 @@ def _shortlist(points: list[Point], limit: int) -> list[Point]:
     on one joint front the single lowest cached peak would hide every other point,
     although a lower modelled peak is not always a smaller SRAM need on a spec.
     """
+    from ..transform.flatten_memory_peaks import step_parts
+
     def halo(p):
-        return p.path[-1][3] if p.path and len(p.path[-1]) > 3 else "recompute"
+        return step_parts(p.path[-1])[3] if p.path else "recompute"
 
     front = sorted({q for mode in {halo(p) for p in points}
                     for q in pareto_front([p for p in points if halo(p) == mode],
