@@ -325,7 +325,8 @@ def cache_key(mod: tvm.IRModule, spec, options: dict) -> str:
     payload = json.dumps({"module": int(tvm_ffi.structural_hash(mod)),
                           "spec": spec.to_dict() if spec is not None else None,
                           "options": options, "version": __version__,
-                          "search": SEARCH_VERSION}, sort_keys=True)
+                          "search": SEARCH_VERSION, "search_halo": SEARCH_HALO},
+                         sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
