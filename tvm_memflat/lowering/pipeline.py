@@ -11,7 +11,8 @@ Ours differs in four places, each because of a measured effect (design.md,
 
 1. after AnnotateTIROpPattern, concatenations are marked opaque so FuseOps keeps
    them as their own kernel (fused into a following add or relu they could not
-   be removed);
+   be removed), and so are the running sums of channel splits (fused, they would
+   take the first slice's conv along and keep its input alive to the last slice);
 2. after CallTIRRewrite, :func:`~tvm_memflat.lowering.concat_in_place.concat_in_place`
    makes producers write straight into their slice of each concatenation;
 3. ``StaticPlanBlockMemory`` (block reuse by size) is replaced by our offset plan:
@@ -23,10 +24,11 @@ Ours differs in four places, each because of a measured effect (design.md,
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 
 import tvm
-from tvm import tirx
+from tvm import relax, tirx
 from tvm.relax.backend.cpu_generic import pipeline as cpu
 
 from ..analysis.legalize_cache import cached_legalize_ops
@@ -49,11 +51,53 @@ def mark_concat_opaque(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     return mod
 
 
+#: Suffix of the bindings :mod:`tvm_memflat.transform.split_channels` emits for running sums.
+SPLIT_SUM_MARK = "_chsum"
+_SPLIT_SUM = re.compile(re.escape(SPLIT_SUM_MARK) + r"\d*$")
+
+
+@relax.expr_functor.mutator
+class _SplitSumMarker(relax.PyExprMutator):
+    def __init__(self, mod):
+        super().__init__(mod)
+        self.mod, self.opaque = mod, {}
+
+    def visit_var_binding_(self, binding):
+        value = binding.value
+        if (_SPLIT_SUM.search(binding.var.name) and isinstance(value, relax.Call)
+                and value.op.same_as(tvm.ir.Op.get("relax.call_tir"))):
+            gv = value.args[0]
+            if gv not in self.opaque:
+                func = self.mod[gv].with_attr("op_pattern", _OPAQUE)
+                self.opaque[gv] = self.builder_.add_func(func, f"{gv.name_hint}_split_sum")
+            args = [self.visit_expr(a) for a in value.args[1:]]
+            new = relax.Call(value.op, [self.opaque[gv], *args], value.attrs, value.ty_args)
+            emit = (self.builder_.emit if isinstance(binding.var, relax.DataflowVar)
+                    else self.builder_.emit_output)
+            self.set_var_remap(binding.var, emit(new, binding.var.name))
+            return
+        super().visit_var_binding_(binding)
+
+
+@tvm.transform.module_pass(opt_level=0, name="MarkSplitSumsOpaque")
+def mark_split_sums_opaque(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    """Keep the running sums of channel splits (bindings named ``*_chsum<g>``) out of
+    FuseOps' groups: fused with them, the first slice's conv would run only at the
+    last sum, and its input would stay live across every other slice."""
+    if not any(_SPLIT_SUM.search(b.var.name) for block in mod["main"].body.blocks
+               for b in block.bindings):
+        return mod
+    marker = _SplitSumMarker(mod)
+    func = marker.visit_expr(mod["main"])
+    marker.builder_.update_func(mod.get_global_var("main"), func)
+    return marker.builder_.get()
+
+
 def with_concat_opaque(passes: list) -> list:
-    """``passes`` with :func:`mark_concat_opaque` right after AnnotateTIROpPattern
-    (so FuseOps sees the marking)."""
+    """``passes`` with :func:`mark_concat_opaque` and :func:`mark_split_sums_opaque`
+    right after AnnotateTIROpPattern (so FuseOps sees the marking)."""
     i = next(i for i, p in enumerate(passes) if p.info.name == "AnnotateTIROpPattern")
-    return [*passes[:i + 1], mark_concat_opaque, *passes[i + 1:]]
+    return [*passes[:i + 1], mark_concat_opaque, mark_split_sums_opaque, *passes[i + 1:]]
 
 
 @dataclass

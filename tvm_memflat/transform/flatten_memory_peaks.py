@@ -1,17 +1,21 @@
-"""FlattenMemoryPeaks: tile the regions around activation-memory peaks along H.
+"""FlattenMemoryPeaks: restructure the graph around activation-memory peaks, exactly.
 
-The pass profiles the module (:func:`tvm_memflat.analysis.memory_profile.profile`),
-finds single-entry regions of tileable ops (:mod:`.regions`: chains, and DAGs with
-residual adds and channel concats inside) that hold tensors live at the peak,
-and rewrites the best one into H-tiles (:mod:`.tile_region`): each tile computes
-a band of the region's output rows from the source rows it needs, with its own
-border padding, and halos either recomputed or cached. It keeps a rewrite only
-if the modelled peak drops and the MAC overhead stays within the limit, and
-repeats on the new peak. Every rewrite is exact; what cannot be tiled exactly is
-left alone (and logged), never approximated.
+The pass profiles the module (:func:`tvm_memflat.analysis.memory_profile.profile`)
+and, round after round, rewrites what holds the tensors live at the peak:
 
-Not done: channel splits (inverted residual blocks over their expanded channels)
-and W tiling; see the issue notes.
+* **H-tiling** of single-entry regions of tileable ops (:mod:`.regions`: chains,
+  and DAGs with residual adds and channel concats inside; :mod:`.tile_region`):
+  each tile computes a band of the region's output rows from the source rows it
+  needs, with its own border padding, and halos either recomputed or cached;
+* **channel splits** of widening groups (:mod:`.split_channels`): an inverted
+  residual block over its expanded channels, or a fire/inception concat by
+  branch, with the partial fan-in convs accumulated.
+
+It keeps a rewrite only if the modelled peak drops and the MAC overhead stays
+within the limit, and repeats on the new peak. Every rewrite is exact; what
+cannot be rewritten exactly is left alone (and logged), never approximated.
+
+Not done: W tiling; see the issue notes.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import tvm
 from ..analysis.memory_profile import MemoryProfile, profile
 from .region_model import RegionModel
 from .regions import Region, RegionIndex, find_regions
+from .split_channels import GroupFamily, SplitRefused, group_families, split_channels
 from .tile_region import tile_region
 from .tiling import HALO_MODES, TilingRefused, height
 
@@ -31,6 +36,10 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAC_OVERHEAD = 0.05
 TILE_COUNTS = (2, 4, 8, 16, 32)
+#: Channel slices tried for a conv fan-out (a concat is split at its parts).
+SPLIT_COUNTS = (2, 4, 8)
+#: The ``halo`` of a channel split's decision and replay step.
+CHANNELS = "channels"
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,9 @@ class Decision:
 
     @property
     def describe(self) -> str:
+        if self.halo == CHANNELS:
+            return (f"split {self.region_ops} ops from {self.source} to {self.region_output} "
+                    f"into {self.tiles} channel slices (partial convs summed)")
         return (f"tiled {self.region_ops} ops from {self.source} to {self.region_output} "
                 f"into {self.tiles} H-tiles ({self.halo} halos)")
 
@@ -65,15 +77,34 @@ def _candidates(mod: tvm.IRModule, prof: MemoryProfile) -> list[Region]:
     return out
 
 
+def _families(mod: tvm.IRModule, prof: MemoryProfile) -> list[GroupFamily]:
+    """Families of channel groups (:mod:`.split_channels`) one of which holds a tensor
+    live at the peak: the same group in every H-tile of a region is split at once."""
+    live = {t.name for t in prof.live_at_peak()} | {prof.peak_layer.name}
+    live |= set(prof.peak_layer.inputs)
+    out = []
+    for family in group_families(mod["main"]):
+        for group in family.groups:
+            names = {v.name for v in group.vars}
+            if group.by_branch:
+                names |= {p.name for p in group.calls[0].args[0].fields}
+            if names & live:
+                out.append(family)
+                break
+    return out
+
+
 @dataclass(frozen=True)
 class Evaluated:
-    """One candidate rewrite the search looked at: ``region`` in ``tiles`` tiles.
+    """One candidate rewrite the search looked at: ``region`` in ``tiles`` tiles, or a
+    channel group (``halo == "channels"``) in ``tiles`` channel slices.
 
-    ``peak_bytes`` is the region model's estimate (:mod:`.region_model`) and
-    ``macs`` is exact; the accepted candidate of each round is re-profiled whole.
+    For tilings ``peak_bytes`` is the region model's estimate (:mod:`.region_model`),
+    for splits a full profile; ``macs`` is exact. The accepted candidate of each
+    round is re-profiled whole.
     """
 
-    region: Region
+    region: Region | GroupFamily
     tiles: int
     peak_bytes: int
     macs: int
@@ -84,10 +115,17 @@ class Evaluated:
         """What to replay: (region output, region ops, tiles, halo)."""
         return (*self.region.key, self.tiles, self.halo)
 
+    def apply(self, mod: tvm.IRModule) -> tvm.IRModule:
+        """``mod`` with this rewrite."""
+        if self.halo == CHANNELS:
+            return split_channels(mod, self.region, self.tiles)
+        return tile_region(mod, self.region, self.tiles, self.halo)
+
 
 def step_parts(step) -> tuple[str, int, int, str]:
     """(region output, region ops, tiles, halo) of a replay step; steps recorded
-    before cached halos existed have three parts and were recomputed."""
+    before cached halos existed have three parts and were recomputed. A channel
+    split's step is (fan-in, group ops, slices, "channels")."""
     output, ops, tiles = step[:3]
     return output, ops, tiles, step[3] if len(step) > 3 else "recompute"
 
@@ -119,6 +157,24 @@ def _evaluate_region(mod, region, base, mac_limit, tile_counts, halo) -> list[Ev
         if last_peak is not None and last_peak < base.peak_bytes and est.peak_bytes >= last_peak:
             break
         last_peak = est.peak_bytes
+    return out
+
+
+def _evaluate_family(mod, family, mac_limit) -> list[Evaluated]:
+    """Profile ``family`` split :data:`SPLIT_COUNTS` ways (a concat: at its parts)."""
+    counts = ([len(family.part_bounds) - 1] if family.by_branch else
+              sorted({min(k, family.channels) for k in SPLIT_COUNTS} - {1}))
+    out = []
+    for parts in counts:
+        try:
+            p = profile(split_channels(mod, family, parts), with_tvm=False)
+        except SplitRefused as err:
+            logger.debug("FlattenMemoryPeaks: %s in %d slices refused: %s",
+                         family.key[0], parts, err)
+            continue
+        out.append(Evaluated(family, parts, p.peak_bytes, p.macs, CHANNELS))
+        if p.macs > mac_limit:
+            break
     return out
 
 
@@ -181,6 +237,8 @@ def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OV
             for region in top[:AUTO_RECOMPUTE_REGIONS]:
                 evaluated += _evaluate_region(mod, region, prof, mac_limit, tile_counts,
                                               modes[0])
+        for family in _families(mod, prof):
+            evaluated += _evaluate_family(mod, family, mac_limit)
         if on_round is not None:
             on_round(tuple(path), evaluated)
         ranked = sorted((e for e in evaluated
@@ -188,20 +246,20 @@ def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OV
                         key=lambda e: (e.peak_bytes, e.macs))
         accepted = None
         for e in ranked[:VERIFY_TRIES]:
-            cand = tile_region(mod, e.region, e.tiles, e.halo)
+            cand = e.apply(mod)
             p = profile(cand, with_tvm=False)
             if p.macs <= mac_limit and p.peak_bytes < prof.peak_bytes:
                 accepted = (e, cand, p)
                 break
         if accepted is None:
-            logger.info("FlattenMemoryPeaks: no exact tiling lowers the peak of %d B at %s",
+            logger.info("FlattenMemoryPeaks: no exact rewrite lowers the peak of %d B at %s",
                         prof.peak_bytes, prof.peak_layer.name)
             break
         best, cand, p = accepted
         region = best.region
-        decision = Decision(region.sink.name, len(region.vars), best.tiles, best.halo,
-                            prof.peak_bytes, p.peak_bytes, p.macs,
-                            getattr(region.source, "name", ""))
+        start = region.head if best.halo == CHANNELS else region.source
+        decision = Decision(region.key[0], len(region.vars), best.tiles, best.halo,
+                            prof.peak_bytes, p.peak_bytes, p.macs, getattr(start, "name", ""))
         decisions.append(decision)
         path.append(best.step)
         logger.info("FlattenMemoryPeaks: %s: peak %d -> %d B", decision.describe,
@@ -220,6 +278,16 @@ def replay(mod: tvm.IRModule, steps) -> tvm.IRModule:
     """
     for step in steps:
         output, length, tiles, halo = step_parts(step)
+        if halo == CHANNELS:
+            family = next((f for f in group_families(mod["main"])
+                           if f.key == (output, length)), None)
+            if family is None:
+                from ..errors import MemflatError
+
+                raise MemflatError(f"cannot replay channel split {output!r} ({length} ops): "
+                                   "no such group in the module")
+            mod = split_channels(mod, family, tiles)
+            continue
         index = RegionIndex(mod["main"])
         sink = next((v for v in index.value if v.name == output), None)
         regions = [] if sink is None else index.regions_ending_at(sink, all_sources=True)

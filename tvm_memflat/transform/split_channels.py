@@ -1,0 +1,348 @@
+"""Channel splits: compute a widening group of ops one channel slice at a time (exact).
+
+A *channel group* is a run of bindings that widens a tensor to ``E`` channels
+and narrows it again:
+
+* a **fan-out**: a conv with ``groups=1`` producing the ``E`` channels (the
+  expand 1x1 of an inverted residual block), or a channel concat of parts (a
+  fire or inception module's output);
+* then any number of **per-channel ops**, where output channel ``c`` reads only
+  input channel ``c``: bias, scale, activations, depthwise convs, pooling;
+* and a **fan-in**: a conv with ``groups=1`` that reads the ``E`` channels (the
+  project 1x1, or the next module's squeeze conv).
+
+A conv is a sum over its input channels, ``conv(concat_g(x_g), W) = sum_g
+conv(x_g, W[:, g])``, so the group can be computed slice by slice: each slice
+runs the fan-out's slice, the per-channel ops on it, and the fan-in's partial
+conv, which is added into an accumulator. Only one slice of the wide tensors is
+ever live. A conv fan-out is cut into near-equal slices; a concat is cut at its
+parts ("split by branch"), and each part's slice is consumed right after the
+part is produced, so the full concat never exists.
+
+No MAC is added (the partial sums are additions); the result differs from the
+original only in the order of a floating-point sum.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from ..lowering.pipeline import SPLIT_SUM_MARK
+from .regions import bindings, use_counts
+from .tiling import _POOLS, _UNARY, _is_const, window_of
+
+_CONV = "relax.nn.conv2d"
+
+
+class SplitRefused(ValueError):
+    """A channel group that cannot be split this way (never approximated)."""
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """Bindings ``vars`` from the fan-out ``vars[0]`` to the fan-in ``vars[-1]``.
+
+    ``part_bounds`` are the channel offsets of a concat fan-out's parts
+    (``(0, c0, c0 + c1, ..., E)``), empty for a conv fan-out.
+    """
+
+    vars: tuple
+    calls: tuple
+    channels: int
+    part_bounds: tuple[int, ...] = ()
+
+    @property
+    def fan_in(self) -> relax.Var:
+        return self.vars[-1]
+
+    @property
+    def head(self) -> relax.Var:
+        return self.vars[0]
+
+    @property
+    def sink(self) -> relax.Var:  # same name as a tiling region's output, for reports
+        return self.vars[-1]
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """(fan-in name, member count): names a group across rebuilds of a module."""
+        return (self.fan_in.name, len(self.vars))
+
+    @property
+    def family(self) -> tuple[str, int]:
+        """:attr:`key` with tile numbers wildcarded: the same group in every H-tile of a
+        tiled region (``x_t3_14`` and ``x_t4_14``) has one family, split as one."""
+        return (_TILE_NUMBER.sub("_t*_", self.fan_in.name), len(self.vars))
+
+    @property
+    def by_branch(self) -> bool:
+        return bool(self.part_bounds)
+
+
+#: The tile number :mod:`.tile_region` puts into the names of a tile's bindings.
+_TILE_NUMBER = re.compile(r"_t\d+_")
+
+
+def _ints(values) -> list[int]:
+    return [int(v) for v in values]
+
+
+def _const_conv(call) -> bool:
+    """An NCHW/OIHW conv2d with a constant weight."""
+    if not isinstance(call, relax.Call) or not isinstance(call.op, tvm.ir.Op):
+        return False
+    if call.op.name != _CONV or not _is_const(call.args[1]):
+        return False
+    a = call.attrs
+    return (a.data_layout, a.kernel_layout, a.out_layout) == ("NCHW", "OIHW", "NCHW")
+
+
+def _channels(expr) -> int:
+    return int(expr.ty.shape.values[1])
+
+
+def _is_fan_in(call) -> bool:
+    return _const_conv(call) and int(call.attrs.groups) == 1 and _channels(call.args[0]) > 1
+
+
+def _is_fan_out(call, channels: int) -> bool:
+    return _const_conv(call) and int(call.attrs.groups) == 1 and _channels(call) == channels
+
+
+def _concat_parts(call, channels: int) -> tuple[int, ...] | None:
+    """Channel bounds of a concat along C of bound tensors, else None."""
+    if not isinstance(call, relax.Call) or not isinstance(call.op, tvm.ir.Op):
+        return None
+    if call.op.name != "relax.concat" or not isinstance(call.args[0], relax.Tuple):
+        return None
+    if int(call.attrs.axis) % 4 != 1 or len(call.args[0].fields) < 2:
+        return None
+    bounds = [0]
+    for part in call.args[0].fields:
+        if not isinstance(part, relax.Var):
+            return None
+        bounds.append(bounds[-1] + _channels(part))
+    return tuple(bounds) if bounds[-1] == channels else None
+
+
+def _per_channel_data(call, channels: int) -> int | None:
+    """Index of the data argument if output channel c of ``call`` reads input channel c only."""
+    if not isinstance(call, relax.Call) or not isinstance(call.op, tvm.ir.Op):
+        return None
+    ty = call.ty
+    if not isinstance(ty, relax.TensorType) or ty.ndim != 4 or _channels(call) != channels:
+        return None
+    name = call.op.name
+    if name == _CONV:
+        w = _ints(call.args[1].ty.shape.values) if _const_conv(call) else None
+        depthwise = w is not None and int(call.attrs.groups) == channels == w[0] and w[1] == 1
+        return 0 if depthwise and _channels(call.args[0]) == channels else None
+    if name in _POOLS:
+        return 0 if window_of(call) is not None else None
+    info = window_of(call)  # elementwise: unary, or binary with a constant broadcast over H, W
+    if info is None:
+        return None
+    if name in _UNARY:
+        return info[1]
+    const = call.args[1 - info[1]]
+    shape = _ints(const.ty.shape.values)
+    chan = ([1] * (4 - len(shape)) + shape)[1]
+    return info[1] if chan in (1, channels) else None
+
+
+def find_channel_groups(func: relax.Function) -> list[ChannelGroup]:
+    """Every channel group of ``func``, fan-in convs in binding order.
+
+    Walking back from each fan-in conv through single-use per-channel ops, a
+    group is found if the walk ends at a single-use fan-out (a ``groups=1`` conv
+    or a channel concat of bound tensors) of the same width.
+    """
+    uses = use_counts(func)
+    value = {b.var: b.value for b in bindings(func)}
+    groups = []
+    for b in bindings(func):
+        if not _is_fan_in(b.value):
+            continue
+        width = _channels(b.value.args[0])
+        chain = [b.var]
+        cur = b.value.args[0]
+        while isinstance(cur, relax.Var) and cur in value and uses.get(cur) == 1:
+            call = value[cur]
+            bounds = _concat_parts(call, width)
+            if bounds is not None and not all(p in value for p in call.args[0].fields):
+                break  # a part that is no binding (a parameter) has no place to start at
+            if bounds is not None or _is_fan_out(call, width):
+                chain.append(cur)
+                members = tuple(reversed(chain))
+                groups.append(ChannelGroup(members, tuple(value[v] for v in members), width,
+                                           bounds or ()))
+                break
+            index = _per_channel_data(call, width)
+            if index is None:
+                break
+            chain.append(cur)
+            cur = call.args[index]
+    return groups
+
+
+@dataclass(frozen=True)
+class GroupFamily:
+    """The groups of one :attr:`ChannelGroup.family`, split together as one rewrite."""
+
+    groups: tuple[ChannelGroup, ...]
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.groups[0].family
+
+    def __getattr__(self, name):  # head, sink, vars, channels, by_branch: the first group's
+        return getattr(self.groups[0], name)
+
+
+def group_families(func: relax.Function) -> list[GroupFamily]:
+    """The channel groups of ``func`` by family, in order of first fan-in."""
+    families: dict = {}
+    for group in find_channel_groups(func):
+        families.setdefault(group.family, []).append(group)
+    return [GroupFamily(tuple(g)) for g in families.values()]
+
+
+def channel_bounds(group: ChannelGroup, parts: int) -> tuple[int, ...]:
+    """Channel offsets of ``parts`` slices: a concat's own parts, else near-equal slices."""
+    if group.by_branch:
+        if parts != len(group.part_bounds) - 1:
+            raise SplitRefused(f"{group.head.name} is split at its {len(group.part_bounds) - 1} "
+                               f"parts, not into {parts}")
+        return group.part_bounds
+    if not 2 <= parts <= group.channels:
+        raise SplitRefused(f"cannot split {group.channels} channels into {parts} slices")
+    return tuple(group.channels * i // parts for i in range(parts + 1))
+
+
+# ------------------------------------------------------------------ slices of calls
+
+
+def _const_slice(const, axis: int, c0: int, c1: int):
+    data = const.value.numpy()
+    index = [slice(None)] * data.ndim
+    index[axis] = slice(c0, c1)
+    return relax.const(np.ascontiguousarray(data[tuple(index)]), str(const.ty.dtype))
+
+
+def _conv(call, data, weight, groups: int):
+    a = call.attrs
+    out_dtype = a.out_dtype
+    out_dtype = None if out_dtype is None or str(out_dtype) in ("", "void") else str(out_dtype)
+    return relax.op.nn.conv2d(data, weight, strides=_ints(a.strides), padding=_ints(a.padding),
+                              dilation=_ints(a.dilation), groups=groups, data_layout="NCHW",
+                              kernel_layout="OIHW", out_layout="NCHW", out_dtype=out_dtype)
+
+
+def _sliced(call, data, c0: int, c1: int, channels: int):
+    """Channels ``[c0, c1)`` of per-channel op ``call``, on ``data`` (those channels)."""
+    name = call.op.name
+    if name == _CONV:  # depthwise
+        return _conv(call, data, _const_slice(call.args[1], 0, c0, c1), c1 - c0)
+    index = _per_channel_data(call, channels)
+    args = list(call.args)
+    args[index] = data
+    if name not in _POOLS and name not in _UNARY:
+        const = args[1 - index]
+        shape = _ints(const.ty.shape.values)
+        if len(shape) >= 3 and shape[-3] == channels and channels > 1:
+            args[1 - index] = _const_slice(const, len(shape) - 3, c0, c1)
+    return relax.Call(call.op, args, call.attrs)
+
+
+class _Split:
+    """One group being split: where its slices start, and its running sum."""
+
+    def __init__(self, group: ChannelGroup, bounds):
+        self.group, self.bounds = group, bounds
+        self.pending = len(bounds) - 1
+        self.acc = None
+        self.total = None
+
+
+@relax.expr_functor.mutator
+class _ChannelSplitter(relax.PyExprMutator):
+    """Emit each group's slices where their inputs appear, and its fan-in as their sum."""
+
+    def __init__(self, mod, splits: list[_Split]):
+        super().__init__(mod)
+        self.skip: set = set()
+        self.starts: dict = {}  # var -> [(split, slice index)] starting right after it
+        self.fan_ins: dict = {}  # fan-in call -> split
+        for split in splits:
+            group = split.group
+            self.skip |= set(group.vars[:-1])
+            self.fan_ins[group.calls[-1]] = split
+            if group.by_branch:  # slice g starts at concat part g, right after it is produced
+                for g, part in enumerate(group.calls[0].args[0].fields):
+                    self.starts.setdefault(part, []).append((split, g))
+            else:  # every slice starts where the fan-out was
+                self.starts[group.head] = [(split, g) for g in range(len(split.bounds) - 1)]
+
+    def visit_var_binding_(self, binding):
+        var = binding.var
+        if var not in self.skip:
+            super().visit_var_binding_(binding)
+        if var in self.starts:
+            for split, g in self.starts.pop(var):
+                self._emit_slice(split, g, var)
+
+    def _emit_slice(self, split: _Split, g: int, var):
+        group, name = split.group, split.group.fan_in.name
+        c0, c1 = split.bounds[g], split.bounds[g + 1]
+        if group.by_branch:
+            x = self.visit_expr(var)
+        else:
+            head = group.calls[0]
+            weight = _const_slice(head.args[1], 0, c0, c1)
+            x = self.builder_.emit(_conv(head, self.visit_expr(head.args[0]), weight, 1),
+                                   f"{name}_c{g}_0")
+        for j, call in enumerate(group.calls[1:-1], start=1):
+            x = self.builder_.emit(_sliced(call, x, c0, c1, group.channels), f"{name}_c{g}_{j}")
+        fan_in = group.calls[-1]
+        partial = self.builder_.emit(
+            _conv(fan_in, x, _const_slice(fan_in.args[1], 1, c0, c1), 1), f"{name}_c{g}")
+        split.pending -= 1
+        if split.acc is None:
+            split.acc = partial
+        else:  # a running sum: the build keeps it unfused (lowering.pipeline)
+            split.acc = self.builder_.emit(relax.op.add(split.acc, partial),
+                                           f"{name}{SPLIT_SUM_MARK}{g}")
+        if not split.pending:
+            split.total = split.acc
+
+    def visit_call_(self, call):
+        split = self.fan_ins.get(call)
+        if split is not None:
+            if split.total is None:
+                raise SplitRefused(f"{split.group.fan_in.name}: a slice's input comes after "
+                                   "the fan-in")
+            return split.total
+        return super().visit_call_(call)
+
+
+def split_channels(mod: tvm.IRModule, groups, parts: int) -> tvm.IRModule:
+    """``mod`` with each of ``groups`` (a :class:`ChannelGroup`, several, or a
+    :class:`GroupFamily`) computed in
+    ``parts`` channel slices, exact up to summation order. A concat fan-out is split
+    at its own parts (``parts`` must be their number).
+
+    Raises :class:`SplitRefused` if a group cannot be split that way.
+    """
+    groups = groups.groups if isinstance(groups, GroupFamily) else groups
+    groups = [groups] if isinstance(groups, ChannelGroup) else list(groups)
+    splits = [_Split(g, channel_bounds(g, parts)) for g in groups]
+    splitter = _ChannelSplitter(mod, splits)
+    func = splitter.visit_expr(mod["main"])
+    splitter.builder_.update_func(mod.get_global_var("main"),
+                                  relax.analysis.remove_all_unused(func))
+    return splitter.builder_.get()
