@@ -109,6 +109,10 @@ class Evaluated:
     peak_bytes: int
     macs: int
     halo: str = "recompute"
+    #: Ties in ``peak_bytes`` go to the lower peak while the rewritten part runs
+    #: (a split into more slices that leaves the module's peak elsewhere unchanged
+    #: still frees more for the rounds after).
+    local_peak: int = 0
 
     @property
     def step(self) -> tuple[str, int, int, str]:
@@ -172,7 +176,10 @@ def _evaluate_family(mod, family, mac_limit) -> list[Evaluated]:
             logger.debug("FlattenMemoryPeaks: %s in %d slices refused: %s",
                          family.key[0], parts, err)
             continue
-        out.append(Evaluated(family, parts, p.peak_bytes, p.macs, CHANNELS))
+        names = tuple(g.fan_in.name for g in family.groups)
+        local = max((p.live_bytes[row.index] for row in p.layers if row.name.startswith(names)),
+                    default=p.peak_bytes)
+        out.append(Evaluated(family, parts, p.peak_bytes, p.macs, CHANNELS, local))
         if p.macs > mac_limit:
             break
     return out
@@ -243,7 +250,7 @@ def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OV
             on_round(tuple(path), evaluated)
         ranked = sorted((e for e in evaluated
                          if e.macs <= mac_limit and e.peak_bytes < prof.peak_bytes),
-                        key=lambda e: (e.peak_bytes, e.macs))
+                        key=lambda e: (e.peak_bytes, e.macs, e.local_peak or e.peak_bytes))
         accepted = None
         for e in ranked[:VERIFY_TRIES]:
             cand = e.apply(mod)
