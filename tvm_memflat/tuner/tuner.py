@@ -309,9 +309,10 @@ def _choose(points, baseline: Point, budget: LatencyBudget | None, spec):
 #: it did when docs/tuner.md was measured.
 SEARCH_HALO = "recompute"
 
-#: Bumped when the pass's search space changes (v2: DAG regions and cached halos),
+#: Bumped when the pass's search space changes (v2: DAG regions and cached halos,
+#: v3: channel splits),
 #: so results cached by an older search are not replayed as if current.
-SEARCH_VERSION = 2
+SEARCH_VERSION = 3
 
 
 def default_cache_dir() -> Path:
