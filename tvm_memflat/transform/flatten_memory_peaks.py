@@ -200,8 +200,8 @@ def _halo_modes(halo: str) -> tuple[str, ...]:
 
 def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OVERHEAD,
                   memory_budget: int | None = None, max_rounds: int = 8,
-                  tile_counts=TILE_COUNTS, halo: str = "auto", on_round=None,
-                  progress=None) -> tuple[tvm.IRModule, list[Decision]]:
+                  tile_counts=TILE_COUNTS, halo: str = "auto", splits: bool = True,
+                  on_round=None, progress=None) -> tuple[tvm.IRModule, list[Decision]]:
     """Greedily tile the regions at the peak while the peak drops within the MAC limit.
 
     Each round estimates every candidate region, tile count and halo mode with
@@ -215,6 +215,9 @@ def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OV
     halo
         ``"recompute"``, ``"cache"``, or ``"auto"`` (cached halos on every region,
         recomputed ones on the :data:`AUTO_RECOMPUTE_REGIONS` best of those).
+    splits
+        Also search channel splits (:mod:`.split_channels`); the tuner searches
+        tilings only.
     on_round
         Optional ``on_round(path, evaluated)`` called once per round with the
         replay steps accepted so far and every candidate estimated in that round
@@ -244,7 +247,7 @@ def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OV
             for region in top[:AUTO_RECOMPUTE_REGIONS]:
                 evaluated += _evaluate_region(mod, region, prof, mac_limit, tile_counts,
                                               modes[0])
-        for family in _families(mod, prof):
+        for family in _families(mod, prof) if splits else ():
             evaluated += _evaluate_family(mod, family, mac_limit)
         if on_round is not None:
             on_round(tuple(path), evaluated)
