@@ -64,10 +64,15 @@ class Decision:
                 f"into {self.tiles} H-tiles ({self.halo} halos)")
 
 
+def _live_names(prof: MemoryProfile) -> set[str]:
+    """Tensors live at the peak, the peak layer, and what it reads."""
+    return ({t.name for t in prof.live_at_peak()} | {prof.peak_layer.name}
+            | set(prof.peak_layer.inputs))
+
+
 def _candidates(mod: tvm.IRModule, prof: MemoryProfile) -> list[Region]:
     """Regions that hold a tensor live at the peak (or read one as their source)."""
-    live = {t.name for t in prof.live_at_peak()} | {prof.peak_layer.name}
-    live |= set(prof.peak_layer.inputs)
+    live = _live_names(prof)
     out, seen = [], set()
     for region in find_regions(mod["main"]):
         names = {v.name for v in region.vars} | {getattr(region.source, "name", "")}
@@ -80,8 +85,7 @@ def _candidates(mod: tvm.IRModule, prof: MemoryProfile) -> list[Region]:
 def _families(mod: tvm.IRModule, prof: MemoryProfile) -> list[GroupFamily]:
     """Families of channel groups (:mod:`.split_channels`) one of which holds a tensor
     live at the peak: the same group in every H-tile of a region is split at once."""
-    live = {t.name for t in prof.live_at_peak()} | {prof.peak_layer.name}
-    live |= set(prof.peak_layer.inputs)
+    live = _live_names(prof)
     out = []
     for family in group_families(mod["main"]):
         for group in family.groups:
