@@ -34,9 +34,7 @@ from tvm import relax
 
 from ..lowering.pipeline import SPLIT_SUM_MARK
 from .regions import bindings, use_counts
-from .tiling import _POOLS, _UNARY, _is_const, window_of
-
-_CONV = "relax.nn.conv2d"
+from .tiling import _CONV, _POOLS, _UNARY, _ints, _is_const, _out_dtype, window_of
 
 
 class SplitRefused(ValueError):
@@ -65,10 +63,6 @@ class ChannelGroup:
         return self.vars[0]
 
     @property
-    def sink(self) -> relax.Var:  # same name as a tiling region's output, for reports
-        return self.vars[-1]
-
-    @property
     def key(self) -> tuple[str, int]:
         """(fan-in name, member count): names a group across rebuilds of a module."""
         return (self.fan_in.name, len(self.vars))
@@ -86,10 +80,6 @@ class ChannelGroup:
 
 #: The tile number :mod:`.tile_region` puts into the names of a tile's bindings.
 _TILE_NUMBER = re.compile(r"_t\d+_")
-
-
-def _ints(values) -> list[int]:
-    return [int(v) for v in values]
 
 
 def _const_conv(call) -> bool:
@@ -200,8 +190,26 @@ class GroupFamily:
     def key(self) -> tuple[str, int]:
         return self.groups[0].family
 
-    def __getattr__(self, name):  # head, sink, vars, channels, by_branch: the first group's
-        return getattr(self.groups[0], name)
+    # What the search and its decisions read: the same for every group of the family.
+    @property
+    def head(self) -> relax.Var:
+        return self.groups[0].head
+
+    @property
+    def vars(self) -> tuple:
+        return self.groups[0].vars
+
+    @property
+    def channels(self) -> int:
+        return self.groups[0].channels
+
+    @property
+    def part_bounds(self) -> tuple[int, ...]:
+        return self.groups[0].part_bounds
+
+    @property
+    def by_branch(self) -> bool:
+        return self.groups[0].by_branch
 
 
 def group_families(func: relax.Function) -> list[GroupFamily]:
@@ -236,11 +244,9 @@ def _const_slice(const, axis: int, c0: int, c1: int):
 
 def _conv(call, data, weight, groups: int):
     a = call.attrs
-    out_dtype = a.out_dtype
-    out_dtype = None if out_dtype is None or str(out_dtype) in ("", "void") else str(out_dtype)
     return relax.op.nn.conv2d(data, weight, strides=_ints(a.strides), padding=_ints(a.padding),
                               dilation=_ints(a.dilation), groups=groups, data_layout="NCHW",
-                              kernel_layout="OIHW", out_layout="NCHW", out_dtype=out_dtype)
+                              kernel_layout="OIHW", out_layout="NCHW", out_dtype=_out_dtype(a))
 
 
 def _sliced(call, data, c0: int, c1: int, channels: int):
