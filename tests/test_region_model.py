@@ -6,7 +6,7 @@ from tvm import relax
 from tvm_memflat.analysis.memory_profile import profile
 from tvm_memflat.transform import find_chains, tile_chain
 from tvm_memflat.transform.region_model import RegionModel
-from tvm_memflat.transform.regions import sub_chains
+from tvm_memflat.transform.regions import find_regions, sub_chains
 
 from . import graphs
 
@@ -64,3 +64,22 @@ def test_estimate_matches_the_full_profile(make):
                 assert est.peak_bytes <= full.peak_bytes * 1.25
                 checked += 1
     assert checked >= 2
+
+
+@pytest.mark.parametrize("make", [_pooled_chain, graphs.chain])
+def test_cannot_lower_exactly_when_no_tiling_lowers_the_peak(make):
+    # cannot_lower is decided without profiling the region on its own: it must agree
+    # with what the tiled modules' full profiles say.
+    mod = make()
+    base = profile(mod, with_tvm=False)
+    verdicts = []
+    for region in find_regions(mod["main"]):
+        model = RegionModel(mod, region, base, tile_chain)
+        verdicts.append(model.cannot_lower)
+        lowered = any(profile(tile_chain(mod, region, t), with_tvm=False).peak_bytes
+                      < base.peak_bytes for t in (2, 4))
+        if model.cannot_lower:
+            assert not lowered, region.key
+            assert model._local is None  # decided before the costly local profile
+    # both kinds occur: a one-op region beside the peak, and the whole chain at it
+    assert set(verdicts) == {True, False}

@@ -72,6 +72,23 @@ def test_more_slices_leave_less_live():
     assert peaks[0] > peaks[1] == peaks[2] == 4 * 4 * 16 * 16 * 4
 
 
+@pytest.mark.parametrize("make", [_inverted_residual, _fire_then_squeeze])
+def test_the_split_floor_never_exceeds_a_splits_real_peak(make):
+    # the pass skips profiling a split whose floor cannot beat its best tiling: the
+    # floor must be a true lower bound, and below the peak when the split helps
+    from tvm_memflat.transform.flatten_memory_peaks import _split_floor
+
+    mod = make()
+    prof = profile(mod, with_tvm=False)
+    helped = 0
+    for family in group_families(mod["main"]):
+        parts = len(family.part_bounds) - 1 if family.by_branch else 4
+        after = profile(split_channels(mod, family, parts), with_tvm=False)
+        assert _split_floor(prof, family) <= after.peak_bytes
+        helped += after.peak_bytes < prof.peak_bytes
+    assert helped
+
+
 @pytest.mark.parametrize("pooled", [True, False])
 def test_fire_split_by_branch_is_exact_and_never_builds_the_concat(pooled):
     mod = _fire_then_squeeze(pooled=pooled)

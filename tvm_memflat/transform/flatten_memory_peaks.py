@@ -64,10 +64,20 @@ class Decision:
                 f"into {self.tiles} H-tiles ({self.halo} halos)")
 
 
+def _tensor_names(prof: MemoryProfile, tensor) -> set[str]:
+    """``tensor``'s name and the bindings its layer computes (a fused layer is named
+    after its first binding, e.g. ``e1`` for ``e1`` + ``e1_relu``)."""
+    row = prof.layers[tensor.producer] if 0 <= tensor.producer < len(prof.layers) else None
+    return {tensor.name} | ({m.name for m in row.members} if row is not None else set())
+
+
 def _live_names(prof: MemoryProfile) -> set[str]:
-    """Tensors live at the peak, the peak layer, and what it reads."""
-    return ({t.name for t in prof.live_at_peak()} | {prof.peak_layer.name}
-            | set(prof.peak_layer.inputs))
+    """Tensors live at the peak (with the bindings that compute them), the peak
+    layer, and what it reads."""
+    names = {prof.peak_layer.name} | set(prof.peak_layer.inputs)
+    for t in prof.live_at_peak():
+        names |= _tensor_names(prof, t)
+    return names
 
 
 def _candidates(mod: tvm.IRModule, prof: MemoryProfile) -> list[Region]:
@@ -82,20 +92,30 @@ def _candidates(mod: tvm.IRModule, prof: MemoryProfile) -> list[Region]:
     return out
 
 
+def _family_names(family: GroupFamily) -> set[str]:
+    """Names of the tensors a split of ``family`` narrows (a concat's parts included)."""
+    names = set()
+    for group in family.groups:
+        names |= {v.name for v in group.vars}
+        if group.by_branch:
+            names |= {p.name for p in group.calls[0].args[0].fields}
+    return names
+
+
 def _families(mod: tvm.IRModule, prof: MemoryProfile) -> list[GroupFamily]:
     """Families of channel groups (:mod:`.split_channels`) one of which holds a tensor
     live at the peak: the same group in every H-tile of a region is split at once."""
     live = _live_names(prof)
-    out = []
-    for family in group_families(mod["main"]):
-        for group in family.groups:
-            names = {v.name for v in group.vars}
-            if group.by_branch:
-                names |= {p.name for p in group.calls[0].args[0].fields}
-            if names & live:
-                out.append(family)
-                break
-    return out
+    return [f for f in group_families(mod["main"]) if _family_names(f) & live]
+
+
+def _split_floor(prof: MemoryProfile, family: GroupFamily) -> int:
+    """A floor for the peak after splitting ``family``: the peak without the family's
+    tensors live at it. A split only narrows those; everything else live at the peak
+    stays live while the split group runs. Used to skip profiling hopeless splits."""
+    names = _family_names(family)
+    return prof.peak_bytes - sum(t.bytes for t in prof.live_at_peak()
+                                 if _tensor_names(prof, t) & names)
 
 
 @dataclass(frozen=True)
@@ -147,6 +167,8 @@ def _evaluate_region(mod, region, base, mac_limit, tile_counts, halo) -> list[Ev
     """
     model = RegionModel(mod, region, base,
                         lambda m, r, t: tile_region(m, r, t, halo))
+    if model.cannot_lower:
+        return []
     out, last_peak = [], None
     rows = height(region.sink)
     counts = sorted({min(t, rows) for t in tile_counts} - {0, 1})  # >= 1 row per tile
@@ -251,7 +273,14 @@ def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OV
             for region in top[:AUTO_RECOMPUTE_REGIONS]:
                 evaluated += _evaluate_region(mod, region, prof, mac_limit, tile_counts,
                                               modes[0])
+        # a split is profiled in full, so skip those that cannot beat the best tiling
+        floor = min((e.peak_bytes for e in evaluated if e.macs <= mac_limit),
+                    default=prof.peak_bytes)
         for family in _families(mod, prof) if splits else ():
+            if _split_floor(prof, family) > floor:
+                logger.debug("FlattenMemoryPeaks: split of %s skipped: cannot beat %d B",
+                             family.key[0], floor)
+                continue
             evaluated += _evaluate_family(mod, family, mac_limit)
         if on_round is not None:
             on_round(tuple(path), evaluated)

@@ -54,9 +54,21 @@ class RegionModel:
         if self.exact_only:
             return
         self.first, self.last = min(steps), max(steps)
+        outside = [b for i, b in enumerate(base.live_bytes) if not self.first <= i <= self.last]
+        self.outside_peak = max(outside, default=0)
+        self._local = None  # built on the first estimate (see :attr:`cannot_lower`)
+
+    @property
+    def cannot_lower(self) -> bool:
+        """The base peak lies outside the region: no tiling of it can lower the peak
+        (checked before the region is profiled on its own, which is the costly part)."""
+        return not self.exact_only and self.outside_peak >= self.base.peak_bytes
+
+    def _build_local(self):
+        base = self.base
         source = self._source_tensor()
         outlives = source is not None and source.last > self.last
-        self.local, self.local_region = _region_module(region, keep_source=outlives)
+        self.local, self.local_region = _region_module(self.region, keep_source=outlives)
         self.local_base = profile(self.local, with_tvm=False)
         across = 0
         for s in range(self.first, self.last + 1):
@@ -65,8 +77,7 @@ class RegionModel:
                 if t.view_of is None and t.first <= s <= t.last and t is not source
                 and not self.first <= t.producer <= self.last))
         self.across_bytes = across
-        outside = [b for i, b in enumerate(base.live_bytes) if not self.first <= i <= self.last]
-        self.outside_peak = max(outside, default=0)
+        self._local = True
 
     def _source_tensor(self):
         src, base = self.region.source, self.base
@@ -82,6 +93,8 @@ class RegionModel:
         if self.exact_only:
             p = profile(self._tile_fn(self.mod, self.region, tiles), with_tvm=False)
             return RegionEstimate(p.peak_bytes, p.macs)
+        if self._local is None:
+            self._build_local()
         tiled = profile(self._tile_fn(self.local, self.local_region, tiles), with_tvm=False)
         peak = max(self.outside_peak, tiled.peak_bytes + self.across_bytes)
         return RegionEstimate(peak, self.base.macs - self.local_base.macs + tiled.macs)
