@@ -3,8 +3,9 @@
 
 CI runs the two hypothesis tests of ``tests/test_flatten_memory_peaks.py`` with 200
 examples each: random conv/pool chains, and random CNN DAGs (adds, concats,
-depthwise convs, odd sizes, recomputed or cached halos), every example tiled,
-compiled on llvm and compared with the original (max abs error <= 1e-4 x max |ref|).
+depthwise convs, odd sizes, recomputed or cached halos), every example tiled
+along H or W (drawn), compiled on llvm and compared with the original (max abs
+error <= 1e-4 x max |ref|).
 This script runs the same tests with ``--examples`` each (default 1000) and
 prints and writes how many ran, how long it took, and whether all passed.
 

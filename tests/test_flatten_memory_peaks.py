@@ -1,4 +1,4 @@
-"""FlattenMemoryPeaks and H-tiling: exactness on llvm, peak reduction, refusals."""
+"""FlattenMemoryPeaks and H-/W-tiling: exactness on llvm, peak reduction, refusals."""
 
 import os
 
@@ -13,7 +13,8 @@ from tvm_memflat import FlattenMemoryPeaks
 from tvm_memflat.analysis.memory_profile import profile
 from tvm_memflat.errors import MemflatError
 from tvm_memflat.transform import find_chains, tile_chain, tile_region
-from tvm_memflat.transform.regions import RegionIndex
+from tvm_memflat.transform.flatten_memory_peaks import flatten_peaks, replay
+from tvm_memflat.transform.regions import RegionIndex, find_regions
 from tvm_memflat.transform.tiling import TilingRefused
 
 from . import graphs
@@ -23,10 +24,22 @@ from .util import run_llvm
 PROPERTY_EXAMPLES = int(os.environ.get("MEMFLAT_PROPERTY_EXAMPLES", "200"))
 
 
-def _assert_same_function(before, after, seed=0):
+def _assert_same_function(before, after, seed=0, random_original=False):
+    """``after`` computes what ``before`` does on a random input (llvm builds).
+
+    With ``random_original`` (property tests), an original that TVM 0.27's own LLVM
+    codegen cannot build ("Instruction does not dominate all uses", e.g. some
+    average pools) has no reference to compare with: the example is skipped.
+    """
     shape = [int(d) for d in before["main"].params[0].ty.shape.values]
     x = np.random.default_rng(seed).standard_normal(shape).astype("float32")
-    ref, got = run_llvm(before, x), run_llvm(after, x)
+    try:
+        ref = run_llvm(before, x)
+    except tvm.error.InternalError as err:
+        if not random_original or "LLVM module verification failed" not in str(err):
+            raise
+        return
+    got = run_llvm(after, x)
     assert got.shape == ref.shape
     err = np.abs(got - ref).max()
     assert err <= 1e-4 * max(np.abs(ref).max(), 1e-6), err
@@ -151,6 +164,39 @@ def test_pass_with_halo_modes_is_exact(halo):
     _assert_same_function(mod, new)
 
 
+def _wide(h=4, w=96):
+    """A 4-row, 96-column input: too few rows for H-tiles to pay, plenty of columns."""
+    def body(bb, x, rng):
+        y = graphs.conv(bb, x, rng, 16, name="c1")
+        y = graphs.conv(bb, y, rng, 16, name="c2")
+        y = bb.emit(relax.op.nn.max_pool2d(y, pool_size=2, strides=2), "pool")
+        return graphs.conv(bb, y, rng, 4, k=1, name="head")
+    return graphs._net(body, in_shape=(1, 4, h, w))
+
+
+def test_w_tiles_pay_on_a_wide_input_in_the_model_and_in_tvm():
+    mod = _wide()
+    h_only, _ = flatten_peaks(mod, w_tiles=False)
+    new, decisions = flatten_peaks(mod)
+    assert decisions[0].axis == "W" and "W-tiles" in decisions[0].describe
+    before, after, h_after = profile(mod), profile(new), profile(h_only)
+    assert after.peak_bytes < 0.5 * h_after.peak_bytes < before.peak_bytes
+    assert after.macs == before.macs  # cached halos along W
+    assert after.tvm.planned_storage_bytes < 0.5 * h_after.tvm.planned_storage_bytes
+    _assert_same_function(mod, new)
+    # the recorded steps name the axis, and replay rebuilds the same module
+    steps = [(d.region_output, d.region_ops, d.tiles, d.halo, d.axis) for d in decisions]
+    tvm.ir.assert_structural_equal(replay(mod, steps), new)
+
+
+def test_square_regions_are_not_w_tiled_because_they_mirror_h():
+    from tvm_memflat.transform.flatten_memory_peaks import _mirrored
+
+    mod = _downsampling_net()
+    assert all(_mirrored(r) for r in find_regions(mod["main"]))
+    assert not any(_mirrored(r) for r in find_regions(_wide()["main"]))
+
+
 def test_bad_options_are_clear_errors():
     with pytest.raises(MemflatError, match="halo must be"):
         FlattenMemoryPeaks(halo="sometimes")
@@ -190,38 +236,51 @@ def random_chain(draw):
         else:
             specs.append(dict(kind=kind))
     tiles = draw(st.integers(2, 9))
-    return (c, h, w, seed, specs), tiles
+    return (c, h, w, seed, specs, draw(AXIS)), tiles
 
 
-def _random_conv(rng, x, ch, sp, depthwise):
-    """A conv on ``x`` (``ch`` channels) as drawn in ``sp`` (k, s, d, pt, pb, cout), kernel
-    and stride along H only, W padded to keep its size for odd kernels; and its channels."""
+#: The tiled axis of a property example: H (2) or W (3). Drawn along W, a graph is
+#: built transposed (its strides, dilations and asymmetric pads act along W).
+AXIS = st.sampled_from([2, 3])
+
+
+def _hw(axis, along, other):
+    """(H, W) values: ``along`` on the tiled ``axis``, ``other`` on the other one."""
+    return (along, other) if axis == 2 else (other, along)
+
+
+def _random_conv(rng, x, ch, sp, depthwise, axis=2):
+    """A conv on ``x`` (``ch`` channels) as drawn in ``sp`` (k, s, d, pt, pb, cout), stride,
+    dilation and asymmetric pads along ``axis`` only, the other axis padded to keep
+    its size for odd kernels; and its channels."""
     groups = ch if depthwise else 1
     cout = ch if depthwise else sp["cout"]
     wt = relax.const(rng.standard_normal(
         (cout, ch // groups, sp["k"], sp["k"])).astype("float32") * 0.5)
     pw = sp["k"] // 2
-    call = relax.op.nn.conv2d(x, wt, strides=(sp["s"], 1), padding=(sp["pt"], pw, sp["pb"], pw),
-                              dilation=(sp["d"], 1), groups=groups)
+    (p0, p1), (p2, p3) = _hw(axis, sp["pt"], pw), _hw(axis, sp["pb"], pw)
+    call = relax.op.nn.conv2d(x, wt, strides=_hw(axis, sp["s"], 1), padding=(p0, p1, p2, p3),
+                              dilation=_hw(axis, sp["d"], 1), groups=groups)
     return call, cout
 
 
-def _build_chain(c, h, w, seed, specs):
+def _build_chain(c, h, w, seed, specs, axis=2):
     rng = np.random.default_rng(seed)
     bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((1, c, h, w), "float32"))
+    x = relax.Var("x", relax.TensorType((1, c, *_hw(axis, h, w)), "float32"))
     with bb.function("main", [x]):
         with bb.dataflow():
             y, ch = x, c
             for i, sp in enumerate(specs):
                 if sp["kind"] == "conv":
-                    call, ch = _random_conv(rng, y, ch, sp, sp["depthwise"])
+                    call, ch = _random_conv(rng, y, ch, sp, sp["depthwise"], axis)
                 elif sp["kind"] in ("maxpool", "avgpool"):
                     op = relax.op.nn.max_pool2d if sp["kind"] == "maxpool" \
                         else relax.op.nn.avg_pool2d
                     kw = dict(count_include_pad=sp["cip"]) if sp["kind"] == "avgpool" else {}
-                    call = op(y, pool_size=(sp["k"], 1), strides=(sp["s"], 1),
-                              padding=(sp["p"], 0, sp["p"], 0), ceil_mode=sp["ceil"], **kw)
+                    pad = _hw(axis, sp["p"], 0)
+                    call = op(y, pool_size=_hw(axis, sp["k"], 1), strides=_hw(axis, sp["s"], 1),
+                              padding=(*pad, *pad), ceil_mode=sp["ceil"], **kw)
                 elif sp["kind"] == "bias":
                     call = relax.op.add(y, relax.const(
                         rng.standard_normal((1, ch, 1, 1)).astype("float32")))
@@ -253,13 +312,14 @@ PROPERTY = settings(max_examples=PROPERTY_EXAMPLES, deadline=None, derandomize=T
 @PROPERTY
 @given(random_chain())
 def test_property_random_chains_tile_exactly(case):
-    (c, h, w, seed, specs), tiles = case
-    mod = _built(_build_chain, c, h, w, seed, specs)
+    (c, h, w, seed, specs, axis), tiles = case
+    mod = _built(_build_chain, c, h, w, seed, specs, axis)
     if mod is None:
         return
     chains = find_chains(mod["main"])
     assert len(chains) == 1 and len(chains[0].vars) == len(specs)
-    _assert_same_function(mod, tile_chain(mod, chains[0], tiles), seed=seed)
+    _assert_same_function(mod, tile_region(mod, chains[0], tiles, "recompute", axis), seed=seed,
+                          random_original=True)
 
 
 # ------------------------------------------------------- property test on random DAGs
@@ -283,7 +343,7 @@ def random_dag(draw):
                         k=k, s=draw(st.sampled_from([1, 1, 2])), d=draw(st.sampled_from([1, 1, 2])),
                         pt=draw(st.integers(0, k - 1)), pb=draw(st.integers(0, k - 1)),
                         cout=draw(st.sampled_from([1, 2, 4])), ceil=draw(st.booleans())))
-    return (c, h, w, draw(st.integers(0, 2**16)), ops), draw(st.integers(2, 9)), \
+    return (c, h, w, draw(st.integers(0, 2**16)), ops, draw(AXIS)), draw(st.integers(2, 9)), \
         draw(st.sampled_from(["recompute", "cache"]))
 
 
@@ -291,10 +351,10 @@ def _shape(t):
     return [int(d) for d in t.ty.shape.values]
 
 
-def _build_dag(c, h, w, seed, ops):
+def _build_dag(c, h, w, seed, ops, axis=2):
     rng = np.random.default_rng(seed)
     bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((1, c, h, w), "float32"))
+    x = relax.Var("x", relax.TensorType((1, c, *_hw(axis, h, w)), "float32"))
     with bb.function("main", [x]):
         with bb.dataflow():
             ts = [x]
@@ -303,12 +363,13 @@ def _build_dag(c, h, w, seed, ops):
                 ch = _shape(a)[1]
                 kind = op["kind"]
                 if kind in ("conv", "dwconv"):
-                    call, _ = _random_conv(rng, a, ch, op, kind == "dwconv")
+                    call, _ = _random_conv(rng, a, ch, op, kind == "dwconv", axis)
                 elif kind in ("maxpool", "avgpool"):
                     k = min(op["k"], 3)
                     pool = relax.op.nn.max_pool2d if kind == "maxpool" else relax.op.nn.avg_pool2d
-                    call = pool(a, pool_size=(k, 1), strides=(op["s"], 1),
-                                padding=(k // 2, 0, k // 2, 0),
+                    pad = _hw(axis, k // 2, 0)
+                    call = pool(a, pool_size=_hw(axis, k, 1), strides=_hw(axis, op["s"], 1),
+                                padding=(*pad, *pad),
                                 ceil_mode=op["ceil"] and kind == "maxpool")
                 elif kind == "add":
                     call = relax.op.add(a, b if _shape(b) == _shape(a) else a)
@@ -333,8 +394,8 @@ def _build_dag(c, h, w, seed, ops):
 @given(random_dag())
 def test_property_random_dags_tile_exactly(case):
     """Every region of a random DAG that ends at its output, tiled, computes the same."""
-    (c, h, w, seed, ops), tiles, halo = case
-    mod = _built(_build_dag, c, h, w, seed, ops)
+    (c, h, w, seed, ops, axis), tiles, halo = case
+    mod = _built(_build_dag, c, h, w, seed, ops, axis)
     if mod is None:
         return
     index = RegionIndex(mod["main"])
@@ -344,7 +405,7 @@ def test_property_random_dags_tile_exactly(case):
     if not regions:  # the output reads two tensors that no single source feeds
         return
     try:
-        tiled = tile_region(mod, regions[-1], tiles, halo)
+        tiled = tile_region(mod, regions[-1], tiles, halo, axis)
     except TilingRefused:
         return
-    _assert_same_function(mod, tiled, seed=seed)
+    _assert_same_function(mod, tiled, seed=seed, random_original=True)

@@ -1,4 +1,5 @@
-"""Row arithmetic of H-tiles, without any model."""
+"""Row arithmetic of H- and W-tiles, without any model (the Relax calls below are only
+read for their attributes)."""
 
 import pytest
 from hypothesis import given, settings
@@ -140,3 +141,51 @@ def test_plans_cover_every_row_recompute_only_adds(h, windows, tiles, data):
         assert all(b[0] == a[1] + 1 for a, b in zip(rows, rows[1:], strict=False))
         assert rows[0][0] == 0 and sum(hi - lo + 1 for lo, hi in rows) <= heights[j + 1]
         assert sum(1 for c in recompute.compute if c[j] is not None) >= len(rows)
+
+
+def _call(make, shape=(1, 4, 10, 12)):
+    from tvm import relax
+
+    x = relax.Var("x", relax.TensorType(shape, "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("f", [x]):
+        y = bb.emit(make(x))
+        bb.emit_func_output(y)
+    return bb.get()["f"].body.blocks[0].bindings[0].value
+
+
+def test_windows_are_read_per_axis():
+    import numpy as np
+    from tvm import relax
+
+    from tvm_memflat.transform.tiling import H_AXIS, W_AXIS, same_along_h_and_w, window_of
+
+    w17 = relax.const(np.zeros((4, 4, 1, 7), "float32"))
+    conv = _call(lambda x: relax.op.nn.conv2d(x, w17, strides=(1, 2), padding=(0, 3, 0, 2),
+                                              dilation=(1, 2)))
+    assert window_of(conv, H_AXIS)[0] == Window(1, 1, 1, 0, 0)
+    assert window_of(conv, W_AXIS)[0] == Window(7, 2, 2, 3, 2)
+    pool = _call(lambda x: relax.op.nn.max_pool2d(x, pool_size=(2, 3), strides=(2, 1),
+                                                  padding=(1, 0, 0, 1)))
+    assert window_of(pool, H_AXIS)[0] == Window(2, 2, 1, 1, 0)
+    assert window_of(pool, W_AXIS)[0] == Window(3, 1, 1, 0, 1)
+    assert not same_along_h_and_w(conv) and not same_along_h_and_w(pool)
+    w33 = relax.const(np.zeros((4, 4, 3, 3), "float32"))
+    square = _call(lambda x: relax.op.nn.conv2d(x, w33, padding=1), shape=(1, 4, 9, 9))
+    assert same_along_h_and_w(square)
+
+
+def test_a_concat_along_the_tiled_axis_is_refused():
+    from tvm import relax
+
+    from tvm_memflat.transform.tiling import H_AXIS, W_AXIS, row_inputs
+
+    def cat(axis):
+        def make(x):
+            return relax.op.concat([x, x], axis=axis)
+        return make
+
+    along_w = _call(cat(3))
+    assert row_inputs(along_w, W_AXIS) is None and len(row_inputs(along_w, H_AXIS)) == 2
+    along_h = _call(cat(2))
+    assert row_inputs(along_h, H_AXIS) is None and len(row_inputs(along_h, W_AXIS)) == 2

@@ -271,8 +271,8 @@ def cmd_optimize(args) -> int:
         new, result = tune(mod, spec=spec, latency_budget=budget, model=label,
                            measure=args.measure, rpc=rpc, parallel=args.parallel,
                            use_cache=not args.no_cache, progress=progress)
-        steps = [f"tiled {ops} ops ending at {out} into {tiles} H-tiles ({halo} halos)"
-                 for out, ops, tiles, halo in map(step_parts, result.chosen.path)]
+        steps = [f"tiled {ops} ops ending at {out} into {tiles} {axis}-tiles ({halo} halos)"
+                 for out, ops, tiles, halo, axis in map(step_parts, result.chosen.path)]
     else:
         progress("flattening memory peaks ...")
         new = pass_(mod)
@@ -375,7 +375,7 @@ def _finish_optimize(args, mod, new, label, spec, config, pass_, result, steps, 
     report = {"config": {k: str(v) for k, v in config.items()}, "before": b, "after": a,
               "max_abs_error": err, "max_abs_reference": ref, "pass_s": round(pass_s, 2),
               "decisions": [vars(d) for d in pass_.decisions] if result is None else
-              [dict(zip(("region_output", "region_ops", "tiles", "halo"), step_parts(s),
+              [dict(zip(("region_output", "region_ops", "tiles", "halo", "axis"), step_parts(s),
                         strict=True)) for s in result.chosen.path]}
     if result is not None:
         report["tuner"] = result.to_dict()

@@ -3,10 +3,14 @@
 The pass profiles the module (:func:`tvm_memflat.analysis.memory_profile.profile`)
 and, round after round, rewrites what holds the tensors live at the peak:
 
-* **H-tiling** of single-entry regions of tileable ops (:mod:`.regions`: chains,
-  and DAGs with residual adds and channel concats inside; :mod:`.tile_region`):
-  each tile computes a band of the region's output rows from the source rows it
-  needs, with its own border padding, and halos either recomputed or cached;
+* **H- and W-tiling** of single-entry regions of tileable ops (:mod:`.regions`:
+  chains, and DAGs with residual adds and channel concats inside;
+  :mod:`.tile_region`): each tile computes a band of the region's output rows
+  (or columns) from the source rows it needs, with its own border padding, and
+  halos either recomputed or cached. W-tiles are tried on the regions H-tiles did
+  best on, unless the region maps W exactly as H (square tensors, same windows):
+  they pay on wide inputs and on 1x7 or 7x1 convs (no halo along one axis, six
+  rows along the other), and are kept where they give the lower peak;
 * **channel splits** of widening groups (:mod:`.split_channels`): an inverted
   residual block over its expanded channels, or a fire/inception concat by
   branch, with the partial fan-in convs accumulated.
@@ -14,8 +18,6 @@ and, round after round, rewrites what holds the tensors live at the peak:
 It keeps a rewrite only if the modelled peak drops and the MAC overhead stays
 within the limit, and repeats on the new peak. Every rewrite is exact; what
 cannot be rewritten exactly is left alone (and logged), never approximated.
-
-Not done: W tiling; see the issue notes.
 """
 
 from __future__ import annotations
@@ -30,7 +32,15 @@ from .region_model import RegionModel
 from .regions import Region, RegionIndex, find_regions
 from .split_channels import GroupFamily, SplitRefused, group_families, split_channels
 from .tile_region import tile_region
-from .tiling import HALO_MODES, TilingRefused, height
+from .tiling import (
+    AXES,
+    H_AXIS,
+    HALO_MODES,
+    TilingRefused,
+    axis_name,
+    height,
+    same_along_h_and_w,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +64,7 @@ class Decision:
     peak_after: int
     macs_after: int
     source: str = ""
+    axis: str = "H"  # "H" or "W" for tilings, "C" for channel splits
 
     @property
     def describe(self) -> str:
@@ -61,7 +72,7 @@ class Decision:
             return (f"split {self.region_ops} ops from {self.source} to {self.region_output} "
                     f"into {self.tiles} channel slices (partial convs summed)")
         return (f"tiled {self.region_ops} ops from {self.source} to {self.region_output} "
-                f"into {self.tiles} H-tiles ({self.halo} halos)")
+                f"into {self.tiles} {self.axis}-tiles ({self.halo} halos)")
 
 
 def _tensor_names(prof: MemoryProfile, tensor) -> set[str]:
@@ -137,40 +148,50 @@ class Evaluated:
     #: (a split into more slices that leaves the module's peak elsewhere unchanged
     #: still frees more for the rounds after).
     local_peak: int = 0
+    axis: int = H_AXIS  # NCHW axis of a tiling
 
     @property
-    def step(self) -> tuple[str, int, int, str]:
-        """What to replay: (region output, region ops, tiles, halo)."""
-        return (*self.region.key, self.tiles, self.halo)
+    def axis_name(self) -> str:
+        return "C" if self.halo == CHANNELS else axis_name(self.axis)
+
+    @property
+    def step(self) -> tuple[str, int, int, str, str]:
+        """What to replay: (region output, region ops, tiles, halo, axis)."""
+        return (*self.region.key, self.tiles, self.halo, self.axis_name)
 
     def apply(self, mod: tvm.IRModule) -> tvm.IRModule:
         """``mod`` with this rewrite."""
         if self.halo == CHANNELS:
             return split_channels(mod, self.region, self.tiles)
-        return tile_region(mod, self.region, self.tiles, self.halo)
+        return tile_region(mod, self.region, self.tiles, self.halo, self.axis)
 
 
-def step_parts(step) -> tuple[str, int, int, str]:
-    """(region output, region ops, tiles, halo) of a replay step; steps recorded
-    before cached halos existed have three parts and were recomputed. A channel
-    split's step is (fan-in, group ops, slices, "channels")."""
+def step_parts(step) -> tuple[str, int, int, str, str]:
+    """(region output, region ops, tiles, halo, axis) of a replay step. Steps recorded
+    before cached halos existed have three parts and were recomputed; before W-tiles,
+    four parts and tiled along H. A channel split's step is (fan-in, group ops,
+    slices, "channels", "C")."""
     output, ops, tiles = step[:3]
-    return output, ops, tiles, step[3] if len(step) > 3 else "recompute"
+    halo = step[3] if len(step) > 3 else "recompute"
+    axis = step[4] if len(step) > 4 else ("C" if halo == CHANNELS else "H")
+    return output, ops, tiles, halo, axis
 
 
-def _evaluate_region(mod, region, base, mac_limit, tile_counts, halo) -> list[Evaluated]:
-    """Estimate ``region`` tiled ``tile_counts`` ways with ``halo``, in increasing order.
+def _evaluate_region(mod, region, base, mac_limit, tile_counts, halo,
+                     axis: int = H_AXIS) -> list[Evaluated]:
+    """Estimate ``region`` tiled ``tile_counts`` ways along ``axis`` with ``halo``, in
+    increasing order.
 
     More tiles only add recompute (or, cached, more carried halos), so the search
     stops at the first count over the MAC limit, or once the peak has started to
     drop and then stops dropping (a count may need to be large before it moves).
     """
     model = RegionModel(mod, region, base,
-                        lambda m, r, t: tile_region(m, r, t, halo))
+                        lambda m, r, t: tile_region(m, r, t, halo, axis))
     if model.cannot_lower:
         return []
     out, last_peak = [], None
-    rows = height(region.sink)
+    rows = height(region.sink, axis)
     counts = sorted({min(t, rows) for t in tile_counts} - {0, 1})  # >= 1 row per tile
     for tiles in counts:
         if tiles > 2 and tiles * len(region.vars) > MAX_TILED_OPS:
@@ -178,10 +199,10 @@ def _evaluate_region(mod, region, base, mac_limit, tile_counts, halo) -> list[Ev
         try:
             est = model.estimate(tiles)
         except TilingRefused as err:
-            logger.debug("FlattenMemoryPeaks: %s in %d tiles refused: %s",
-                         region.sink.name, tiles, err)
+            logger.debug("FlattenMemoryPeaks: %s in %d %s-tiles refused: %s",
+                         region.sink.name, tiles, axis_name(axis), err)
             break
-        out.append(Evaluated(region, tiles, est.peak_bytes, est.macs, halo))
+        out.append(Evaluated(region, tiles, est.peak_bytes, est.macs, halo, axis=axis))
         if est.macs > mac_limit:
             break
         if last_peak is not None and last_peak < base.peak_bytes and est.peak_bytes >= last_peak:
@@ -218,6 +239,22 @@ MAX_TILED_OPS = 1024
 #: With ``halo="auto"``, recomputed halos are tried on this many of the regions that
 #: did best with cached ones (cached halos never add MACs, so they are tried first).
 AUTO_RECOMPUTE_REGIONS = 4
+#: W-tiles are tried on this many of the regions that did best with H-tiles.
+W_REGIONS = 4
+
+
+def _best_regions(regions, evaluated) -> list:
+    """``regions`` by their lowest estimated peak so far (unestimated ones last)."""
+    best: dict = {}
+    for e in evaluated:
+        best[e.region.key] = min(best.get(e.region.key, e.peak_bytes), e.peak_bytes)
+    return sorted(regions, key=lambda r: best.get(r.key, 1 << 62))
+
+
+def _mirrored(region: Region) -> bool:
+    """``region`` maps W exactly as H (square tensors, same windows along both)."""
+    shape = [int(v) for v in region.source.ty.shape.values]
+    return shape[2] == shape[3] and all(same_along_h_and_w(c) for c in region.calls)
 
 
 def _halo_modes(halo: str) -> tuple[str, ...]:
@@ -227,11 +264,13 @@ def _halo_modes(halo: str) -> tuple[str, ...]:
 def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OVERHEAD,
                   memory_budget: int | None = None, max_rounds: int = 8,
                   tile_counts=TILE_COUNTS, halo: str = "auto", splits: bool = True,
-                  on_round=None, progress=None) -> tuple[tvm.IRModule, list[Decision]]:
+                  w_tiles: bool = True, on_round=None,
+                  progress=None) -> tuple[tvm.IRModule, list[Decision]]:
     """Greedily tile the regions at the peak while the peak drops within the MAC limit.
 
     Each round estimates every candidate region, tile count and halo mode with
-    the region model, then profiles the best estimates in full (up to
+    the region model (H-tiles on every region, W-tiles on the :data:`W_REGIONS`
+    that did best along H), then profiles the best estimates in full (up to
     :data:`VERIFY_TRIES`) and accepts the first whose real peak drops within the
     MAC limit. Ties in peak go to fewer MACs, so ``auto`` picks cached halos
     where they save recompute at no cost in memory.
@@ -244,6 +283,8 @@ def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OV
     splits
         Also search channel splits (:mod:`.split_channels`); the tuner searches
         tilings only.
+    w_tiles
+        Also try W-tiles (on the regions H-tiles did best on).
     on_round
         Optional ``on_round(path, evaluated)`` called once per round with the
         replay steps accepted so far and every candidate estimated in that round
@@ -266,13 +307,15 @@ def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OV
         for region in regions:
             evaluated += _evaluate_region(mod, region, prof, mac_limit, tile_counts, modes[-1])
         if len(modes) > 1:  # auto: recompute on the regions cached halos did best on
-            best: dict = {}
-            for e in evaluated:
-                best[e.region.key] = min(best.get(e.region.key, e.peak_bytes), e.peak_bytes)
-            top = sorted(regions, key=lambda r: best.get(r.key, 1 << 62))
-            for region in top[:AUTO_RECOMPUTE_REGIONS]:
+            for region in _best_regions(regions, evaluated)[:AUTO_RECOMPUTE_REGIONS]:
                 evaluated += _evaluate_region(mod, region, prof, mac_limit, tile_counts,
                                               modes[0])
+        for region in _best_regions(regions, evaluated)[:W_REGIONS] if w_tiles else ():
+            if _mirrored(region):
+                continue  # its W-tiles would only repeat its H-tiles' estimates
+            for mode in dict.fromkeys(e.halo for e in evaluated if e.region is region):
+                evaluated += _evaluate_region(mod, region, prof, mac_limit, tile_counts,
+                                              mode, AXES["W"])
         # a split is profiled in full, so skip those that cannot beat the best tiling
         floor = min((e.peak_bytes for e in evaluated if e.macs <= mac_limit),
                     default=prof.peak_bytes)
@@ -302,7 +345,8 @@ def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OV
         region = best.region
         start = region.head if best.halo == CHANNELS else region.source
         decision = Decision(region.key[0], len(region.vars), best.tiles, best.halo,
-                            prof.peak_bytes, p.peak_bytes, p.macs, getattr(start, "name", ""))
+                            prof.peak_bytes, p.peak_bytes, p.macs, getattr(start, "name", ""),
+                            best.axis_name)
         decisions.append(decision)
         path.append(best.step)
         logger.info("FlattenMemoryPeaks: %s: peak %d -> %d B", decision.describe,
@@ -320,7 +364,7 @@ def replay(mod: tvm.IRModule, steps) -> tvm.IRModule:
     Used to rebuild a tuned module from its cached decisions without searching.
     """
     for step in steps:
-        output, length, tiles, halo = step_parts(step)
+        output, length, tiles, halo, axis = step_parts(step)
         if halo == CHANNELS:
             family = next((f for f in group_families(mod["main"])
                            if f.key == (output, length)), None)
@@ -340,7 +384,7 @@ def replay(mod: tvm.IRModule, steps) -> tvm.IRModule:
 
             raise MemflatError(f"cannot replay tiling step {output!r} ({length} ops, "
                                f"{tiles} tiles): no such region in the module")
-        mod = tile_region(mod, match, tiles, halo)
+        mod = tile_region(mod, match, tiles, halo, AXES[axis])
     return mod
 
 

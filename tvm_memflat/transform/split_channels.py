@@ -79,7 +79,7 @@ class ChannelGroup:
 
 
 #: The tile number :mod:`.tile_region` puts into the names of a tile's bindings.
-_TILE_NUMBER = re.compile(r"_t\d+_")
+_TILE_NUMBER = re.compile(r"_[tw]\d+_")
 
 
 def _const_conv(call) -> bool:

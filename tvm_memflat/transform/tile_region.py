@@ -1,14 +1,15 @@
-"""Rewrite one region into H-tiles: exact, with recomputed or cached halos.
+"""Rewrite one region into H- or W-tiles: exact, with recomputed or cached halos.
 
-Each tile computes a band of the sink's output rows. Every member computes the
+Each tile computes a band of the sink's output rows (along W: columns; every
+name below that says "rows" means positions along the tiled axis). Every member computes the
 rows the tile needs (:func:`.tiling.plan_tiles`): with ``recompute`` a tile
 slices the source rows it needs and computes everything from them, so rows in
 the overlap of two tiles are computed twice; with ``cache`` a tile computes only
 rows no earlier tile did, and the rows a later tile reads again are carried over
 as a small slice (the cached halo), so nothing is computed twice. Border tiles
 keep the op's own padding, interior tiles read real rows instead, so the result
-is exactly the original's. The sink's tiles are concatenated along H into the
-sink's tensor; :mod:`tvm_memflat.lowering.concat_in_place` later makes each tile
+is exactly the original's. The sink's tiles are concatenated along the axis into
+the sink's tensor; :mod:`tvm_memflat.lowering.concat_in_place` later makes each tile
 write straight into its slice of it.
 """
 
@@ -18,48 +19,69 @@ import tvm
 from tvm import relax
 
 from .regions import Region
-from .tiling import RowNode, TilePlan, height, plan_tiles, row_inputs, with_inputs
+from .tiling import (
+    H_AXIS,
+    RowNode,
+    TilePlan,
+    TilingRefused,
+    axis_name,
+    height,
+    plan_tiles,
+    row_inputs,
+    with_inputs,
+)
+
+#: The tile-number tag in the names of a tile's bindings, per axis: ``conv_t3_5`` is
+#: member 5 in H-tile 3, ``conv_w1_0`` member 0 in W-tile 1.
+TILE_TAG = {"H": "t", "W": "w"}
 
 
-def _slice_rows(expr, lo: int, hi: int):
-    """Rows ``[lo, hi]`` of ``expr`` (relative to its first row)."""
-    return relax.op.strided_slice(expr, axes=[2], begin=[lo], end=[hi + 1])
+def _slice_rows(expr, lo: int, hi: int, axis: int = H_AXIS):
+    """Rows ``[lo, hi]`` along ``axis`` of ``expr`` (relative to its first row)."""
+    return relax.op.strided_slice(expr, axes=[axis], begin=[lo], end=[hi + 1])
 
 
-def row_nodes(region: Region) -> list[RowNode]:
-    """The region as :class:`RowNode` records (inputs by member index, -1 = source)."""
+def row_nodes(region: Region, axis: int = H_AXIS) -> list[RowNode]:
+    """The region as :class:`RowNode` records (inputs by member index, -1 = source).
+
+    Raises :class:`.tiling.TilingRefused` for a member that cannot be tiled along
+    ``axis`` (a concat along it)."""
     index = {v: j for j, v in enumerate(region.vars)}
     nodes = []
     for var, call in zip(region.vars, region.calls, strict=True):
         ins = []
-        for expr, window in row_inputs(call):
+        reads = row_inputs(call, axis)
+        if reads is None:
+            raise TilingRefused(f"{var.name} cannot be tiled along {axis_name(axis)}")
+        for expr, window in reads:
             if expr.same_as(region.source):
                 ins.append((-1, window))
             else:
                 ins.append((index[expr], window))
-        nodes.append(RowNode(height(var), tuple(ins)))
+        nodes.append(RowNode(height(var, axis), tuple(ins)))
     return nodes
 
 
-def region_plan(region: Region, tiles: int, halo: str = "recompute") -> TilePlan:
-    """The tile plan of ``region`` (raises :class:`.tiling.TilingRefused`)."""
-    return plan_tiles(row_nodes(region), height(region.source), tiles, halo)
+def region_plan(region: Region, tiles: int, halo: str = "recompute",
+                axis: int = H_AXIS) -> TilePlan:
+    """The tile plan of ``region`` along ``axis`` (raises :class:`.tiling.TilingRefused`)."""
+    return plan_tiles(row_nodes(region, axis), height(region.source, axis), tiles, halo)
 
 
 class _Emitter:
     """Emits the tiles of one region into a BlockBuilder."""
 
-    def __init__(self, bb, region: Region, source, plan: TilePlan):
-        self.bb, self.region, self.source, self.plan = bb, region, source, plan
-        self.nodes = row_nodes(region)
-        self.name = region.sink.name
+    def __init__(self, bb, region: Region, source, plan: TilePlan, axis: int):
+        self.bb, self.region, self.source, self.plan, self.axis = bb, region, source, plan, axis
+        self.nodes = row_nodes(region, axis)
+        self.name = f"{region.sink.name}_{TILE_TAG[axis_name(axis)]}"
         # pieces[j]: (lo, hi, expr) row bands of member j available to the current tile
         self.pieces: list[list] = [[] for _ in self.nodes]
 
     def _rows(self, j: int, lo: int, hi: int, label: str):
         """Rows ``[lo, hi]`` of member ``j`` (-1: the source) as one tensor."""
         if j < 0:
-            return self.bb.emit(_slice_rows(self.source, lo, hi), label)
+            return self.bb.emit(_slice_rows(self.source, lo, hi, self.axis), label)
         parts = []
         for p_lo, p_hi, expr in self.pieces[j]:
             a, b = max(lo, p_lo), min(hi, p_hi)
@@ -68,11 +90,13 @@ class _Emitter:
             if (a, b) == (p_lo, p_hi):
                 parts.append(expr)
             else:
-                parts.append(self.bb.emit(_slice_rows(expr, a - p_lo, b - p_lo), label))
-        covered = sum(int(p.ty.shape.values[2]) for p in parts)
+                parts.append(self.bb.emit(_slice_rows(expr, a - p_lo, b - p_lo, self.axis),
+                                          label))
+        covered = sum(height(p, self.axis) for p in parts)
         assert covered == hi - lo + 1, "tile plan left rows uncomputed"  # plan invariant
-        return parts[0] if len(parts) == 1 else self.bb.emit(relax.op.concat(parts, axis=2),
-                                                               label)
+        if len(parts) == 1:
+            return parts[0]
+        return self.bb.emit(relax.op.concat(parts, axis=self.axis), label)
 
     def emit(self):
         outs = []
@@ -85,12 +109,12 @@ class _Emitter:
                 if rows is None:
                     continue
                 spans = plan.reads(nodes, t, j)
-                ins = [self._rows(p, s.lo, s.hi, f"{self.name}_t{t}_in")
+                ins = [self._rows(p, s.lo, s.hi, f"{self.name}{t}_in")
                        for (p, _), s in zip(nodes[j].inputs, spans, strict=True)]
                 windowed = len(spans) == 1
                 new = with_inputs(call, ins, spans[0].pad_top if windowed else None,
-                                  spans[0].pad_bottom if windowed else None)
-                out = self.bb.emit(new, f"{self.name}_t{t}_{j}")
+                                  spans[0].pad_bottom if windowed else None, self.axis)
+                out = self.bb.emit(new, f"{self.name}{t}_{j}")
                 self.pieces[j].append((rows[0], rows[1], out))
                 if j == sink:
                     outs.append(out)
@@ -101,7 +125,7 @@ class _Emitter:
                     self.pieces[j] = []
                 else:
                     self.pieces[j] = carried[j] if carried[j] is not None else self._halo(t, j)
-        return outs[0] if len(outs) == 1 else relax.op.concat(outs, axis=2)
+        return outs[0] if len(outs) == 1 else relax.op.concat(outs, axis=self.axis)
 
     def _halo(self, t: int, j: int) -> list:
         """The pieces of member ``j`` cut down to the rows tiles after ``t`` read."""
@@ -111,8 +135,8 @@ class _Emitter:
             if hi < keep:
                 continue
             if lo < keep:
-                expr = self.bb.emit(_slice_rows(expr, keep - lo, hi - lo),
-                                    f"{self.name}_t{t}_halo{j}")
+                expr = self.bb.emit(_slice_rows(expr, keep - lo, hi - lo, self.axis),
+                                    f"{self.name}{t}_halo{j}")
                 lo = keep
             kept.append((lo, hi, expr))
         return kept
@@ -120,27 +144,28 @@ class _Emitter:
 
 @relax.expr_functor.mutator
 class _RegionTiler(relax.PyExprMutator):
-    """Replace the sink's call by the concat of its H-tiles."""
+    """Replace the sink's call by the concat of its tiles."""
 
-    def __init__(self, mod, region: Region, plan: TilePlan):
+    def __init__(self, mod, region: Region, plan: TilePlan, axis: int):
         super().__init__(mod)
-        self.region, self.plan = region, plan
+        self.region, self.plan, self.axis = region, plan, axis
 
     def visit_call_(self, call):
         if call.same_as(self.region.calls[-1]):
             source = self.visit_expr(self.region.source)
-            return _Emitter(self.builder_, self.region, source, self.plan).emit()
+            return _Emitter(self.builder_, self.region, source, self.plan, self.axis).emit()
         return super().visit_call_(call)
 
 
 def tile_region(mod: tvm.IRModule, region: Region, tiles: int,
-                halo: str = "recompute") -> tvm.IRModule:
-    """``mod`` with ``region`` computed in ``tiles`` H-tiles (exact).
+                halo: str = "recompute", axis: int = H_AXIS) -> tvm.IRModule:
+    """``mod`` with ``region`` computed in ``tiles`` tiles along ``axis`` (exact;
+    2 = H-tiles, 3 = W-tiles).
 
     Raises :class:`.tiling.TilingRefused` if a tile cannot be computed exactly.
     """
-    plan = region_plan(region, tiles, halo)
-    tiler = _RegionTiler(mod, region, plan)
+    plan = region_plan(region, tiles, halo, axis)
+    tiler = _RegionTiler(mod, region, plan, axis)
     func = tiler.visit_expr(mod["main"])
     tiler.builder_.update_func(mod.get_global_var("main"),
                                relax.analysis.remove_all_unused(func))

@@ -1,12 +1,17 @@
-"""Which Relax bindings can be tiled along H, and the exact row arithmetic of a tile.
+"""Which Relax bindings can be tiled along H or W, and the exact row arithmetic of a tile.
 
 Pure functions over small records: nothing here rewrites a module.
 
-A *window* describes how an op maps input rows to output rows along H: output
-row ``o`` reads input rows ``o*stride - pad_top + dilation*r`` for ``r < kernel``.
-Elementwise ops are the window (1, 1, 1, 0, 0). Padding outside the tile is
-exact because only the tiles touching the top/bottom border keep that border's
-padding; interior tiles read real rows instead (the halo).
+A *window* describes how an op maps input rows to output rows along the tiled
+axis: output row ``o`` reads input rows ``o*stride - pad_top + dilation*r`` for
+``r < kernel``. Elementwise ops are the window (1, 1, 1, 0, 0). Padding outside
+the tile is exact because only the tiles touching the top/bottom border keep
+that border's padding; interior tiles read real rows instead (the halo).
+
+Every function takes the NCHW ``axis`` it tiles (2 = H, the default, or 3 = W);
+along W, "rows" are columns and "top/bottom" are left/right. Kernels, strides,
+dilations and paddings are read per axis, so a 1x7 conv has a window of 1 along
+H and 7 along W.
 """
 
 from __future__ import annotations
@@ -23,11 +28,19 @@ _UNARY = {"relax.nn.relu", "relax.clip", "relax.sigmoid", "relax.tanh", "relax.n
           "relax.nn.relu6", "relax.exp", "relax.sqrt"}
 _BINARY = {"relax.add", "relax.multiply", "relax.subtract", "relax.divide", "relax.maximum",
            "relax.minimum"}
+#: NCHW axis of each tiling direction.
+AXES = {"H": 2, "W": 3}
+H_AXIS, W_AXIS = AXES["H"], AXES["W"]
+
+
+def axis_name(axis: int) -> str:
+    """``"H"`` or ``"W"`` for an NCHW axis."""
+    return next(k for k, v in AXES.items() if v == axis)
 
 
 @dataclass(frozen=True)
 class Window:
-    """How one op maps rows along H (see module docstring)."""
+    """How one op maps rows along the tiled axis (see module docstring)."""
 
     kernel: int = 1
     stride: int = 1
@@ -85,8 +98,9 @@ def _channel_broadcast(const, out_ndim: int) -> bool:
     return len(pad) == out_ndim == 4 and pad[2] == 1 and pad[3] == 1
 
 
-def window_of(call) -> tuple[Window, int] | None:
-    """The H window of a tileable call and the index of its data argument, else None.
+def window_of(call, axis: int = H_AXIS) -> tuple[Window, int] | None:
+    """The window along ``axis`` of a tileable call and the index of its data
+    argument, else None.
 
     Tileable: NCHW conv2d (any kernel, stride, dilation, padding, groups), NCHW
     max pooling, avg pooling without ceil mode, unary elementwise ops, and binary
@@ -104,9 +118,9 @@ def window_of(call) -> tuple[Window, int] | None:
             return None
         if not _is_const(call.args[1]):
             return None
-        kh = int(call.args[1].ty.shape.values[2])
-        pad = _ints(attrs.padding)
-        return Window(kh, int(attrs.strides[0]), int(attrs.dilation[0]), pad[0], pad[2]), 0
+        k = int(call.args[1].ty.shape.values[axis])  # OIHW: the kernel's H, W are 2, 3
+        lo, hi = _pads(attrs, axis)
+        return Window(k, int(attrs.strides[axis - 2]), int(attrs.dilation[axis - 2]), lo, hi), 0
     if name in _POOLS:
         if attrs.layout != "NCHW" or attrs.out_layout != "NCHW":
             return None
@@ -116,9 +130,9 @@ def window_of(call) -> tuple[Window, int] | None:
         # For average pooling the divisor of that window would change: refuse.
         if bool(attrs.ceil_mode) and name != "relax.nn.max_pool2d":
             return None
-        pad = _ints(attrs.padding)
-        return Window(int(attrs.pool_size[0]), int(attrs.strides[0]), int(attrs.dilation[0]),
-                      pad[0], pad[2]), 0
+        lo, hi = _pads(attrs, axis)
+        return Window(int(attrs.pool_size[axis - 2]), int(attrs.strides[axis - 2]),
+                      int(attrs.dilation[axis - 2]), lo, hi), 0
     if name in _UNARY and len(call.args) >= 1 and not _is_const(call.args[0]):
         if all(_is_const(a) or not isinstance(a, relax.Expr) for a in call.args[1:]):
             return ELEMENTWISE, 0
@@ -134,6 +148,12 @@ def window_of(call) -> tuple[Window, int] | None:
     return None
 
 
+def _pads(attrs, axis: int) -> tuple[int, int]:
+    """(before, after) padding along ``axis`` of a 2-D op's (top, left, bottom, right)."""
+    pad = _ints(attrs.padding)
+    return pad[axis - 2], pad[axis]
+
+
 def is_elementwise(call) -> bool:
     """A tileable single-input op that maps each row to itself and is no conv or pool
     (bias, activation): a region should end after it, not between it and its producer."""
@@ -141,15 +161,15 @@ def is_elementwise(call) -> bool:
             and call.op.name not in _POOLS)
 
 
-def row_inputs(call) -> list[tuple[relax.Expr, Window]] | None:
-    """The tensors a tileable call reads along H, each with its window, else None.
+def row_inputs(call, axis: int = H_AXIS) -> list[tuple[relax.Expr, Window]] | None:
+    """The tensors a tileable call reads along ``axis``, each with its window, else None.
 
     Besides the single-input ops of :func:`window_of` this accepts the joins a
     DAG region holds: elementwise binary ops on two same-shape tensors (a
     residual add) and concatenation along any axis but H (a fire or inception
     module's concat). Their windows are elementwise.
     """
-    info = window_of(call)
+    info = window_of(call, axis)
     if info is not None:
         window, index = info
         return [(call.args[index], window)]
@@ -166,23 +186,31 @@ def row_inputs(call) -> list[tuple[relax.Expr, Window]] | None:
             return [(a, ELEMENTWISE) for a in call.args]
         return None
     if name == "relax.concat" and isinstance(call.args[0], relax.Tuple):
-        axis = int(call.attrs.axis)
         parts = list(call.args[0].fields)
-        if axis % 4 == 2 or not parts:
+        if int(call.attrs.axis) % 4 == axis or not parts:
             return None
         if all(isinstance(a, relax.Var) and isinstance(a.ty, relax.TensorType)
-               and a.ty.ndim == 4 and _ints(a.ty.shape.values)[2] == shape[2] for a in parts):
+               and a.ty.ndim == 4 and _ints(a.ty.shape.values)[axis] == shape[axis]
+               for a in parts):
             return [(a, ELEMENTWISE) for a in parts]
     return None
 
 
-def with_inputs(call, inputs, pad_top: int | None = None, pad_bottom: int | None = None):
+def same_along_h_and_w(call) -> bool:
+    """``call`` maps W exactly as it maps H (square output, same windows along both):
+    then W-tiles of a region of such calls on a square source mirror its H-tiles."""
+    shape = _ints(call.ty.shape.values)
+    return shape[2] == shape[3] and row_inputs(call, H_AXIS) == row_inputs(call, W_AXIS)
+
+
+def with_inputs(call, inputs, pad_top: int | None = None, pad_bottom: int | None = None,
+                axis: int = H_AXIS):
     """``call`` on new ``inputs`` (in :func:`row_inputs` order), with the tile's own
-    top/bottom padding when given (single-input windowed ops only)."""
+    padding along ``axis`` when given (single-input windowed ops only)."""
     if window_of(call) is not None:
         if pad_top is None:
             return _on_data(call, inputs[0])
-        return with_h_padding(call, inputs[0], pad_top, pad_bottom)
+        return with_padding(call, inputs[0], pad_top, pad_bottom, axis)
     if call.op.name == "relax.concat":
         return relax.op.concat(list(inputs), axis=int(call.attrs.axis))
     return relax.Call(call.op, list(inputs), call.attrs)
@@ -193,26 +221,26 @@ def _out_dtype(attrs):
     return None if dtype is None or str(dtype) in ("", "void") else str(dtype)
 
 
-def with_h_padding(call, data, pad_top: int, pad_bottom: int):
-    """The same op on ``data`` (a tile) with the tile's own top/bottom padding."""
+def with_padding(call, data, pad_lo: int, pad_hi: int, axis: int = H_AXIS):
+    """The same op on ``data`` (a tile) with the tile's own padding along ``axis``."""
     name, attrs = call.op.name, call.attrs
+    if name not in (_CONV, *_POOLS):
+        return _on_data(call, data)
+    pad = _ints(attrs.padding)
+    pad[axis - 2], pad[axis] = pad_lo, pad_hi
     if name == _CONV:
-        pad = _ints(attrs.padding)
         return relax.op.nn.conv2d(
             data, call.args[1], strides=_ints(attrs.strides),
-            padding=(pad_top, pad[1], pad_bottom, pad[3]), dilation=_ints(attrs.dilation),
+            padding=tuple(pad), dilation=_ints(attrs.dilation),
             groups=int(attrs.groups), data_layout="NCHW", kernel_layout="OIHW",
             out_layout="NCHW", out_dtype=_out_dtype(attrs))
-    if name in _POOLS:
-        pad = _ints(attrs.padding)
-        kw = dict(pool_size=_ints(attrs.pool_size), strides=_ints(attrs.strides),
-                  padding=(pad_top, pad[1], pad_bottom, pad[3]), dilation=_ints(attrs.dilation),
-                  ceil_mode=bool(attrs.ceil_mode), layout="NCHW", out_layout="NCHW")
-        if name == "relax.nn.avg_pool2d":
-            return relax.op.nn.avg_pool2d(data, count_include_pad=bool(attrs.count_include_pad),
-                                          **kw)
-        return relax.op.nn.max_pool2d(data, **kw)
-    return _on_data(call, data)
+    kw = dict(pool_size=_ints(attrs.pool_size), strides=_ints(attrs.strides),
+              padding=tuple(pad), dilation=_ints(attrs.dilation),
+              ceil_mode=bool(attrs.ceil_mode), layout="NCHW", out_layout="NCHW")
+    if name == "relax.nn.avg_pool2d":
+        return relax.op.nn.avg_pool2d(data, count_include_pad=bool(attrs.count_include_pad),
+                                      **kw)
+    return relax.op.nn.max_pool2d(data, **kw)
 
 
 def _on_data(call, data):
@@ -223,9 +251,9 @@ def _on_data(call, data):
     return relax.Call(call.op, args, call.attrs)
 
 
-def height(expr) -> int:
-    """Rows (H) of an NCHW tensor expression."""
-    return int(expr.ty.shape.values[2])
+def height(expr, axis: int = H_AXIS) -> int:
+    """Rows along ``axis`` (default H) of an NCHW tensor expression."""
+    return int(expr.ty.shape.values[axis])
 
 
 # ------------------------------------------------------------------ tile plans

@@ -214,7 +214,8 @@ def _search(mod, max_mac_overhead, max_rounds, progress) -> list[Point]:
             points.setdefault(p.path, p)
 
     flatten_peaks(mod, max_mac_overhead=max_mac_overhead, max_rounds=max_rounds,
-                  halo=SEARCH_HALO, splits=SEARCH_SPLITS, on_round=on_round,
+                  halo=SEARCH_HALO, splits=SEARCH_SPLITS, w_tiles=SEARCH_W_TILES,
+                  on_round=on_round,
                   progress=progress)
     return list(points.values())
 
@@ -315,9 +316,13 @@ SEARCH_HALO = "recompute"
 #: 1.1x (908 KiB instead of 651 KiB of int8 need), measured 2026-11-23.
 SEARCH_SPLITS = False
 
-#: Bumped when the pass's search space changes (v2: DAG regions and cached halos),
+#: The tuner offers W-tiles as the pass does (on the regions H-tiles did best on).
+SEARCH_W_TILES = True
+
+#: Bumped when the pass's search space changes (v2: DAG regions and cached halos;
+#: v3: W-tiles, and regions or splits that cannot lower the peak are not estimated),
 #: so results cached by an older search are not replayed as if current.
-SEARCH_VERSION = 2
+SEARCH_VERSION = 3
 
 
 def default_cache_dir() -> Path:
@@ -332,7 +337,7 @@ def cache_key(mod: tvm.IRModule, spec, options: dict) -> str:
                           "spec": spec.to_dict() if spec is not None else None,
                           "options": options, "version": __version__,
                           "search": SEARCH_VERSION, "search_halo": SEARCH_HALO,
-                          "search_splits": SEARCH_SPLITS},
+                          "search_splits": SEARCH_SPLITS, "search_w_tiles": SEARCH_W_TILES},
                          sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
