@@ -5,13 +5,14 @@ import os
 import numpy as np
 import pytest
 import tvm
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from tvm import relax
 
 from tvm_memflat import FlattenMemoryPeaks
 from tvm_memflat.analysis.memory_profile import profile
 from tvm_memflat.errors import MemflatError
+from tvm_memflat.lowering.pipeline import memflat_pipeline
 from tvm_memflat.transform import find_chains, tile_chain, tile_region
 from tvm_memflat.transform.flatten_memory_peaks import flatten_peaks, replay
 from tvm_memflat.transform.regions import RegionIndex, find_regions
@@ -28,21 +29,33 @@ def _assert_same_function(before, after, seed=0, random_original=False):
     """``after`` computes what ``before`` does on a random input (llvm builds).
 
     With ``random_original`` (property tests), an original that TVM 0.27's own LLVM
-    codegen cannot build ("Instruction does not dominate all uses", e.g. some
-    average pools) has no reference to compare with: the example is skipped.
+    codegen cannot build ("Instruction does not dominate all uses", e.g. an average
+    pool 3x1 on a 1x4x8x3 tensor) has no reference to compare with: the example is
+    skipped. A rewritten module whose tiles hit that bug is built with our pipeline
+    instead (``tvm_memflat.build``, whose kernels are scheduled differently).
     """
     shape = [int(d) for d in before["main"].params[0].ty.shape.values]
     x = np.random.default_rng(seed).standard_normal(shape).astype("float32")
     try:
         ref = run_llvm(before, x)
     except tvm.error.InternalError as err:
-        if not random_original or "LLVM module verification failed" not in str(err):
+        if not random_original or not _tvm_codegen_bug(err):
             raise
         return
-    got = run_llvm(after, x)
+    try:
+        got = run_llvm(after, x)
+    except tvm.error.InternalError as err:
+        if not random_original or not _tvm_codegen_bug(err):
+            raise
+        got = run_llvm(after, x, pipeline=memflat_pipeline(tvm.target.Target("llvm")))
     assert got.shape == ref.shape
     err = np.abs(got - ref).max()
     assert err <= 1e-4 * max(np.abs(ref).max(), 1e-6), err
+
+
+def _tvm_codegen_bug(err) -> bool:
+    """TVM 0.27's LLVM codegen emitting IR that LLVM's verifier rejects."""
+    return "LLVM module verification failed" in str(err)
 
 
 def _downsampling_net(h=64, c=16):
@@ -311,6 +324,10 @@ PROPERTY = settings(max_examples=PROPERTY_EXAMPLES, deadline=None, derandomize=T
 
 @PROPERTY
 @given(random_chain())
+# found at 1000 examples: a tile's 3x1 average pool on 1x4x8x3 is one TVM 0.27's stock
+# LLVM codegen cannot build, although the original's 1x4x13x3 builds
+@example(case=((4, 13, 3, 0, [{"kind": "avgpool", "k": 3, "s": 1, "p": 0, "ceil": False,
+                               "cip": False}], 2), 2))
 def test_property_random_chains_tile_exactly(case):
     (c, h, w, seed, specs, axis), tiles = case
     mod = _built(_build_chain, c, h, w, seed, specs, axis)
