@@ -80,6 +80,6 @@ def test_cannot_lower_exactly_when_no_tiling_lowers_the_peak(make):
                       < base.peak_bytes for t in (2, 4))
         if model.cannot_lower:
             assert not lowered, region.key
-            assert model._local is None  # decided before the costly local profile
+            assert model.local is None  # decided before the costly local profile
     # both kinds occur: a one-op region beside the peak, and the whole chain at it
     assert set(verdicts) == {True, False}

@@ -126,3 +126,17 @@ def test_llvm_budget_without_spec_calibrates_on_this_machine(mod, tmp_path):
     assert result.cost_model.startswith("llvm")
     assert result.chosen.latency <= result.limit_ms
     assert result.chosen.memory_bytes <= result.baseline.memory_bytes
+
+
+def test_the_pass_default_is_a_point_so_a_loose_budget_never_does_worse(mod, tmp_path):
+    # The search walks recomputed halos only; the pass's default (cached halos, splits)
+    # is added as a point of its own and costed. With a budget that everything meets,
+    # the tuner needs no more memory than the default pass's rewrite.
+    from tvm_memflat.transform.flatten_memory_peaks import flatten_peaks
+
+    _, decisions = flatten_peaks(mod)
+    assert decisions
+    _, result = _tune(mod, tmp_path, latency_budget="100x")
+    default = next(p for p in result.points if p.path == tuple(d.step for d in decisions))
+    assert default.peak_bytes == decisions[-1].peak_after
+    assert result.chosen.memory_bytes <= default.memory_bytes

@@ -67,6 +67,11 @@ class Decision:
     axis: str = "H"  # "H" or "W" for tilings, "C" for channel splits
 
     @property
+    def step(self) -> tuple[str, int, int, str, str]:
+        """This decision as a replay step (see :func:`replay`)."""
+        return (self.region_output, self.region_ops, self.tiles, self.halo, self.axis)
+
+    @property
     def describe(self) -> str:
         if self.halo == CHANNELS:
             return (f"split {self.region_ops} ops from {self.source} to {self.region_output} "

@@ -56,7 +56,7 @@ class RegionModel:
         self.first, self.last = min(steps), max(steps)
         outside = [b for i, b in enumerate(base.live_bytes) if not self.first <= i <= self.last]
         self.outside_peak = max(outside, default=0)
-        self._local = None  # built on the first estimate (see :attr:`cannot_lower`)
+        self.local = None  # the region as a module of its own, built on the first estimate
 
     @property
     def cannot_lower(self) -> bool:
@@ -77,7 +77,6 @@ class RegionModel:
                 if t.view_of is None and t.first <= s <= t.last and t is not source
                 and not self.first <= t.producer <= self.last))
         self.across_bytes = across
-        self._local = True
 
     def _source_tensor(self):
         src, base = self.region.source, self.base
@@ -93,7 +92,7 @@ class RegionModel:
         if self.exact_only:
             p = profile(self._tile_fn(self.mod, self.region, tiles), with_tvm=False)
             return RegionEstimate(p.peak_bytes, p.macs)
-        if self._local is None:
+        if self.local is None:
             self._build_local()
         tiled = profile(self._tile_fn(self.local, self.local_region, tiles), with_tvm=False)
         peak = max(self.outside_peak, tiled.peak_bytes + self.across_bytes)

@@ -34,6 +34,7 @@ from tvm import relax
 
 from ..lowering.pipeline import SPLIT_SUM_MARK
 from .regions import bindings, use_counts
+from .tile_region import TILE_TAG
 from .tiling import _CONV, _POOLS, _UNARY, _ints, _is_const, _out_dtype, window_of
 
 
@@ -79,7 +80,7 @@ class ChannelGroup:
 
 
 #: The tile number :mod:`.tile_region` puts into the names of a tile's bindings.
-_TILE_NUMBER = re.compile(r"_[tw]\d+_")
+_TILE_NUMBER = re.compile(rf"_[{''.join(TILE_TAG.values())}]\d+_")
 
 
 def _const_conv(call) -> bool:

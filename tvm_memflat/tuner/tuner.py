@@ -94,7 +94,7 @@ class LatencyBudget:
 class Point:
     """One tiling of the module: the decisions that build it and what it costs."""
 
-    path: tuple  # ((region output, region ops, tiles, halo), ...)
+    path: tuple  # ((region output, region ops, tiles, halo, axis), ...)
     peak_bytes: int
     macs: int
     latency_ms: float | None = None        # cost model
@@ -217,6 +217,16 @@ def _search(mod, max_mac_overhead, max_rounds, progress) -> list[Point]:
                   halo=SEARCH_HALO, splits=SEARCH_SPLITS, w_tiles=SEARCH_W_TILES,
                   on_round=on_round,
                   progress=progress)
+    # The pass's own default result (cached halos, channel splits) lies outside the
+    # search above; as a point of its own, the tuner never chooses a higher peak
+    # than FlattenMemoryPeaks() would whenever that result fits the budget.
+    if progress is not None:
+        progress("the pass's default rewrite")
+    _, decisions = flatten_peaks(mod)
+    if decisions:
+        p = Point(tuple(d.step for d in decisions), decisions[-1].peak_after,
+                  decisions[-1].macs_after)
+        points[p.path] = p
     return list(points.values())
 
 
@@ -320,7 +330,8 @@ SEARCH_SPLITS = False
 SEARCH_W_TILES = True
 
 #: Bumped when the pass's search space changes (v2: DAG regions and cached halos;
-#: v3: W-tiles, and regions or splits that cannot lower the peak are not estimated),
+#: v3: W-tiles, regions or splits that cannot lower the peak are not estimated, and
+#: the pass's default result is a point of the search),
 #: so results cached by an older search are not replayed as if current.
 SEARCH_VERSION = 3
 
