@@ -120,7 +120,7 @@ def _family_names(family: GroupFamily) -> set[str]:
 
 def _families(mod: tvm.IRModule, prof: MemoryProfile) -> list[GroupFamily]:
     """Families of channel groups (:mod:`.split_channels`) one of which holds a tensor
-    live at the peak: the same group in every H-tile of a region is split at once."""
+    live at the peak: the same group in every tile of a region is split at once."""
     live = _live_names(prof)
     return [f for f in group_families(mod["main"]) if _family_names(f) & live]
 

@@ -70,7 +70,7 @@ class ChannelGroup:
 
     @property
     def family(self) -> tuple[str, int]:
-        """:attr:`key` with tile numbers wildcarded: the same group in every H-tile of a
+        """:attr:`key` with tile numbers wildcarded: the same group in every H- or W-tile of a
         tiled region (``x_t3_14`` and ``x_t4_14``) has one family, split as one."""
         return (_TILE_NUMBER.sub("_t*_", self.fan_in.name), len(self.vars))
 
