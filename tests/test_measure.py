@@ -12,8 +12,9 @@ import pytest
 import tvm
 from tvm import relax
 
-from tvm_memflat.analysis.tvm_allocation import build_stock, random_inputs
 from tvm_memflat.errors import MemflatError
+from tvm_memflat.targets.stock import build_stock
+from tvm_memflat.tuner.inputs import random_inputs
 from tvm_memflat.tuner.measure import (
     DEFAULT_SCHEDULE,
     Measurement,
@@ -21,7 +22,9 @@ from tvm_memflat.tuner.measure import (
     load_on_session,
     measure_executable,
     measure_many,
+    parse_rpc_target,
     request_session,
+    rpc_build_target,
 )
 
 from . import graphs
@@ -109,6 +112,63 @@ def test_parse_bad(text):
     assert "\n" not in str(err.value)
 
 
+AARCH64 = '{"kind": "llvm", "mtriple": "aarch64-linux-gnu"}'
+
+
+def test_rpc_target_parses_to_a_dict():
+    cfg = RPCConfig.parse("rasp4@10.0.0.2:9190", target=AARCH64)
+    assert cfg.target == {"kind": "llvm", "mtriple": "aarch64-linux-gnu"}
+    assert str(cfg) == "rasp4@10.0.0.2:9190" and RPCConfig.parse(str(cfg)).target is None
+    assert cfg.target_json == '{"kind":"llvm","mtriple":"aarch64-linux-gnu"}'
+    assert RPCConfig.parse(str(cfg), target=cfg.target) == cfg
+    assert hash(cfg) == hash(RPCConfig.parse(str(cfg), target=AARCH64))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("llvm -mtriple=aarch64-linux-gnu", "not JSON"),
+    ('{"kind": "llvm",}', "not JSON"),
+    ('["llvm"]', "expected a JSON object"),
+    ('{"mtriple": "aarch64-linux-gnu"}', "unknown kind None"),
+    ('{"kind": "cuda"}', "unknown kind 'cuda'"),
+    ('{"kind": "llvm", "triple": "aarch64-linux-gnu"}', "Unknown config option 'triple'"),
+])
+def test_bad_rpc_target_is_one_line(text, message):
+    with pytest.raises(MemflatError, match="^bad RPC target ") as err:
+        RPCConfig.parse("k@host:9190", target=text)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(MemflatError, match="^bad RPC target "):
+        parse_rpc_target(text)
+
+
+def test_rpc_target_reaches_the_build(tmp_path):
+    """``--rpc-target`` JSON -> RPCConfig -> the Target measurement builds use -> AArch64 code."""
+    import tarfile
+
+    from tvm_memflat import build
+
+    target = rpc_build_target(RPCConfig.parse("rasp4@10.0.0.2:9190", target=AARCH64))
+    assert isinstance(target, tvm.target.Target)
+    assert (target.kind.name, str(target.attrs["mtriple"])) == ("llvm", "aarch64-linux-gnu")
+    host = rpc_build_target(None)
+    assert host.kind.name == "llvm" and "aarch64" not in str(host.attrs.get("mtriple", ""))
+    assert str(rpc_build_target(RPCConfig.parse("k@h:1"))) == str(host)
+    # The executable really is built for the board: its objects are AArch64 ELF.
+    path = tmp_path / "lib.tar"
+    build(graphs.chain(), target).export_library(str(path))
+    with tarfile.open(path) as tar:
+        heads = [tar.extractfile(m).read(20) for m in tar.getmembers() if m.isfile()]
+    assert heads and all(h[:4] == b"\x7fELF" and int.from_bytes(h[18:20], "little") == 183
+                         for h in heads)  # EM_AARCH64
+
+
+def test_measure_uses_only_public_tracker_api():
+    import inspect
+
+    from tvm_memflat.tuner import measure
+
+    assert "._sock" not in inspect.getsource(measure)
+
+
 @pytest.fixture(scope="module")
 def tracker_config():
     """A local tracker with two servers registered under a key unique to this run."""
@@ -193,3 +253,23 @@ def test_rpc_tuple_output(tracker_config):
     m = measure_executable(executable, [np.ones((1, 4, 8, 8), "float32")], rpc=tracker_config,
                            repeat=2)
     _check(m, 2, 1, f"rpc:{tracker_config}")
+
+
+def test_rpc_with_a_board_target_links_on_the_board(tracker_config):
+    """With ``target`` set, the executable goes up as a .tar the server links itself."""
+    from tvm_memflat import build
+
+    host_triple = str(rpc_build_target(None).attrs["mtriple"])
+    cfg = dataclasses.replace(tracker_config, target=parse_rpc_target(
+        f'{{"kind": "llvm", "mtriple": "{host_triple}"}}'))
+    mod = graphs.chain()
+    inputs = random_inputs(mod["main"])
+    executable = build(mod, rpc_build_target(cfg))
+    m = measure_executable(executable, inputs, rpc=cfg, repeat=2)
+    _check(m, 2, 1, f"rpc:{tracker_config}")
+    local = relax.VirtualMachine(executable, tvm.cpu())["main"](
+        *[tvm.runtime.tensor(a) for a in inputs]).numpy()
+    with request_session(cfg) as session:
+        vm, dev = load_on_session(session, executable, link_on_board=True)
+        remote = vm["main"](*[tvm.runtime.tensor(a, dev) for a in inputs]).numpy()
+    np.testing.assert_allclose(remote, local, rtol=1e-6, atol=1e-6)

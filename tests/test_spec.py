@@ -2,9 +2,10 @@
 
 import copy
 import dataclasses
+import itertools
+import tomllib
 
 import pytest
-import tomllib
 
 from tvm_memflat.errors import MemflatError
 from tvm_memflat.spec import CONFIG_DIR, load_spec, parse_spec, shipped_specs
@@ -57,6 +58,33 @@ INVALID = [
     (lambda d: d["memory"][1].update(name="input_buffer"), "memory[1].name repeats"),
     (lambda d: d["memory"][0].update(holds=["weights"]), "no memory that holds activations"),
     (lambda d: d["dram"].update(latency_cycles=True), "dram.latency_cycles must be an integer"),
+    (lambda d: d["machine"].update(kind="systolic"), "machine.kind must be one of 'scratchpad'"),
+    (lambda d: d["machine"].pop("kind"), "machine.kind is missing"),
+    (lambda d: d["machine"].update(cores=2), "machine.cores is not a known key"),
+    (lambda d: d["memory"][2].update(writable="yes"), "memory[2].writable must be true or false"),
+    (lambda d: d["memory"][1].update(double_buffered=1),
+     "memory[1].double_buffered must be true or false, got 1"),
+    (lambda d: d["memory"][0].update(writable=False), "memory[0].writable is false, but the"
+     " memory holds activations"),
+    (lambda d: d["dram"].update(writable=0), "dram.writable must be true or false"),
+    (lambda d: d["weights"].update(location="cached"), "weights.location must be one of"),
+    (lambda d: d["weights"].update(memory="input_buffer"),
+     "weights.memory must name a memory that holds weights (weight_buffer), got 'input_buffer'"),
+    (lambda d: d["weights"].update(memory="nowhere"), "weights.memory must name a memory"),
+    (lambda d: d["memory"][1].update(writable=False),
+     "weights.memory names read-only 'weight_buffer': streamed weights are staged"),
+    (lambda d: d["accounting"].update(input="dram"),
+     "accounting.input must be one of 'sram', 'stream', got 'dram'"),
+    (lambda d: d["accounting"].update(output=True), "accounting.output must be one of"),
+    (lambda d: d["accounting"].update(inputs="sram"), "accounting.inputs is not a known key"),
+    (lambda d: d.update(onchip_path=[{"from": "accumulator_buffer", "to": "cache",
+                                      "bandwidth_bytes_per_cycle": 8}]),
+     "onchip_path[0].to names no memory: 'cache'"),
+    (lambda d: d.update(onchip_path=[{"from": "accumulator_buffer", "to": "input_buffer"}]),
+     "onchip_path[0].bandwidth_bytes_per_cycle is missing"),
+    (lambda d: d.update(machine={"kind": "scratchpad"}, onchip_path=[
+        {"from": "accumulator_buffer", "to": "input_buffer", "bandwidth_bytes_per_cycle": 8}]),
+     'onchip_path[0] applies to machine.kind = "buffered" only'),
 ]
 
 
@@ -118,3 +146,89 @@ def test_cli_refuses_invalid_specs_with_one_line(tmp_path, capsys, edit, message
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("memflat: error: spec ") and message in err[0]
     assert not js.exists()
+
+
+def test_shipped_specs_say_what_kind_of_machine():
+    mcu, npu, vta = (load_spec(n) for n in ("mcu_256k", "edge_npu_1m", "vta_like"))
+    assert (mcu.machine_kind, mcu.weights_location, mcu.weights_memory) == (
+        "scratchpad", "resident", "flash")
+    flash = mcu.memory("flash")
+    assert flash.size_bytes == 2 * 1024 * 1024 and not flash.writable
+    assert mcu.memory("sram").writable and not mcu.dram.writable
+    assert (npu.machine_kind, npu.weights_location, npu.weights_memory) == (
+        "scratchpad", "streamed", "shared_sram")
+    assert not npu.dram.writable
+    assert (vta.machine_kind, vta.weights_location, vta.weights_memory) == (
+        "buffered", "streamed", "weight_buffer")
+    assert vta.dram.writable and vta.onchip_paths == ()
+    for spec in (mcu, npu, vta):
+        assert (spec.accounting.input, spec.accounting.output) == ("sram", "sram")
+        assert not any(m.double_buffered for m in spec.memories)
+        d = spec.to_dict()
+        assert d["machine_kind"] == spec.machine_kind
+        assert d["accounting"] == {"input": "sram", "output": "sram"}
+
+
+@pytest.mark.parametrize("kind, location, inp, out", itertools.product(
+    ("scratchpad", "buffered"), ("resident", "streamed"), ("sram", "stream"), ("sram", "stream")))
+def test_new_keys_take_every_valid_value(kind, location, inp, out):
+    data = copy.deepcopy(_data())
+    data["machine"]["kind"] = kind
+    data["weights"]["location"] = location
+    data["accounting"].update(input=inp, output=out)
+    data["memory"][1]["double_buffered"] = True
+    data["dram"]["writable"] = False
+    spec = parse_spec(data, "test")
+    assert (spec.machine_kind, spec.weights_location) == (kind, location)
+    assert (spec.accounting.input, spec.accounting.output) == (inp, out)
+    assert spec.memory("weight_buffer").double_buffered
+    assert not spec.dram.writable
+
+
+def test_onchip_paths_and_read_only_weight_memory():
+    paths = [{"from": "accumulator_buffer", "to": "input_buffer", "bandwidth_bytes_per_cycle": 16}]
+    spec = parse_spec(_mutated(lambda d: d.update(onchip_path=paths)), "test")
+    assert [(p.source, p.dest, p.bandwidth_bytes_per_cycle) for p in spec.onchip_paths] == [
+        ("accumulator_buffer", "input_buffer", 16)]
+    # A read-only memory that holds weights (flash) is fine for resident weights.
+    spec = parse_spec(_mutated(lambda d: (d["memory"][1].update(writable=False),
+                                          d["weights"].update(location="resident"))), "test")
+    assert not spec.memory("weight_buffer").writable
+
+
+def test_defaults_for_a_spec_without_the_new_tables():
+    def strip(d):
+        for key in ("machine", "weights", "accounting"):
+            d.pop(key)
+        d["dram"].pop("writable")
+        for m in d["memory"]:
+            m.pop("writable"), m.pop("double_buffered")
+    spec = parse_spec(_mutated(strip), "old")
+    assert spec.machine_kind == "scratchpad"
+    assert (spec.weights_location, spec.weights_memory) == ("streamed", "weight_buffer")
+    assert (spec.accounting.input, spec.accounting.output) == ("sram", "sram")
+    assert not spec.dram.writable  # a scratchpad machine has nowhere to spill by default
+    assert all(m.writable and not m.double_buffered for m in spec.memories)
+    # Everything else is read as before.
+    full = load_spec("vta_like")
+    assert (spec.compute, spec.memories) == (full.compute, full.memories)
+    buffered = parse_spec(_mutated(lambda d: (strip(d), d.update(machine={"kind": "buffered"}))),
+                          "old")
+    assert buffered.dram.writable
+    partial = parse_spec(_mutated(lambda d: d["accounting"].pop("output")), "test")
+    assert partial.accounting.output == "sram"
+    # Resident weights need a memory that holds them.
+    with pytest.raises(MemflatError, match="weights.memory is missing, and no"):
+        parse_spec(_mutated(lambda d: (d["weights"].update(location="resident"),
+                                       d["weights"].pop("memory"),
+                                       d["memory"][1].update(holds=["activations"]))), "test")
+
+
+def test_shipped_specs_are_package_data():
+    from importlib import resources
+
+    assert CONFIG_DIR.name == "configs" and CONFIG_DIR.parent.name == "tvm_memflat"
+    for name in shipped_specs():
+        shipped = resources.files("tvm_memflat").joinpath("configs", f"{name}.toml")
+        assert shipped.read_text() == (CONFIG_DIR / f"{name}.toml").read_text()
+        assert load_spec(name).path == str(CONFIG_DIR / f"{name}.toml")

@@ -7,6 +7,13 @@ uploads the executable as a shared library, loads it on the remote CPU, copies
 the inputs there and times ``main`` on the remote device, so
 :func:`measure_many` can keep several boards busy at once.
 
+Executables for RPC measurement are built for :func:`rpc_build_target`: the
+board's target when :attr:`RPCConfig.target` gives one (e.g.
+``{"kind": "llvm", "mtriple": "aarch64-linux-gnu"}``), else this host. With a
+board target the executable is uploaded as a ``.tar`` of object files that the
+board links with its own compiler (TVM's RPC server does that on load), so no
+cross compiler is needed here.
+
 Which kernels are timed
 -----------------------
 Both the stock build (``relax.get_default_pipeline(llvm)``) and
@@ -44,13 +51,15 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import json
 import math
 import os
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import tvm
@@ -80,6 +89,11 @@ class RPCConfig:
     request_timeout_s
         Give up waiting for a free server after this long (raises
         :class:`~tvm_memflat.errors.MemflatError`).
+    target
+        The boards' TVM target as a dict (kind ``llvm``), e.g.
+        ``{"kind": "llvm", "mtriple": "aarch64-linux-gnu"}``; ``None``: the boards
+        run what this host runs. See :func:`parse_rpc_target` and
+        :func:`rpc_build_target`.
     """
 
     tracker_host: str
@@ -87,15 +101,20 @@ class RPCConfig:
     key: str
     session_timeout_s: float = 60.0
     request_timeout_s: float = 600.0
+    target: dict | None = field(default=None, hash=False)
 
     @classmethod
-    def parse(cls, text: str) -> RPCConfig:
+    def parse(cls, text: str, target: str | dict | None = None) -> RPCConfig:
         """Parse ``"key@host:port"`` (IPv6 hosts in brackets: ``"key@[::1]:9190"``).
+
+        ``target`` is the boards' target: JSON text or a dict, checked by
+        :func:`parse_rpc_target` (``None``: this host's).
 
         Raises
         ------
         MemflatError
-            If ``text`` is not of that form or the port is not in 1..65535.
+            If ``text`` is not of that form, the port is not in 1..65535, or the
+            target is bad.
         """
         expected = f"bad RPC address {text!r}: expected key@host:port, e.g. rasp4@10.0.0.2:9190"
         key, at, address = text.strip().rpartition("@")
@@ -110,11 +129,65 @@ class RPCConfig:
             raise MemflatError(expected) from None
         if not 0 < port < 65536:
             raise MemflatError(f"bad RPC address {text!r}: port {port} is not in 1..65535")
-        return cls(host, port, key)
+        return cls(host, port, key, target=None if target is None else parse_rpc_target(target))
+
+    @property
+    def target_json(self) -> str | None:
+        """:attr:`target` as compact JSON (for reports and cache keys), or ``None``."""
+        return None if self.target is None else json.dumps(self.target, sort_keys=True,
+                                                           separators=(",", ":"))
 
     def __str__(self) -> str:
         host = f"[{self.tracker_host}]" if ":" in self.tracker_host else self.tracker_host
         return f"{self.key}@{host}:{self.tracker_port}"
+
+
+def parse_rpc_target(text: str | dict) -> dict:
+    """The boards' target from JSON text (``--rpc-target``) or a dict, checked.
+
+    TVM 0.27 takes targets as dicts; the old ``"llvm -mtriple=..."`` strings are
+    refused by TVM, and so here. Only kind ``llvm`` can be measured (a VM on the
+    board's CPU).
+
+    Raises
+    ------
+    MemflatError
+        One line: not JSON, not an object, kind missing or not ``llvm``, or an
+        option TVM does not know.
+    """
+    shown = text if isinstance(text, str) else json.dumps(text)
+    example = 'e.g. {"kind": "llvm", "mtriple": "aarch64-linux-gnu"}'
+    if isinstance(text, str):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise MemflatError(f"bad RPC target {shown!r}: not JSON ({err.msg} at column "
+                               f"{err.colno}); expected an object, {example}") from None
+    else:
+        value = text
+    if not isinstance(value, dict):
+        raise MemflatError(f"bad RPC target {shown!r}: expected a JSON object, {example}")
+    kind = value.get("kind")
+    if kind != "llvm":
+        raise MemflatError(f"bad RPC target {shown!r}: unknown kind {kind!r} (RPC measurement "
+                           f"runs on the board's CPU: kind \"llvm\"), {example}")
+    try:
+        tvm.target.Target(value)
+    except (ValueError, RuntimeError, TypeError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise MemflatError(f"bad RPC target {shown!r}: {first}") from None
+    return dict(value)
+
+
+def rpc_build_target(rpc: RPCConfig | None) -> tvm.target.Target:
+    """The target to build executables for measurement with ``rpc`` (``None``: locally).
+
+    ``rpc.target`` when given, else this host's ``llvm``. Pass it to
+    :func:`tvm_memflat.build`: ``build(mod, rpc_build_target(rpc))``.
+    """
+    if rpc is not None and rpc.target is not None:
+        return tvm.target.Target(rpc.target)
+    return tvm.target.Target("llvm")
 
 
 @dataclass(frozen=True)
@@ -155,7 +228,8 @@ def measure_executable(executable, inputs: Sequence, *, repeat: int = 5, number:
     ----------
     executable
         A ``relax.VMExecutable`` from ``tvm.compile`` or :func:`tvm_memflat.build`
-        for an llvm target the measuring CPU can run.
+        for an llvm target the measuring CPU can run: with ``rpc``, built for
+        :func:`rpc_build_target` ``(rpc)``.
     inputs
         One array per parameter of ``main`` (numpy arrays or ``tvm.runtime.Tensor``).
     repeat
@@ -187,7 +261,7 @@ def measure_executable(executable, inputs: Sequence, *, repeat: int = 5, number:
                                    min_repeat_ms=min_repeat_ms)(*args)
         return _measurement(result.results, repeat, number, "local")
     with request_session(rpc) as session:
-        vm, dev = load_on_session(session, executable)
+        vm, dev = load_on_session(session, executable, link_on_board=rpc.target is not None)
         args = [_to_tensor(a, dev) for a in inputs]
         # The stateful form also works when main returns a tuple (which cannot
         # cross the RPC boundary as a return value).
@@ -256,6 +330,8 @@ def measure_many(executables: list, inputs: Sequence, *, rpc: RPCConfig | None =
 #: Tries per session request: a server that waited too long for its client
 #: re-registers under a new match key, and the tracker may still hand out the old one.
 _REQUEST_TRIES = 3
+#: Seconds between looks at the tracker's queue while no server is free.
+_POLL_S = 0.2
 
 
 @contextlib.contextmanager
@@ -282,36 +358,86 @@ def _request(rpc: RPCConfig):
     deadline = time.monotonic() + rpc.request_timeout_s
     error = None
     for attempt in range(_REQUEST_TRIES):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        if deadline - time.monotonic() <= 0:
             break
         try:
             tracker = tvm_rpc.connect_tracker(rpc.tracker_host, rpc.tracker_port)
         except (OSError, RuntimeError) as err:
             raise MemflatError(f"cannot reach the RPC tracker at {rpc}: {err}") from None
         try:
-            if attempt == 0:
-                servers = {s["key"].split(":", 1)[-1] for s in tracker.summary()["server_info"]}
-                if rpc.key not in servers:
-                    raise MemflatError(
-                        f"no RPC server with key {rpc.key!r} at the tracker {rpc}"
-                        f" (keys there: {', '.join(sorted(servers)) or 'none'})")
-            # TrackerSession.request blocks on its socket until a server is free:
-            # bound the wait. One try per connection, as its own retries would
-            # reconnect without the timeout.
-            tracker._sock.settimeout(remaining)
-            return tracker.request(rpc.key, session_timeout=rpc.session_timeout_s, max_retry=1)
-        except RuntimeError as err:
-            error = err
-        finally:
+            free = _wait_for_free_server(tracker, rpc, deadline, check_key=attempt == 0)
+        except (OSError, RuntimeError) as err:
             tracker.close()
+            error = err
+            continue
+        if not free:
+            tracker.close()
+            error = "no server became free"
+            break
+        session, error = _request_within(tracker, rpc, deadline - time.monotonic())
+        if session is not None:
+            return session
     raise MemflatError(f"no RPC session for {rpc} within {rpc.request_timeout_s:g} s: {error}")
 
 
-def load_on_session(session, executable) -> tuple[relax.VirtualMachine, tvm.runtime.Device]:
-    """Upload ``executable`` to ``session``; return a VM on its CPU and that device."""
+def _wait_for_free_server(tracker, rpc: RPCConfig, deadline: float, *, check_key: bool) -> bool:
+    """Poll the tracker's public summary until a server with ``rpc.key`` is free."""
+    while True:
+        summary = tracker.summary()
+        if check_key:
+            servers = {s["key"].split(":", 1)[-1] for s in summary["server_info"]}
+            if rpc.key not in servers:
+                tracker.close()
+                raise MemflatError(
+                    f"no RPC server with key {rpc.key!r} at the tracker {rpc}"
+                    f" (keys there: {', '.join(sorted(servers)) or 'none'})")
+            check_key = False
+        if summary["queue_info"].get(rpc.key, {}).get("free", 0) > 0:
+            return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        time.sleep(min(_POLL_S, remaining))
+
+
+def _request_within(tracker, rpc: RPCConfig, timeout: float):
+    """``tracker.request`` bounded by ``timeout``: ``(session, None)`` or ``(None, error)``.
+
+    ``TrackerSession.request`` blocks until a server is free and has no timeout of its
+    own, so it runs in a daemon thread that owns (and closes) ``tracker``; after
+    ``timeout`` the request is abandoned, and a session it still gets is dropped
+    (which frees its server). The server was free a moment ago, so this is rare.
+    """
+    outcome: dict = {}
+    done = threading.Event()
+
+    def run():
+        try:
+            # One try per connection: its own retries would reconnect and wait again.
+            outcome["session"] = tracker.request(rpc.key, session_timeout=rpc.session_timeout_s,
+                                                 max_retry=1)
+        except Exception as err:  # noqa: BLE001 - handed to the caller, who reports it
+            outcome["error"] = err
+        finally:
+            tracker.close()
+            done.set()
+
+    threading.Thread(target=run, name=f"memflat-rpc-request-{rpc.key}", daemon=True).start()
+    if not done.wait(max(timeout, 0.0)):
+        return None, "the tracker handed out no server in time"
+    return outcome.get("session"), outcome.get("error")
+
+
+def load_on_session(session, executable, *, link_on_board: bool = False
+                    ) -> tuple[relax.VirtualMachine, tvm.runtime.Device]:
+    """Upload ``executable`` to ``session``; return a VM on its CPU and that device.
+
+    ``link_on_board``: upload a ``.tar`` of object files that the board links itself
+    (for executables built for another target than this host's), not a ``.so``
+    linked here.
+    """
     with tempfile.TemporaryDirectory(prefix="memflat_measure_") as tmp:
-        name = f"memflat_{uuid.uuid4().hex}.so"
+        name = f"memflat_{uuid.uuid4().hex}.{'tar' if link_on_board else 'so'}"
         path = os.path.join(tmp, name)
         executable.export_library(path)
         session.upload(path)
