@@ -6,19 +6,17 @@ import math
 import numpy as np
 from tvm import relax
 
-from tvm_memflat.planner.live_ranges import GemmShape, KernelStep
-from tvm_memflat.planner.sram_plan import StepTraffic
-from tvm_memflat.spec import load_spec
-from tvm_memflat.tuner.cost_model import (
+from tvm_memflat.hardware.cost_model import (
     SpecCostModel,
-    calibrate_llvm,
     compute_cycles,
     dram_cycles,
-    lowered,
-    nnls_relative,
     step_cycles,
     utilisation,
 )
+from tvm_memflat.planner.live_ranges import GemmShape, KernelStep
+from tvm_memflat.planner.sram_plan import StepTraffic
+from tvm_memflat.spec import load_spec
+from tvm_memflat.tuner.cost_model import calibrate_llvm, lowered, nnls_relative
 
 from . import graphs
 

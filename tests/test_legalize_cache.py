@@ -5,7 +5,7 @@ import tvm_ffi
 from tvm import relax
 
 from tvm_memflat.analysis.fusion import fuse
-from tvm_memflat.analysis.legalize_cache import cache_stats
+from tvm_memflat.fusion_passes.legalize_cache import cache_stats
 
 from . import graphs
 

@@ -7,11 +7,9 @@ import tvm_ffi
 
 from tvm_memflat.analysis.fusion import fuse
 from tvm_memflat.analysis.memory_profile import profile
-from tvm_memflat.analysis.tvm_allocation import (
-    build_stock,
-    measure_runtime_storage,
-    random_inputs,
-)
+from tvm_memflat.targets.runtime import measure_runtime_storage
+from tvm_memflat.targets.stock import build_stock
+from tvm_memflat.tuner.inputs import random_inputs
 
 from . import graphs
 

@@ -1,6 +1,8 @@
-"""The latency-budget tuner on small graphs whose optimum is found by brute force."""
+"""The latency-budget tuner on small graphs (its choice against an exhaustive search of
+every rewrite path: tests/test_tuner_exhaustive.py)."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -10,7 +12,15 @@ from tvm import relax
 from tvm_memflat import FlattenMemoryPeaks
 from tvm_memflat.errors import MemflatError
 from tvm_memflat.spec import load_spec
-from tvm_memflat.tuner.tuner import LatencyBudget, Point, pareto_front, tune
+from tvm_memflat.transform.rewrite_step import RewriteStep
+from tvm_memflat.tuner.tuner import (
+    LatencyBudget,
+    Point,
+    TuneResult,
+    cache_key,
+    pareto_front,
+    tune,
+)
 
 from . import graphs
 from .util import run_llvm
@@ -64,7 +74,9 @@ def test_pareto_front_keeps_only_undominated_points():
 
 
 @pytest.mark.parametrize("budget", ["1.0x", "1.2x", "3x"])
-def test_choice_is_the_brute_force_optimum_within_the_budget(mod, tmp_path, budget):
+def test_choice_is_the_best_costed_point_within_the_budget(mod, tmp_path, budget):
+    # Only against the points the tuner itself costed (its shortlist); the exhaustive
+    # check is tests/test_tuner_exhaustive.py.
     new, result = _tune(mod, tmp_path, latency_budget=budget)
     limit = result.limit_ms
     assert limit == pytest.approx(LatencyBudget.parse(budget).limit_ms(result.baseline.latency))
@@ -140,3 +152,42 @@ def test_the_pass_default_is_a_point_so_a_loose_budget_never_does_worse(mod, tmp
     default = next(p for p in result.points if p.path == tuple(d.step for d in decisions))
     assert default.peak_bytes == decisions[-1].peak_after
     assert result.chosen.memory_bytes <= default.memory_bytes
+
+
+@pytest.mark.parametrize("halo", ["recompute", "cache"])
+def test_halo_restricts_the_search_and_keys_the_cache(mod, tmp_path, halo):
+    _, result = _tune(mod, tmp_path, latency_budget="100x", halo=halo)
+    steps = [s for p in result.points for s in p.path]
+    assert steps and all(s.halo in (halo, None) for s in steps)  # None: a channel split
+    key = lambda h: cache_key(mod, None, {"halo": h})  # noqa: E731
+    assert key(halo) != key("auto")
+    with pytest.raises(MemflatError, match="halo must be"):
+        _tune(mod, tmp_path, halo="sometimes")
+
+
+def test_points_round_trip_through_json_as_rewrite_steps(mod, tmp_path):
+    _, result = _tune(mod, tmp_path, latency_budget="100x")
+    again = TuneResult.from_dict(json.loads(json.dumps(result.to_dict())))
+    assert again.to_dict() == result.to_dict()
+    assert [p.path for p in again.points] == [p.path for p in result.points]
+    assert all(isinstance(s, RewriteStep) for p in again.points for s in p.path)
+    # steps stored by older versions as tuples are still read
+    old = Point.from_dict({"path": [["c3", 2, 4, "recompute", "H"], ["pool", 5, 4, "channels"]],
+                           "peak_bytes": 1, "macs": 1})
+    assert old.path == (RewriteStep.tile("c3", 2, 4, "recompute", "H"),
+                        RewriteStep.split("pool", 5, 4))
+
+
+def test_the_pass_with_a_spec_and_no_budget_fits_it_with_the_tuner(mod, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEMFLAT_CACHE_DIR", str(tmp_path))
+    pass_ = FlattenMemoryPeaks(_small_mcu(), halo="recompute")
+    assert pass_.uses_tuner and (pass_.input, pass_.output) == ("sram", "sram")
+    new = pass_(mod)
+    direct, result = tune(mod, spec=_small_mcu(), halo="recompute", cache_dir=tmp_path)
+    assert result.cached and pass_.tune_result.chosen.path == result.chosen.path
+    tvm.ir.assert_structural_equal(new, direct)
+    assert not FlattenMemoryPeaks(_small_mcu(), memory_budget=4096).uses_tuner
+    with pytest.raises(MemflatError, match="not both"):
+        FlattenMemoryPeaks(memory_budget=4096, latency_budget="2x")
+    with pytest.raises(MemflatError):
+        FlattenMemoryPeaks(input="disk")

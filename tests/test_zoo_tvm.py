@@ -5,8 +5,9 @@ import pytest
 
 from tvm_memflat import zoo
 from tvm_memflat.analysis.memory_profile import profile
-from tvm_memflat.analysis.tvm_allocation import build_stock, measure_runtime_storage
 from tvm_memflat.frontend import load_model
+from tvm_memflat.targets.runtime import measure_runtime_storage
+from tvm_memflat.targets.stock import build_stock
 
 from . import onnx_models
 

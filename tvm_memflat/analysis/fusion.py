@@ -18,7 +18,8 @@ import tvm_ffi
 from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 
-from .legalize_cache import cached_legalize_ops
+from ..fusion_passes.legalize_cache import cached_legalize_ops
+from ..fusion_passes.opaque_marks import with_concat_opaque
 from .tir_stats import KernelStats, kernel_stats
 
 _CALL_TIR = tvm.ir.Op.get("relax.call_tir")
@@ -43,11 +44,13 @@ def fuse(mod: tvm.IRModule, target=None, cached: bool = True,
          concat_opaque: bool = True) -> FusedModules:
     """Legalize and fuse ``mod`` as TVM's llvm default pipeline does.
 
-    ``cached`` legalizes through :mod:`.legalize_cache` (same result, each operator
-    signature lowered once per process). ``concat_opaque`` keeps concatenations
-    out of fused groups, as :func:`tvm_memflat.build` does (so a concat can be
-    written in place): otherwise FuseOps may fold a small slice taken early into
-    a concat run much later, keeping the whole sliced tensor alive in between.
+    ``cached`` legalizes through :mod:`tvm_memflat.fusion_passes.legalize_cache`
+    (same result, each operator signature lowered once per process).
+    ``concat_opaque`` keeps concatenations out of fused groups, as
+    :func:`tvm_memflat.build` does (so a concat can be written in place; the marks
+    are :mod:`tvm_memflat.fusion_passes.opaque_marks`): otherwise FuseOps may fold
+    a small slice taken early into a concat run much later, keeping the whole
+    sliced tensor alive in between.
     On the five zoo networks this changes no peak (checked 2026-11-23).
     """
     target = target or default_target()
@@ -55,8 +58,6 @@ def fuse(mod: tvm.IRModule, target=None, cached: bool = True,
     if cached:
         passes = [cached_legalize_ops() if p.info.name == "LegalizeOps" else p for p in passes]
     if concat_opaque:
-        from ..lowering.pipeline import with_concat_opaque
-
         passes = with_concat_opaque(passes)
     fuse_ops, fuse_tir = passes[-2:]  # keep the modules in between to read names from
     assert (fuse_ops.info.name, fuse_tir.info.name) == ("FuseOps", "FuseTIR")

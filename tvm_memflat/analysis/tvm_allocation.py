@@ -8,7 +8,10 @@ Two measurements of the same pipeline, ``relax.get_default_pipeline(Target("llvm
   largest set of scratch buffers a single kernel allocates for itself
   (``pad_temp``, fused intermediates);
 * **runtime**: the bytes passed to ``vm.builtin.alloc_storage`` while the
-  compiled module runs once, recorded by wrapping that builtin.
+  compiled module runs once, recorded by wrapping that builtin. Building and
+  running are not analysis: the stock build is
+  :func:`tvm_memflat.targets.stock.build_stock`, the recording
+  :func:`tvm_memflat.targets.runtime.measure_runtime_storage`.
 
 ``tvm_allocated_bytes = planned storage + output + max kernel scratch``. The
 runtime total must equal planned storage + output (tested).
@@ -16,10 +19,8 @@ runtime total must equal planned storage + output (tested).
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
-import numpy as np
 import tvm
 from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
@@ -109,71 +110,3 @@ def tvm_allocation(fused) -> TVMAllocation:
     kernel = max(scratch, key=lambda k: (scratch[k], k), default=None)
     return TVMAllocation(PIPELINE_NAME, tuple(storage_blocks(planned["main"])), outputs[0],
                          scratch.get(kernel, 0) if kernel else 0, kernel)
-
-
-@contextlib.contextmanager
-def record_alloc_storage():
-    """Record the byte size of every ``vm.builtin.alloc_storage`` call in the block.
-
-    Yields the list the sizes are appended to. The original builtin is restored
-    on exit, also when the block raises.
-    """
-    original = tvm.get_global_func("vm.builtin.alloc_storage")
-    sizes: list[int] = []
-
-    def hook(vm, shape, *rest):
-        sizes.append(int(shape[0]))
-        return original(vm, shape, *rest)
-
-    tvm.register_global_func("vm.builtin.alloc_storage", hook, override=True)
-    try:
-        yield sizes
-    finally:
-        tvm.register_global_func("vm.builtin.alloc_storage", original, override=True)
-
-
-def random_inputs(func: relax.Function, seed: int = 0) -> list[np.ndarray]:
-    """Seeded standard-normal arrays for every tensor parameter of ``func``."""
-    rng = np.random.default_rng(seed)
-    arrays = []
-    for p in func.params:
-        shape = tuple(int(d) for d in p.ty.shape.values)
-        dtype = str(p.ty.dtype)
-        if dtype.startswith("float"):
-            arrays.append(rng.standard_normal(shape).astype(dtype))
-        else:
-            arrays.append(rng.integers(-3, 4, size=shape).astype(dtype))
-    return arrays
-
-
-def build_stock(mod: tvm.IRModule, target=None):
-    """Compile with stock TVM's fusing llvm pipeline (our baseline)."""
-    target = target or tvm.target.Target("llvm")
-    return tvm.compile(mod, target, relax_pipeline=relax.get_default_pipeline(target))
-
-
-def measure_runtime_storage(executable, inputs: list[np.ndarray]) -> tuple[int, list[np.ndarray]]:
-    """Run ``executable`` once; return the bytes ``alloc_storage`` got, and the outputs."""
-    dev = tvm.cpu()
-    args = [tvm.runtime.tensor(a, dev) for a in inputs]
-    with record_alloc_storage() as sizes:
-        # The VM looks builtins up when it is created: wrap first, then create it.
-        vm = relax.VirtualMachine(executable, dev)
-        out = vm["main"](*args)
-    return sum(sizes), _to_numpy(out)
-
-
-def measure_latency_ms(executable, inputs: list[np.ndarray], repeat: int = 3) -> float:
-    """Median wall time of ``main`` over ``repeat`` runs after one warm-up, in ms."""
-    dev = tvm.cpu()
-    vm = relax.VirtualMachine(executable, dev)
-    args = [tvm.runtime.tensor(a, dev) for a in inputs]
-    vm["main"](*args)
-    result = vm.time_evaluator("main", dev, number=1, repeat=repeat)(*args)
-    return 1000.0 * float(np.median(result.results))
-
-
-def _to_numpy(out) -> list[np.ndarray]:
-    if hasattr(out, "numpy"):
-        return [out.numpy()]
-    return [o.numpy() for o in out]

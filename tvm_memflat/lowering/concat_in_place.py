@@ -21,13 +21,12 @@ from dataclasses import dataclass, field
 import tvm
 from tvm import relax, tirx
 
+from ..naming import is_concat_kernel
 from .tir_views import buffer_shape, write_into_slice
 
 LOG = logging.getLogger(__name__)
 
 _ALLOC_TENSOR = tvm.ir.Op.get("relax.builtin.alloc_tensor")
-#: Name LegalizeOps gives the PrimFunc of ``R.concat`` (deduplicated as concatenate1, ...).
-CONCAT_KERNEL_PREFIX = "concatenate"
 
 
 def is_kernel_call(mod: tvm.IRModule, value) -> bool:
@@ -105,8 +104,7 @@ def concat_in_place(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
     removed = 0
     for i in reversed(range(len(bindings))):
         value = bindings[i].value
-        if not (is_kernel_call(mod, value)
-                and value.op.name_hint.startswith(CONCAT_KERNEL_PREFIX)):
+        if not (is_kernel_call(mod, value) and is_concat_kernel(value.op.name_hint)):
             continue
         plan = _plan_concat(mod, bindings, uses, i)
         if plan is None:

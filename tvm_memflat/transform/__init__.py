@@ -1,8 +1,13 @@
-"""Rewrites of Relax modules that keep the function they compute."""
+"""Rewrites of Relax modules that keep the function they compute.
 
-from .flatten_memory_peaks import FlattenMemoryPeaks, flatten_peaks
+The public pass, ``tvm_memflat.FlattenMemoryPeaks``, is :mod:`tvm_memflat.passes`:
+it sits above both this search and the tuner.
+"""
+
+from .flatten_memory_peaks import flatten_peaks, replay
 from .regions import Region, find_chains, find_regions
+from .rewrite_step import RewriteStep
 from .tile_region import tile_chain, tile_region
 
-__all__ = ["FlattenMemoryPeaks", "Region", "find_chains", "find_regions", "flatten_peaks",
+__all__ = ["Region", "RewriteStep", "find_chains", "find_regions", "flatten_peaks", "replay",
            "tile_chain", "tile_region"]

@@ -18,6 +18,11 @@ and, round after round, rewrites what holds the tensors live at the peak:
 It keeps a rewrite only if the modelled peak drops and the MAC overhead stays
 within the limit, and repeats on the new peak. Every rewrite is exact; what
 cannot be rewritten exactly is left alone (and logged), never approximated.
+Each accepted rewrite is recorded as a :class:`~.rewrite_step.RewriteStep`, which
+:func:`replay` applies again.
+
+This module is the search; the public pass around it (and around the tuner) is
+:class:`tvm_memflat.passes.FlattenMemoryPeaks`.
 """
 
 from __future__ import annotations
@@ -27,9 +32,12 @@ from dataclasses import dataclass
 
 import tvm
 
+from .. import naming
 from ..analysis.memory_profile import MemoryProfile, profile
+from ..errors import MemflatError
 from .region_model import RegionModel
 from .regions import Region, RegionIndex, find_regions
+from .rewrite_step import RewriteStep
 from .split_channels import GroupFamily, SplitRefused, group_families, split_channels
 from .tile_region import tile_region
 from .tiling import (
@@ -48,7 +56,8 @@ DEFAULT_MAC_OVERHEAD = 0.05
 TILE_COUNTS = (2, 4, 8, 16, 32)
 #: Channel slices tried for a conv fan-out (a concat is split at its parts).
 SPLIT_COUNTS = (4, 8)
-#: The ``halo`` of a channel split's decision and replay step.
+#: The ``halo`` of a channel split's :class:`Decision` and :class:`Evaluated`
+#: (its :class:`~.rewrite_step.RewriteStep` is ``kind="split"``, with no halo).
 CHANNELS = "channels"
 
 
@@ -67,9 +76,17 @@ class Decision:
     axis: str = "H"  # "H" or "W" for tilings, "C" for channel splits
 
     @property
-    def step(self) -> tuple[str, int, int, str, str]:
+    def kind(self) -> str:
+        """``"tile"`` or ``"split"`` (as :attr:`RewriteStep.kind`)."""
+        return "split" if self.halo == CHANNELS else "tile"
+
+    @property
+    def step(self) -> RewriteStep:
         """This decision as a replay step (see :func:`replay`)."""
-        return (self.region_output, self.region_ops, self.tiles, self.halo, self.axis)
+        if self.kind == "split":
+            return RewriteStep.split(self.region_output, self.region_ops, self.tiles)
+        return RewriteStep.tile(self.region_output, self.region_ops, self.tiles, self.halo,
+                                self.axis)
 
     @property
     def describe(self) -> str:
@@ -160,26 +177,18 @@ class Evaluated:
         return "C" if self.halo == CHANNELS else axis_name(self.axis)
 
     @property
-    def step(self) -> tuple[str, int, int, str, str]:
-        """What to replay: (region output, region ops, tiles, halo, axis)."""
-        return (*self.region.key, self.tiles, self.halo, self.axis_name)
+    def step(self) -> RewriteStep:
+        """What to replay (see :func:`replay`)."""
+        output, ops = self.region.key
+        if self.halo == CHANNELS:
+            return RewriteStep.split(output, ops, self.tiles)
+        return RewriteStep.tile(output, ops, self.tiles, self.halo, self.axis_name)
 
     def apply(self, mod: tvm.IRModule) -> tvm.IRModule:
         """``mod`` with this rewrite."""
         if self.halo == CHANNELS:
             return split_channels(mod, self.region, self.tiles)
         return tile_region(mod, self.region, self.tiles, self.halo, self.axis)
-
-
-def step_parts(step) -> tuple[str, int, int, str, str]:
-    """(region output, region ops, tiles, halo, axis) of a replay step. Steps recorded
-    before cached halos existed have three parts and were recomputed; before W-tiles,
-    four parts and tiled along H. A channel split's step is (fan-in, group ops,
-    slices, "channels", "C")."""
-    output, ops, tiles = step[:3]
-    halo = step[3] if len(step) > 3 else "recompute"
-    axis = step[4] if len(step) > 4 else ("C" if halo == CHANNELS else "H")
-    return output, ops, tiles, halo, axis
 
 
 def _evaluate_region(mod, region, base, mac_limit, tile_counts, halo,
@@ -228,7 +237,7 @@ def _evaluate_family(mod, family, mac_limit) -> list[Evaluated]:
             logger.debug("FlattenMemoryPeaks: %s in %d slices refused: %s",
                          family.key[0], parts, err)
             continue
-        names = tuple(g.fan_in.name for g in family.groups)
+        names = tuple(naming.split_prefix(g.fan_in.name) for g in family.groups)
         local = max((p.live_bytes[row.index] for row in p.layers if row.name.startswith(names)),
                     default=p.peak_bytes)
         out.append(Evaluated(family, parts, p.peak_bytes, p.macs, CHANNELS, local))
@@ -269,8 +278,8 @@ def _halo_modes(halo: str) -> tuple[str, ...]:
 def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OVERHEAD,
                   memory_budget: int | None = None, max_rounds: int = 8,
                   tile_counts=TILE_COUNTS, halo: str = "auto", splits: bool = True,
-                  w_tiles: bool = True, on_round=None,
-                  progress=None) -> tuple[tvm.IRModule, list[Decision]]:
+                  w_tiles: bool = True, on_round=None, progress=None,
+                  evaluate=None) -> tuple[tvm.IRModule, list[Decision]]:
     """Greedily tile the regions at the peak while the peak drops within the MAC limit.
 
     Each round estimates every candidate region, tile count and halo mode with
@@ -296,16 +305,25 @@ def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OV
         (the tuner builds its candidate set from these).
     progress
         Optional ``progress(message)`` for long searches.
+    evaluate
+        Optional ``evaluate(mod) -> bytes``: the number the search minimises and
+        ``memory_budget`` is judged on. The public pass gives the device bytes
+        predicted from the build's own lowered schedule and offset plan
+        (:func:`tvm_memflat.planner.device_bytes.predict_device_bytes`); without it,
+        the modelled peak of :func:`~tvm_memflat.analysis.memory_profile.profile`.
+        Candidates are still ranked by the region model; each one verified is
+        judged on this number, so a rewrite is kept only if the number drops.
 
     Returns the rewritten module and the accepted decisions (empty: unchanged).
     """
     modes = _halo_modes(halo)
     prof = profile(mod, with_tvm=False)
+    score = evaluate(mod) if evaluate is not None else prof.peak_bytes
     mac_limit = prof.macs * (1 + max_mac_overhead)
     decisions: list[Decision] = []
     path: list[tuple] = []
     for round_index in range(max_rounds):
-        if memory_budget is not None and prof.peak_bytes <= memory_budget:
+        if memory_budget is not None and score <= memory_budget:
             break
         evaluated = []
         regions = _candidates(mod, prof)
@@ -339,119 +357,55 @@ def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OV
         for e in ranked[:VERIFY_TRIES]:
             cand = e.apply(mod)
             p = profile(cand, with_tvm=False)
-            if p.macs <= mac_limit and p.peak_bytes < prof.peak_bytes:
-                accepted = (e, cand, p)
+            if p.macs > mac_limit:
+                continue
+            cand_score = evaluate(cand) if evaluate is not None else p.peak_bytes
+            if cand_score < score:
+                accepted = (e, cand, p, cand_score)
                 break
         if accepted is None:
             logger.info("FlattenMemoryPeaks: no exact rewrite lowers the peak of %d B at %s",
-                        prof.peak_bytes, prof.peak_layer.name)
+                        score, prof.peak_layer.name)
             break
-        best, cand, p = accepted
+        best, cand, p, cand_score = accepted
         region = best.region
         start = region.head if best.halo == CHANNELS else region.source
         decision = Decision(region.key[0], len(region.vars), best.tiles, best.halo,
-                            prof.peak_bytes, p.peak_bytes, p.macs, getattr(start, "name", ""),
+                            score, cand_score, p.macs, getattr(start, "name", ""),
                             best.axis_name)
         decisions.append(decision)
         path.append(best.step)
-        logger.info("FlattenMemoryPeaks: %s: peak %d -> %d B", decision.describe,
-                    prof.peak_bytes, p.peak_bytes)
+        logger.info("FlattenMemoryPeaks: %s: %d -> %d B", decision.describe, score, cand_score)
         if progress is not None:
             progress(f"round {round_index + 1}: {len(evaluated)} candidates, "
-                     f"peak {prof.peak_bytes} -> {p.peak_bytes} B ({decision.describe})")
-        mod, prof = cand, p
+                     f"{score} -> {cand_score} B ({decision.describe})")
+        mod, prof, score = cand, p, cand_score
     return mod, decisions
 
 
 def replay(mod: tvm.IRModule, steps) -> tvm.IRModule:
-    """Apply recorded ``(region output, region ops, tiles[, halo])`` steps to ``mod`` again.
+    """Apply recorded steps to ``mod`` again, in order.
 
-    Used to rebuild a tuned module from its cached decisions without searching.
+    ``steps`` are :class:`~.rewrite_step.RewriteStep` (or what
+    :meth:`~.rewrite_step.RewriteStep.from_json` reads: their JSON dicts, and the
+    tuples older versions stored). Used to rebuild a tuned module from its cached
+    decisions without searching. Raises :class:`~tvm_memflat.errors.MemflatError`
+    if a step names nothing in the module.
     """
-    for step in steps:
-        output, length, tiles, halo, axis = step_parts(step)
-        if halo == CHANNELS:
-            family = next((f for f in group_families(mod["main"])
-                           if f.key == (output, length)), None)
+    for step in map(RewriteStep.from_json, steps):
+        if step.kind == "split":
+            family = next((f for f in group_families(mod["main"]) if f.key == step.key), None)
             if family is None:
-                from ..errors import MemflatError
-
-                raise MemflatError(f"cannot replay channel split {output!r} ({length} ops): "
-                                   "no such group in the module")
-            mod = split_channels(mod, family, tiles)
+                raise MemflatError(f"cannot replay channel split {step.output!r} ({step.ops} "
+                                   "ops): no such group in the module")
+            mod = split_channels(mod, family, step.parts)
             continue
         index = RegionIndex(mod["main"])
-        sink = next((v for v in index.value if v.name == output), None)
+        sink = next((v for v in index.value if v.name == step.output), None)
         regions = [] if sink is None else index.regions_ending_at(sink, all_sources=True)
-        match = next((r for r in regions if len(r.vars) == length), None)
+        match = next((r for r in regions if len(r.vars) == step.ops), None)
         if match is None:
-            from ..errors import MemflatError
-
-            raise MemflatError(f"cannot replay tiling step {output!r} ({length} ops, "
-                               f"{tiles} tiles): no such region in the module")
-        mod = tile_region(mod, match, tiles, halo, AXES[axis])
+            raise MemflatError(f"cannot replay tiling step {step.output!r} ({step.ops} ops, "
+                               f"{step.parts} tiles): no such region in the module")
+        mod = tile_region(mod, match, step.parts, step.halo, AXES[step.axis])
     return mod
-
-
-@tvm.transform.module_pass(opt_level=0, name="FlattenMemoryPeaks")
-class FlattenMemoryPeaks:
-    """Restructure a Relax module at its activation-memory peaks, exactly.
-
-    Parameters
-    ----------
-    spec
-        Accelerator spec (name, path or :class:`~tvm_memflat.spec.AcceleratorSpec`);
-        with no ``memory_budget`` its activation capacity is the budget.
-    memory_budget
-        Stop once the modelled peak is at or below this many bytes.
-    latency_budget
-        ``"1.1x"`` of the untiled module or an absolute ``"3.5ms"``: the tuner
-        (:func:`tvm_memflat.tuner.tuner.tune`) picks the lowest peak within it, with
-        the spec's cycle model when a spec is given, else the llvm model calibrated
-        on this machine. Replaces the MAC-overhead limit.
-    halo
-        ``"recompute"``: rows shared by two tiles are computed by both; ``"cache"``:
-        they are computed once and carried to the next tile; ``"auto"``: cached
-        halos are tried on every region and recomputed ones on the best few, and
-        the lower peak (then fewer MACs) wins.
-    max_mac_overhead
-        Largest accepted extra MACs, as a fraction (default 5 %).
-    """
-
-    def __init__(self, spec=None, *, memory_budget=None, latency_budget=None, halo="auto",
-                 max_mac_overhead=DEFAULT_MAC_OVERHEAD):
-        from ..errors import MemflatError
-
-        if halo not in (*HALO_MODES, "auto"):
-            raise MemflatError(f"halo must be recompute, cache or auto, got {halo!r}")
-        if memory_budget is not None and (not isinstance(memory_budget, int) or memory_budget <= 0):
-            raise MemflatError(f"memory_budget must be a positive number of bytes: {memory_budget}")
-        if spec is not None:
-            from ..spec import AcceleratorSpec, load_spec
-
-            spec = spec if isinstance(spec, AcceleratorSpec) else load_spec(spec)
-            if memory_budget is None:
-                memory_budget = spec.activation_capacity_bytes
-        if latency_budget is not None:
-            from ..tuner.tuner import LatencyBudget
-
-            latency_budget = LatencyBudget.parse(latency_budget)  # bad text: error now
-        self.halo = halo
-        self.spec = spec
-        self.memory_budget = memory_budget
-        self.latency_budget = latency_budget
-        self.tune_result = None
-        self.max_mac_overhead = max_mac_overhead
-        self.decisions: list[Decision] = []
-
-    def transform_module(self, mod, ctx):  # noqa: D102 - tvm.transform hook
-        if self.latency_budget is not None:
-            from ..tuner.tuner import tune
-
-            new, self.tune_result = tune(mod, spec=self.spec,
-                                         latency_budget=self.latency_budget)
-            return new
-        new, self.decisions = flatten_peaks(mod, max_mac_overhead=self.max_mac_overhead,
-                                            memory_budget=self.memory_budget,
-                                            halo=self.halo)
-        return new

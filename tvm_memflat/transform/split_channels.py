@@ -25,16 +25,14 @@ original only in the order of a floating-point sum.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
 import tvm
 from tvm import relax
 
-from ..lowering.pipeline import SPLIT_SUM_MARK
+from .. import naming
 from .regions import bindings, use_counts
-from .tile_region import TILE_TAG
 from .tiling import _CONV, _POOLS, _UNARY, _ints, _is_const, _out_dtype, window_of
 
 
@@ -72,15 +70,11 @@ class ChannelGroup:
     def family(self) -> tuple[str, int]:
         """:attr:`key` with tile numbers wildcarded: the same group in every H- or W-tile of a
         tiled region (``x_t3_14`` and ``x_t4_14``) has one family, split as one."""
-        return (_TILE_NUMBER.sub("_t*_", self.fan_in.name), len(self.vars))
+        return (naming.untiled(self.fan_in.name), len(self.vars))
 
     @property
     def by_branch(self) -> bool:
         return bool(self.part_bounds)
-
-
-#: The tile number :mod:`.tile_region` puts into the names of a tile's bindings.
-_TILE_NUMBER = re.compile(rf"_[{''.join(TILE_TAG.values())}]\d+_")
 
 
 def _const_conv(call) -> bool:
@@ -312,18 +306,20 @@ class _ChannelSplitter(relax.PyExprMutator):
             head = group.calls[0]
             weight = _const_slice(head.args[1], 0, c0, c1)
             x = self.builder_.emit(_conv(head, self.visit_expr(head.args[0]), weight, 1),
-                                   f"{name}_c{g}_0")
+                                   naming.split_member(name, g, 0))
         for j, call in enumerate(group.calls[1:-1], start=1):
-            x = self.builder_.emit(_sliced(call, x, c0, c1, group.channels), f"{name}_c{g}_{j}")
+            x = self.builder_.emit(_sliced(call, x, c0, c1, group.channels),
+                                   naming.split_member(name, g, j))
         fan_in = group.calls[-1]
         partial = self.builder_.emit(
-            _conv(fan_in, x, _const_slice(fan_in.args[1], 1, c0, c1), 1), f"{name}_c{g}")
+            _conv(fan_in, x, _const_slice(fan_in.args[1], 1, c0, c1), 1),
+            naming.split_partial(name, g))
         split.pending -= 1
         if split.acc is None:
             split.acc = partial
-        else:  # a running sum: the build keeps it unfused (lowering.pipeline)
+        else:  # a running sum: the build keeps it unfused (fusion_passes.opaque_marks)
             split.acc = self.builder_.emit(relax.op.add(split.acc, partial),
-                                           f"{name}{SPLIT_SUM_MARK}{g}")
+                                           naming.split_sum(name, g))
         if not split.pending:
             split.total = split.acc
 

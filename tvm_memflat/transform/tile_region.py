@@ -18,6 +18,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
+from .. import naming
 from .regions import Region
 from .tiling import (
     H_AXIS,
@@ -30,10 +31,6 @@ from .tiling import (
     row_inputs,
     with_inputs,
 )
-
-#: The tile-number tag in the names of a tile's bindings, per axis: ``conv_t3_5`` is
-#: member 5 in H-tile 3, ``conv_w1_0`` member 0 in W-tile 1.
-TILE_TAG = {"H": "t", "W": "w"}
 
 
 def _slice_rows(expr, lo: int, hi: int, axis: int = H_AXIS):
@@ -74,7 +71,7 @@ class _Emitter:
     def __init__(self, bb, region: Region, source, plan: TilePlan, axis: int):
         self.bb, self.region, self.source, self.plan, self.axis = bb, region, source, plan, axis
         self.nodes = row_nodes(region, axis)
-        self.name = f"{region.sink.name}_{TILE_TAG[axis_name(axis)]}"
+        self.sink, self.axis_name = region.sink.name, axis_name(axis)  # names: tvm_memflat.naming
         # pieces[j]: (lo, hi, expr) row bands of member j available to the current tile
         self.pieces: list[list] = [[] for _ in self.nodes]
 
@@ -109,12 +106,12 @@ class _Emitter:
                 if rows is None:
                     continue
                 spans = plan.reads(nodes, t, j)
-                ins = [self._rows(p, s.lo, s.hi, f"{self.name}{t}_in")
+                ins = [self._rows(p, s.lo, s.hi, naming.tile_input(self.sink, self.axis_name, t))
                        for (p, _), s in zip(nodes[j].inputs, spans, strict=True)]
                 windowed = len(spans) == 1
                 new = with_inputs(call, ins, spans[0].pad_top if windowed else None,
                                   spans[0].pad_bottom if windowed else None, self.axis)
-                out = self.bb.emit(new, f"{self.name}{t}_{j}")
+                out = self.bb.emit(new, naming.tile_member(self.sink, self.axis_name, t, j))
                 self.pieces[j].append((rows[0], rows[1], out))
                 if j == sink:
                     outs.append(out)
@@ -136,7 +133,7 @@ class _Emitter:
                 continue
             if lo < keep:
                 expr = self.bb.emit(_slice_rows(expr, keep - lo, hi - lo, self.axis),
-                                    f"{self.name}{t}_halo{j}")
+                                    naming.tile_halo(self.sink, self.axis_name, t, j))
                 lo = keep
             kept.append((lo, hi, expr))
         return kept

@@ -7,10 +7,14 @@ region and tile count; each becomes a *point* (the path of decisions that
 builds it, its modelled peak and MACs). The points that are Pareto-optimal in
 (peak, MACs) are then rebuilt, lowered with our pipeline and costed:
 
-* with a spec, by the spec's cycle model on the SRAM plan (:class:`SpecCostModel`);
+* with a spec, by the spec's cycle model on the SRAM plan
+  (:class:`~tvm_memflat.hardware.cost_model.SpecCostModel`);
 * without one, by the llvm model calibrated on this machine (:func:`calibrate_llvm`);
 * with ``measure=True``, by real llvm runs as well (locally or over TVM RPC), and
-  the budget is then judged on the measured times.
+  the budget is then judged on the measured times. The candidates are built by
+  the ``build`` callable the caller gives (default: our pipeline on llvm,
+  :func:`~tvm_memflat.planner.pipeline.compile_llvm`); the tuner does not import
+  the targets, which sit above it.
 
 The choice:
 
@@ -31,20 +35,30 @@ searching again.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import math
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import tvm
 import tvm_ffi
 
-from .. import __version__
 from .._io import write_json_atomic
+from ..analysis.memory_profile import profile
 from ..errors import MemflatError
+from ..hardware.cost_model import SpecCostModel
+from ..planner.pipeline import compile_llvm
+from ..planner.sram_plan import plan_for_spec
+from ..transform.flatten_memory_peaks import flatten_peaks, replay
+from ..transform.rewrite_step import RewriteStep
+from ..transform.tiling import HALO_MODES
+from .cost_model import calibrate_llvm, lowered
+from .inputs import random_inputs
 
 #: MAC cap of the search: wide, because the budget, not the cap, decides.
 SEARCH_MAC_OVERHEAD = 0.30
@@ -94,7 +108,7 @@ class LatencyBudget:
 class Point:
     """One tiling of the module: the decisions that build it and what it costs."""
 
-    path: tuple  # ((region output, region ops, tiles, halo, axis), ...)
+    path: tuple[RewriteStep, ...]  # the steps that build it from the untiled module
     peak_bytes: int
     macs: int
     latency_ms: float | None = None        # cost model
@@ -114,15 +128,15 @@ class Point:
         return self.measured_ms if self.measured_ms is not None else self.latency_ms
 
     def to_dict(self) -> dict:
-        return {"path": [list(s) for s in self.path], "peak_bytes": self.peak_bytes,
+        return {"path": [s.to_json() for s in self.path], "peak_bytes": self.peak_bytes,
                 "macs": self.macs, "latency_ms": _round(self.latency_ms),
                 "measured_ms": _round(self.measured_ms), "fits": self.fits,
                 "sram_required_bytes": self.sram_required_bytes}
 
     @classmethod
     def from_dict(cls, d: dict) -> Point:
-        return cls(tuple(tuple(s) for s in d["path"]), d["peak_bytes"], d["macs"],
-                   d.get("latency_ms"), d.get("measured_ms"), d.get("fits"),
+        return cls(tuple(RewriteStep.from_json(s) for s in d["path"]), d["peak_bytes"],
+                   d["macs"], d.get("latency_ms"), d.get("measured_ms"), d.get("fits"),
                    d.get("sram_required_bytes"))
 
 
@@ -188,23 +202,25 @@ _SEARCH_MEMO: dict = {}
 
 
 def search_points(mod: tvm.IRModule, *, max_mac_overhead: float = SEARCH_MAC_OVERHEAD,
-                  max_rounds: int = SEARCH_ROUNDS, progress=None) -> list[Point]:
+                  max_rounds: int = SEARCH_ROUNDS, halo: str = "auto",
+                  progress=None) -> list[Point]:
     """Every tiling the greedy search looks at, as points (peaks estimated, MACs exact).
 
-    The search does not depend on the spec or the budget, so it is remembered per
-    module for the rest of the process (tuning one net for several specs).
+    ``halo="auto"`` searches :data:`SEARCH_HALO` and adds the pass's default rewrite
+    (any halo mode) as a point; ``"recompute"`` or ``"cache"`` restrict both to that
+    mode. The search does not depend on the spec or the budget, so it is remembered
+    per module for the rest of the process (tuning one net for several specs).
     """
-    key = (int(tvm_ffi.structural_hash(mod)), max_mac_overhead, max_rounds)
+    if halo not in (*HALO_MODES, "auto"):
+        raise MemflatError(f"halo must be recompute, cache or auto, got {halo!r}")
+    key = (int(tvm_ffi.structural_hash(mod)), max_mac_overhead, max_rounds, halo)
     if key not in _SEARCH_MEMO:
         _SEARCH_MEMO.clear()  # keep one module's points: they hold no IR, but stay small
-        _SEARCH_MEMO[key] = _search(mod, max_mac_overhead, max_rounds, progress)
+        _SEARCH_MEMO[key] = _search(mod, max_mac_overhead, max_rounds, halo, progress)
     return list(_SEARCH_MEMO[key])
 
 
-def _search(mod, max_mac_overhead, max_rounds, progress) -> list[Point]:
-    from ..analysis.memory_profile import profile
-    from ..transform.flatten_memory_peaks import flatten_peaks
-
+def _search(mod, max_mac_overhead, max_rounds, halo, progress) -> list[Point]:
     base = profile(mod, with_tvm=False)
     points = {(): Point((), base.peak_bytes, base.macs)}
 
@@ -214,15 +230,14 @@ def _search(mod, max_mac_overhead, max_rounds, progress) -> list[Point]:
             points.setdefault(p.path, p)
 
     flatten_peaks(mod, max_mac_overhead=max_mac_overhead, max_rounds=max_rounds,
-                  halo=SEARCH_HALO, splits=SEARCH_SPLITS, w_tiles=SEARCH_W_TILES,
-                  on_round=on_round,
-                  progress=progress)
+                  halo=SEARCH_HALO if halo == "auto" else halo, splits=SEARCH_SPLITS,
+                  w_tiles=SEARCH_W_TILES, on_round=on_round, progress=progress)
     # The pass's own default result (cached halos, channel splits) lies outside the
     # search above; as a point of its own, the tuner never chooses a higher peak
     # than FlattenMemoryPeaks() would whenever that result fits the budget.
     if progress is not None:
         progress("the pass's default rewrite")
-    _, decisions = flatten_peaks(mod)
+    _, decisions = flatten_peaks(mod, halo=halo)
     if decisions:
         p = Point(tuple(d.step for d in decisions), decisions[-1].peak_after,
                   decisions[-1].macs_after)
@@ -237,10 +252,9 @@ def _shortlist(points: list[Point], limit: int) -> list[Point]:
     on one joint front the single lowest cached peak would hide every other point,
     although a lower modelled peak is not always a smaller SRAM need on a spec.
     """
-    from ..transform.flatten_memory_peaks import step_parts
-
-    def halo(p):
-        return step_parts(p.path[-1])[3] if p.path else "recompute"
+    def halo(p):  # a split has no halo: its own group
+        last = p.path[-1] if p.path else None
+        return "recompute" if last is None else last.halo or last.kind
 
     front = sorted({q for mode in {halo(p) for p in points}
                     for q in pareto_front([p for p in points if halo(p) == mode],
@@ -261,15 +275,9 @@ class _Coster:
         self.mod, self.spec, self.cost_model = mod, spec, cost_model
 
     def module(self, point: Point) -> tvm.IRModule:
-        from ..transform.flatten_memory_peaks import replay
-
         return replay(self.mod, point.path)
 
     def cost(self, point: Point) -> Point:
-        from ..analysis.memory_profile import profile
-        from ..planner.sram_plan import plan_for_spec
-        from .cost_model import lowered
-
         mod = self.module(point)
         peak = profile(mod, with_tvm=False).peak_bytes
         schedule = lowered(mod)
@@ -331,11 +339,12 @@ SEARCH_SPLITS = False
 #: 60 s tuning target) and chose the same 651 KiB; without, 56.2 s (2026-11-23).
 SEARCH_W_TILES = False
 
-#: Bumped when the pass's search space changes (v2: DAG regions and cached halos;
-#: v3: W-tiles, regions or splits that cannot lower the peak are not estimated, and
-#: the pass's default result is a point of the search),
+#: Bumped when the pass's search space or the cached format changes (v2: DAG regions
+#: and cached halos; v3: W-tiles, regions or splits that cannot lower the peak are
+#: not estimated, and the pass's default result is a point of the search; v4: paths
+#: are lists of RewriteStep JSON objects, and ``halo`` restricts the search),
 #: so results cached by an older search are not replayed as if current.
-SEARCH_VERSION = 3
+SEARCH_VERSION = 4
 
 
 def default_cache_dir() -> Path:
@@ -344,11 +353,19 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "tvm_memflat"
 
 
+def _package_version() -> str:
+    """The installed tvm_memflat's version (part of the cache key)."""
+    try:
+        return importlib.metadata.version("tvm_memflat")
+    except importlib.metadata.PackageNotFoundError:  # a source tree that is not installed
+        return "0+unknown"
+
+
 def cache_key(mod: tvm.IRModule, spec, options: dict) -> str:
     """Key of a tuning run: the module's structure and weights, the spec, the options."""
     payload = json.dumps({"module": int(tvm_ffi.structural_hash(mod)),
                           "spec": spec.to_dict() if spec is not None else None,
-                          "options": options, "version": __version__,
+                          "options": options, "version": _package_version(),
                           "search": SEARCH_VERSION, "search_halo": SEARCH_HALO,
                           "search_splits": SEARCH_SPLITS, "search_w_tiles": SEARCH_W_TILES},
                          sort_keys=True)
@@ -358,10 +375,12 @@ def cache_key(mod: tvm.IRModule, spec, options: dict) -> str:
 # ----------------------------------------------------------------------------- entry point
 
 
-def tune(mod: tvm.IRModule, *, spec=None, latency_budget=None, model: str = "model",
-         measure: bool = False, rpc=None, parallel: int = 1, seed: int = 0,
-         cache_dir: str | Path | None = None, use_cache: bool = True,
-         max_points: int = MAX_COSTED_POINTS, progress=None) -> tuple[tvm.IRModule, TuneResult]:
+def tune(mod: tvm.IRModule, *, spec=None, latency_budget=None, halo: str = "auto",
+         model: str = "model", measure: bool = False, rpc=None, parallel: int = 1,
+         seed: int = 0, cache_dir: str | Path | None = None, use_cache: bool = True,
+         max_points: int = MAX_COSTED_POINTS,
+         build: Callable[[tvm.IRModule, tvm.target.Target], object] | None = None,
+         progress=None) -> tuple[tvm.IRModule, TuneResult]:
     """Search the pass's tilings of ``mod`` against a latency budget and/or a spec.
 
     Parameters
@@ -371,10 +390,20 @@ def tune(mod: tvm.IRModule, *, spec=None, latency_budget=None, model: str = "mod
         and the choice must fit its activation SRAM when anything does.
     latency_budget
         ``"1.1x"``, ``1.1``, ``"3.5ms"``, or a :class:`LatencyBudget`.
+    halo
+        ``"auto"`` (default): the search walks :data:`SEARCH_HALO` halos and the
+        pass's default rewrite (any halo mode) is a point too; ``"recompute"`` or
+        ``"cache"``: every tiling searched, and that default rewrite, use only that
+        halo mode. Part of the cache key.
     measure
         Also time the costed points on llvm (locally, or through ``rpc``, an
         :class:`~tvm_memflat.tuner.measure.RPCConfig` or ``"key@host:port"``) and
         judge the budget on measured times.
+    build
+        ``build(mod, target) -> executable`` that compiles a candidate for
+        measurement (``tvm_memflat.targets.build.build`` is one); default: our
+        pipeline on llvm (:func:`~tvm_memflat.planner.pipeline.compile_llvm`, as
+        ``tvm_memflat.build`` with its default options).
     cache_dir, use_cache
         Where results are kept (default :func:`default_cache_dir`); ``use_cache=False``
         always searches (and still stores the result).
@@ -388,6 +417,8 @@ def tune(mod: tvm.IRModule, *, spec=None, latency_budget=None, model: str = "mod
     """
     from ..spec import AcceleratorSpec, load_spec
 
+    if halo not in (*HALO_MODES, "auto"):
+        raise MemflatError(f"halo must be recompute, cache or auto, got {halo!r}")
     t0 = time.perf_counter()
     say = progress or (lambda _msg: None)
     if spec is not None and not isinstance(spec, AcceleratorSpec):
@@ -400,8 +431,11 @@ def tune(mod: tvm.IRModule, *, spec=None, latency_budget=None, model: str = "mod
 
         rpc = RPCConfig.parse(rpc)
     options = {"budget": budget.text if budget else None, "measure": measure,
-               "rpc": str(rpc) if rpc else None, "seed": seed, "max_points": max_points,
-               "search_mac_overhead": SEARCH_MAC_OVERHEAD, "search_rounds": SEARCH_ROUNDS}
+               "rpc": str(rpc) if rpc else None,
+               "rpc_target": rpc.target_json if rpc else None,
+               "seed": seed, "max_points": max_points,
+               "search_mac_overhead": SEARCH_MAC_OVERHEAD, "search_rounds": SEARCH_ROUNDS,
+               "halo": halo}
     cache_file = None
     if cache_dir is not None or use_cache:
         cache_file = Path(cache_dir or default_cache_dir()) / "tuner" / (
@@ -412,22 +446,16 @@ def tune(mod: tvm.IRModule, *, spec=None, latency_budget=None, model: str = "mod
         except (ValueError, KeyError, TypeError):
             result = None  # a damaged entry: search again and overwrite it
         if result is not None:
-            from ..transform.flatten_memory_peaks import replay
-
             say(f"tuner: cached result {cache_file}")
             return replay(mod, result.chosen.path), result
 
     say("tuner: searching tilings")
-    points = search_points(mod, progress=lambda m: say(f"tuner: {m}"))
+    points = search_points(mod, halo=halo, progress=lambda m: say(f"tuner: {m}"))
     short = _shortlist(points, max_points)
     say(f"tuner: {len(points)} tilings seen, costing {len(short)} on the (peak, MACs) front")
     if spec is not None:
-        from .cost_model import SpecCostModel
-
         cost_model, cost_name = SpecCostModel(spec), f"spec:{spec.name}"
     else:
-        from .cost_model import calibrate_llvm
-
         say("tuner: calibrating the llvm cost model on this machine")
         cost_model = calibrate_llvm(mod, seed=seed, max_kernels=CALIBRATION_KERNELS)
         cost_name = f"llvm (fit error {cost_model.fit_error_pct:.1f} %)"
@@ -438,7 +466,7 @@ def tune(mod: tvm.IRModule, *, spec=None, latency_budget=None, model: str = "mod
         say(f"tuner: costed {i + 1}/{len(short)}: peak {costed[-1].peak_bytes} B, "
             f"{costed[-1].latency_ms:.3f} ms")
     if measure:
-        costed = _measure(coster, costed, rpc, parallel, seed, say)
+        costed = _measure(coster, costed, rpc, parallel, seed, say, build or _build_llvm)
     baseline = next(p for p in costed if p.path == ())
     chosen, limit, reason = _choose(costed, baseline, budget, spec)
     result = TuneResult(model, spec.name if spec else None, budget.text if budget else None,
@@ -451,15 +479,20 @@ def tune(mod: tvm.IRModule, *, spec=None, latency_budget=None, model: str = "mod
     return coster.module(chosen), result
 
 
-def _measure(coster, points, rpc, parallel, seed, say) -> list[Point]:
-    from ..analysis.tvm_allocation import random_inputs
-    from ..targets.build import build
-    from .measure import measure_many
+def _build_llvm(mod: tvm.IRModule, target: tvm.target.Target):
+    """What ``tvm_memflat.build(mod, target)`` compiles (its default counting puts the
+    network input in the arena), without importing the targets."""
+    return compile_llvm(mod, target, input_in_arena=True)
+
+
+def _measure(coster, points, rpc, parallel, seed, say, build) -> list[Point]:
+    from .measure import measure_many, rpc_build_target
 
     mods = [coster.module(p) for p in points]
     inputs = random_inputs(mods[0]["main"], seed=seed)
+    target = rpc_build_target(rpc)  # the boards' target with RPC, else this host's llvm
     say(f"tuner: building {len(mods)} candidates for measurement")
-    executables = [build(m) for m in mods]
+    executables = [build(m, target) for m in mods]
     found = measure_many(executables, inputs, rpc=rpc, parallel=parallel,
                          progress=lambda i, n: say(f"tuner: measured {i}/{n}"))
     return [Point(p.path, p.peak_bytes, p.macs, p.latency_ms, m.median_ms, p.fits,

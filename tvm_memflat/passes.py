@@ -1,0 +1,114 @@
+"""The public Relax pass: ``tvm_memflat.FlattenMemoryPeaks``.
+
+A thin module pass above both the greedy search
+(:func:`tvm_memflat.transform.flatten_memory_peaks.flatten_peaks`) and the tuner
+(:func:`tvm_memflat.tuner.tuner.tune`), so neither imports the other. One
+behaviour per option:
+
+* ``latency_budget`` — the tuner: the lowest memory within the budget (on the
+  spec's cycle model when a spec is given, else the llvm model calibrated on
+  this machine);
+* ``spec`` and no budget — the tuner: the spec fitted at the least latency,
+  the same call ``memflat optimize --spec`` makes;
+* ``memory_budget`` — the greedy search, stopping once the module's device bytes
+  (predicted from the build's own lowered schedule and offset plan,
+  :func:`tvm_memflat.planner.device_bytes.predict_device_bytes`, under the
+  ``input``/``output`` convention) are at or below it;
+* nothing — the greedy search, as low as it goes within ``max_mac_overhead``.
+
+``halo`` restricts either search to that halo mode. Declared with
+``opt_level=0``: ``tvm.transform.Sequential`` skips passes above the context's
+level (2 by default).
+"""
+
+from __future__ import annotations
+
+import tvm
+
+from .analysis.device_bytes import Accounting
+from .errors import MemflatError
+from .planner.device_bytes import predict_device_bytes
+from .spec import AcceleratorSpec, load_spec
+from .transform.flatten_memory_peaks import DEFAULT_MAC_OVERHEAD, Decision, flatten_peaks
+from .transform.tiling import HALO_MODES
+from .tuner.tuner import LatencyBudget, TuneResult, tune
+
+__all__ = ["FlattenMemoryPeaks"]
+
+
+@tvm.transform.module_pass(opt_level=0, name="FlattenMemoryPeaks")
+class FlattenMemoryPeaks:
+    """Restructure a Relax module at its activation-memory peaks, exactly.
+
+    Parameters
+    ----------
+    spec
+        Accelerator spec (name, path or :class:`~tvm_memflat.spec.AcceleratorSpec`).
+        Without a ``memory_budget``, the tuner fits it at the least latency (as
+        ``memflat optimize --spec``); its ``[accounting]`` gives the default
+        ``input``/``output``.
+    memory_budget
+        Stop once the device bytes are at or below this many bytes (greedy search).
+        Cannot be combined with ``latency_budget``.
+    latency_budget
+        ``"1.1x"`` of the untiled module or an absolute ``"3.5ms"``: the tuner picks
+        the lowest memory within it. Replaces the MAC-overhead limit.
+    halo
+        ``"recompute"``: rows shared by two tiles are computed by both; ``"cache"``:
+        they are computed once and carried to the next tile; ``"auto"``: both are
+        searched (the tuner: its own default, see ``tvm_memflat.tuner.tuner``).
+    input, output
+        ``"sram"`` or ``"stream"``: whether the network input (output) counts in the
+        device bytes the greedy search minimises. Default: the spec's
+        ``[accounting]``, else ``"sram"``.
+    max_mac_overhead
+        Largest accepted extra MACs of the greedy search, as a fraction (default 5 %).
+
+    After a run, ``decisions`` holds the greedy search's accepted rewrites and
+    ``tune_result`` the tuner's record (whichever ran; the other stays empty).
+    """
+
+    def __init__(self, spec=None, *, memory_budget=None, latency_budget=None, halo="auto",
+                 input=None, output=None, max_mac_overhead=DEFAULT_MAC_OVERHEAD):
+        if halo not in (*HALO_MODES, "auto"):
+            raise MemflatError(f"halo must be recompute, cache or auto, got {halo!r}")
+        if memory_budget is not None and (isinstance(memory_budget, bool)
+                                          or not isinstance(memory_budget, int)
+                                          or memory_budget <= 0):
+            raise MemflatError(f"memory_budget must be a positive number of bytes: {memory_budget}")
+        if memory_budget is not None and latency_budget is not None:
+            raise MemflatError("give memory_budget (greedy search) or latency_budget (tuner), "
+                               "not both")
+        if spec is not None and not isinstance(spec, AcceleratorSpec):
+            spec = load_spec(spec)
+        if latency_budget is not None:
+            latency_budget = LatencyBudget.parse(latency_budget)  # bad text: error now
+        accounting = Accounting.resolve(input, output, spec)  # bad place: error now
+        self.spec = spec
+        self.memory_budget = memory_budget
+        self.latency_budget = latency_budget
+        self.halo = halo
+        self.input, self.output = accounting.input, accounting.output
+        self.max_mac_overhead = max_mac_overhead
+        self.decisions: list[Decision] = []
+        self.tune_result: TuneResult | None = None
+
+    @property
+    def uses_tuner(self) -> bool:
+        """A latency budget, or a spec without a memory budget: the tuner decides."""
+        return self.latency_budget is not None or (self.spec is not None
+                                                   and self.memory_budget is None)
+
+    def device_bytes(self, mod: tvm.IRModule) -> int:
+        """What the greedy search minimises and ``memory_budget`` is judged on."""
+        return predict_device_bytes(mod, input=self.input, output=self.output).total_bytes
+
+    def transform_module(self, mod, ctx):  # noqa: D102 - tvm.transform hook
+        if self.uses_tuner:
+            new, self.tune_result = tune(mod, spec=self.spec, latency_budget=self.latency_budget,
+                                         halo=self.halo)
+            return new
+        new, self.decisions = flatten_peaks(mod, max_mac_overhead=self.max_mac_overhead,
+                                            memory_budget=self.memory_budget, halo=self.halo,
+                                            evaluate=self.device_bytes)
+        return new
