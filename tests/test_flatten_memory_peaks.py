@@ -1,22 +1,23 @@
 """FlattenMemoryPeaks and H-/W-tiling: exactness on llvm, peak reduction, refusals."""
 
 import os
+import traceback
 
 import numpy as np
 import pytest
 import tvm
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 from tvm import relax
 
 from tvm_memflat import FlattenMemoryPeaks
 from tvm_memflat.analysis.memory_profile import profile
 from tvm_memflat.errors import MemflatError
-from tvm_memflat.lowering.pipeline import memflat_pipeline
+from tvm_memflat.planner.pipeline import memflat_pipeline
 from tvm_memflat.transform import find_chains, tile_chain, tile_region
 from tvm_memflat.transform.flatten_memory_peaks import flatten_peaks, replay
 from tvm_memflat.transform.regions import RegionIndex, find_regions
-from tvm_memflat.transform.tiling import TilingRefused
+from tvm_memflat.transform.tiling import TilingRefused, axis_name
 
 from . import graphs
 from .util import run_llvm
@@ -25,14 +26,16 @@ from .util import run_llvm
 PROPERTY_EXAMPLES = int(os.environ.get("MEMFLAT_PROPERTY_EXAMPLES", "200"))
 
 
-def _assert_same_function(before, after, seed=0, random_original=False):
+def _assert_same_function(before, after, seed=0, random_original=False, rewrite=None):
     """``after`` computes what ``before`` does on a random input (llvm builds).
 
     With ``random_original`` (property tests), an original that TVM 0.27's own LLVM
     codegen cannot build ("Instruction does not dominate all uses", e.g. an average
     pool 3x1 on a 1x4x8x3 tensor) has no reference to compare with: the example is
-    skipped. A rewritten module whose tiles hit that bug is built with our pipeline
-    instead (``tvm_memflat.build``, whose kernels are scheduled differently).
+    rejected (``assume(False)``) and counted under its own ``skip:`` event. A
+    rewritten module whose tiles hit that bug is built with our pipeline instead
+    (``tvm_memflat.build``, whose kernels are scheduled differently), noted as an
+    event. An example that is compared records ``compared: <rewrite>``.
     """
     shape = [int(d) for d in before["main"].params[0].ty.shape.values]
     x = np.random.default_rng(seed).standard_normal(shape).astype("float32")
@@ -41,21 +44,49 @@ def _assert_same_function(before, after, seed=0, random_original=False):
     except tvm.error.InternalError as err:
         if not random_original or not _tvm_codegen_bug(err):
             raise
-        return
+        reject(f"TVM's LLVM codegen fails on the original ({_codegen_bug_kind(err)})")
     try:
         got = run_llvm(after, x)
     except tvm.error.InternalError as err:
         if not random_original or not _tvm_codegen_bug(err):
             raise
+        event("note: rewritten module built with tvm_memflat's pipeline "
+              f"(TVM's LLVM codegen fails on it: {_codegen_bug_kind(err)})")
         got = run_llvm(after, x, pipeline=memflat_pipeline(tvm.target.Target("llvm")))
     assert got.shape == ref.shape
     err = np.abs(got - ref).max()
     assert err <= 1e-4 * max(np.abs(ref).max(), 1e-6), err
+    if random_original and rewrite is not None:
+        event(f"compared: {rewrite}")
 
 
 def _tvm_codegen_bug(err) -> bool:
     """TVM 0.27's LLVM codegen emitting IR that LLVM's verifier rejects."""
     return "LLVM module verification failed" in str(err)
+
+
+def _codegen_bug_kind(err) -> str:
+    """A stable label for the LLVM verifier's complaint."""
+    if "Instruction does not dominate all uses" in str(err):
+        return "Instruction does not dominate all uses"
+    return "LLVM module verification failed"
+
+
+def reject(reason: str):
+    """Reject the current property example, counted under the event ``skip: <reason>``.
+
+    Only legitimate refusals are skipped: shapes the drawn graph cannot have, a
+    graph TVM itself rejects or cannot build, the library's TilingRefused /
+    SplitRefused, no region to tile. Rejected examples do not count towards
+    ``max_examples``: that many examples are compiled and compared.
+    """
+    event(f"skip: {reason}")
+    assume(False)
+
+
+def tiles_label(axis: int, halo: str) -> str:
+    """``H-tiles recompute``, ``W-tiles cache``: the rewrite a tiling example compares."""
+    return f"{axis_name(axis)}-tiles {halo}"
 
 
 def _downsampling_net(h=64, c=16):
@@ -222,7 +253,7 @@ def test_bad_options_are_clear_errors():
 @st.composite
 def random_chain(draw):
     """A random NCHW chain: conv (any k/stride/dilation/asymmetric pad/groups), pools,
-    bias, relu, clip, with odd sizes. Returns a module or None if shapes vanish."""
+    bias, relu, clip, with odd sizes (the module is built by :func:`_build_chain`)."""
     c = draw(st.sampled_from([1, 2, 3, 4]))
     h = draw(st.integers(5, 23))
     w = draw(st.integers(3, 9))
@@ -302,19 +333,31 @@ def _build_chain(c, h, w, seed, specs, axis=2):
                     call = relax.op.nn.relu(y)
                 y = bb.emit(call, f"op{i}")
                 if int(y.ty.shape.values[2]) < 1 or int(y.ty.shape.values[3]) < 1:
-                    return None
+                    raise ShapesVanish(f"op{i}")
             gv = bb.emit_output(y)
         bb.emit_func_output(gv)
     return bb.get()
 
 
+class ShapesVanish(Exception):
+    """A drawn graph whose op outputs no row or column (a window larger than its input)."""
+
+
 def _built(build, *args):
-    """The module ``build`` makes, or None if its shapes vanish or Relax rejects them
-    (a window larger than its input)."""
+    """The module ``build`` makes. A graph whose shapes vanish, or that TVM's Relax
+    rejects while it is built, is skipped (each with its own event); any other
+    exception, and any exception raised in tvm_memflat's code, fails the test."""
     try:
         return build(*args)
-    except Exception:
-        return None
+    except ShapesVanish:
+        reject("the drawn shapes vanish (a window larger than its input)")
+    except Exception as err:
+        files = [f.filename.replace("\\", "/") for f in traceback.extract_tb(err.__traceback__)]
+        if any("/tvm_memflat/" in f for f in files):
+            raise  # our code: a failure, not a skip
+        if not any("/tvm/" in f or "/tvm_ffi/" in f or f.endswith((".cc", ".h")) for f in files):
+            raise  # the test's own builder
+        reject(f"TVM's Relax rejects the drawn graph ({type(err).__name__})")
 
 
 PROPERTY = settings(max_examples=PROPERTY_EXAMPLES, deadline=None, derandomize=True,
@@ -330,12 +373,11 @@ PROPERTY = settings(max_examples=PROPERTY_EXAMPLES, deadline=None, derandomize=T
 def test_property_random_chains_tile_exactly(case):
     (c, h, w, seed, specs, axis), tiles = case
     mod = _built(_build_chain, c, h, w, seed, specs, axis)
-    if mod is None:
-        return
     chains = find_chains(mod["main"])
     assert len(chains) == 1 and len(chains[0].vars) == len(specs)
+    # a TilingRefused here fails the test: every chain of windows that leave rows can be tiled
     _assert_same_function(mod, tile_region(mod, chains[0], tiles, "recompute", axis), seed=seed,
-                          random_original=True)
+                          random_original=True, rewrite=tiles_label(axis, "recompute"))
 
 
 # ------------------------------------------------------- property test on random DAGs
@@ -399,7 +441,7 @@ def _build_dag(c, h, w, seed, ops, axis=2):
                     call = relax.op.nn.relu(a)
                 y = bb.emit(call, f"op{i}")
                 if min(_shape(y)[2:]) < 1:
-                    return None
+                    raise ShapesVanish(f"op{i}")
                 ts.append(y)
             gv = bb.emit_output(ts[-1])
         bb.emit_func_output(gv)
@@ -412,16 +454,25 @@ def test_property_random_dags_tile_exactly(case):
     """Every region of a random DAG that ends at its output, tiled, computes the same."""
     (c, h, w, seed, ops, axis), tiles, halo = case
     mod = _built(_build_dag, c, h, w, seed, ops, axis)
-    if mod is None:
-        return
     index = RegionIndex(mod["main"])
     out = mod["main"].body.body
     sink = next(v for v in index.value if v.same_as(out) or v.name == f"op{len(ops) - 1}")
     regions = index.regions_ending_at(sink, all_sources=True)
     if not regions:  # the output reads two tensors that no single source feeds
-        return
+        reject("no region ends at the output")
     try:
         tiled = tile_region(mod, regions[-1], tiles, halo, axis)
-    except TilingRefused:
-        return
-    _assert_same_function(mod, tiled, seed=seed, random_original=True)
+    except TilingRefused as err:
+        reject(f"tiling refused ({_refusal_kind(err)})")
+    _assert_same_function(mod, tiled, seed=seed, random_original=True,
+                          rewrite=tiles_label(axis, halo))
+
+
+def _refusal_kind(err) -> str:
+    """A stable label for a TilingRefused message (without binding names)."""
+    msg = str(err)
+    if "entirely in padding" in msg:
+        return "a tile's window lies entirely in padding"
+    if "cannot be tiled along" in msg:
+        return "a member cannot be tiled along the axis"
+    return "other"

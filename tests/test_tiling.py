@@ -2,7 +2,7 @@
 read for their attributes)."""
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
 
 from tvm_memflat.transform.tiling import (
@@ -126,12 +126,14 @@ def test_plans_cover_every_row_recompute_only_adds(h, windows, tiles, data):
         nodes.append(RowNode(h_out, ((src, w),)))
         heights.append(h_out)
     if not nodes:
-        return
+        event("skip: the first window is larger than the input")
+        assume(False)
     try:
         cache = plan_tiles(nodes, h, tiles, "cache")
         recompute = plan_tiles(nodes, h, tiles, "recompute")
     except TilingRefused:
-        return
+        event("skip: tiling refused")
+        assume(False)
     sink = len(nodes) - 1
     assert [c[sink] for c in cache.compute] == split_rows(nodes[sink].height, tiles)
     for j in range(len(nodes)):

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from tvm_memflat import zoo
@@ -212,6 +212,7 @@ def test_builder_shapes_and_macs_agree_with_onnxruntime(case):
         )
     except ValueError as err:  # ceil_mode sizes that ONNX and onnxruntime disagree on
         assert "ambiguous" in str(err)
+        event("skip: a ceil_mode size ONNX and onnxruntime disagree on")
         assume(False)
     q = g.avgpool(p, "q", 1, 1)
     f = g.flatten(g.global_avgpool(q, "gap"), "flat")
