@@ -16,12 +16,11 @@ the time grows about linearly.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
-from datetime import date
 
 import numpy as np
+from _meta import bench_meta
 
 #: Blocks between stride-2 convs (5 blocks = 10 bindings: short enough that the
 #: cached halos of a region spanning them cost less than they save).
@@ -76,8 +75,7 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"{r['blocks']:>7}{r['layers']:>8}{r['pass_s']:>9.2f}{r['ms_per_layer']:>10.2f}"
               f"{r['decisions']:>10}{r['peak_before_bytes']:>13}{r['peak_after_bytes']:>9}")
-    write_json_atomic(args.json, {"date": date.today().isoformat(),
-                                  "machine": f"{platform.processor() or platform.machine()}",
+    write_json_atomic(args.json, {**bench_meta(),
                                   "rows": rows})
     print(f"wrote {args.json}")
     return 0

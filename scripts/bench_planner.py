@@ -17,12 +17,11 @@ shrunk), measured side by side in one run on the very same live ranges:
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
-from datetime import date
 
 import numpy as np
+from _meta import bench_meta
 
 SPECS = ("vta_like", "mcu_256k", "edge_npu_1m")
 
@@ -153,8 +152,7 @@ def main(argv=None) -> int:
     }
     print(f"\n{summary}")
     write_json_atomic(args.json, {
-        "date": date.today().isoformat(),
-        "machine": f"{platform.machine()} {platform.system()}, Python {platform.python_version()}",
+        **bench_meta(),
         "pipeline": "tvm_memflat lowering (fused, concat in place, scratch shrunk)",
         "summary": summary, "rows": rows})
     print(f"wrote {args.json}")

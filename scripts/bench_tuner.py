@@ -25,11 +25,11 @@ per model and spec.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
-from datetime import date
 from pathlib import Path
+
+from _meta import bench_meta
 
 SPECS = ("vta_like", "mcu_256k", "edge_npu_1m")
 MAC_LIMIT_FOR_SMALLEST = 0.10
@@ -46,13 +46,15 @@ def main(argv=None) -> int:
     from tvm_memflat import FlattenMemoryPeaks, zoo
     from tvm_memflat._io import write_json_atomic
     from tvm_memflat.analysis.memory_profile import profile
-    from tvm_memflat.analysis.tvm_allocation import build_stock, measure_latency_ms, random_inputs
     from tvm_memflat.frontend import load_model
     from tvm_memflat.reports.pareto import plot_pareto
     from tvm_memflat.spec import load_spec
     from tvm_memflat.targets.build import build
+    from tvm_memflat.targets.runtime import measure_latency_ms
+    from tvm_memflat.targets.stock import build_stock
     from tvm_memflat.targets.vta_like import simulate
     from tvm_memflat.tuner.cost_model import lowered
+    from tvm_memflat.tuner.inputs import random_inputs
     from tvm_memflat.tuner.tuner import tune
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -135,9 +137,7 @@ def main(argv=None) -> int:
         rows.append(row)
 
     _print_table(rows, specs)
-    report = {"date": date.today().isoformat(),
-              "machine": f"{platform.processor() or platform.machine()}, "
-                         f"{platform.system()} {platform.release()}",
+    report = {**bench_meta(),
               "latency": "llvm, tvm_memflat.build, default legalization (unscheduled, 1 thread),"
                          f" median of {args.repeat}",
               "models": rows}

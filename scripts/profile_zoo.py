@@ -11,10 +11,10 @@ once and records ``vm.builtin.alloc_storage``, which must equal the static count
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
-from datetime import date
+
+from _meta import bench_meta
 
 
 def main(argv=None) -> int:
@@ -65,11 +65,9 @@ def main(argv=None) -> int:
             "profile_s": round(t_profile, 2),
         }
         if args.measure:
-            from tvm_memflat.analysis.tvm_allocation import (
-                build_stock,
-                measure_runtime_storage,
-                random_inputs,
-            )
+            from tvm_memflat.targets.runtime import measure_runtime_storage
+            from tvm_memflat.targets.stock import build_stock
+            from tvm_memflat.tuner.inputs import random_inputs
 
             t2 = time.perf_counter()
             measured, _ = measure_runtime_storage(build_stock(mod), random_inputs(mod["main"]))
@@ -95,8 +93,7 @@ def main(argv=None) -> int:
             print(f"{'':<14} runtime alloc_storage {r['runtime_alloc_storage_bytes']} B "
                   f"(matches static: {r['runtime_matches_static']}, {r['measure_s']} s)")
     write_json_atomic(args.json, {
-        "date": date.today().isoformat(),
-        "machine": f"{platform.machine()} {platform.system()}, Python {platform.python_version()}",
+        **bench_meta(),
         "tvm_pipeline": "relax.get_default_pipeline(Target('llvm'))",
         "models": rows,
     })

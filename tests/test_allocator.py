@@ -385,8 +385,8 @@ def test_checker_reports_broken_spills():
     assert_reported(late, BELADY, "stored after step 1, but it is produced at step 0")
 
 
-def test_plan_error_is_a_memflat_error():
-    assert issubclass(PlanError, MemflatError) and issubclass(PlanError, ValueError)
+def test_plan_error_is_a_bug_not_bad_input():
+    assert not issubclass(PlanError, MemflatError) and issubclass(PlanError, RuntimeError)
     broken = dataclasses.replace(allocate(CHAIN), arena_bytes=0, lower_bound_bytes=0)
     with pytest.raises(PlanError) as info:
         verify_plan(broken, CHAIN)

@@ -113,8 +113,7 @@ def test_unknown_spec_and_bad_spec_key(tmp_path, capsys):
     code, _, err = _run(capsys, "profile", path, "--spec", "nope", "--json", js, "--plot", png)
     _assert_clean_failure(code, err, tmp_path, "unknown spec 'nope'")
     bad = tmp_path / "bad.toml"
-    bad.write_text(open(os.path.join(os.path.dirname(__file__), "..", "configs",
-                                     "mcu_256k.toml")).read() + "\nfrequency = 3\n")
+    bad.write_text((CONFIG_DIR / "mcu_256k.toml").read_text() + "\nfrequency = 3\n")
     code, _, err = _run(capsys, "profile", path, "--spec", str(bad), "--json", js, "--plot", png)
     _assert_clean_failure(code, err, tmp_path, "frequency is not a known key")
 
@@ -191,9 +190,16 @@ def test_optimize_tuned_for_vta_like_writes_every_output(tmp_path, capsys, monke
     assert code == 0, err
     assert out.startswith("model")  # the configuration is echoed first
     report = json.loads((out_dir / "report.json").read_text())
-    for side in ("before", "after"):
-        assert {"peak_bytes", "tvm_allocated_bytes", "macs", "latency_ms", "cycles",
-                "dram_traffic_bytes", "sram_high_water_bytes"} <= set(report[side])
+    for side in ("before", "before_ours", "after"):
+        assert {"peak_bytes", "tvm_allocated_bytes", "macs", "latency_ms", "device_bytes",
+                "predicted_device_bytes", "runtime_alloc_storage_bytes"} <= set(report[side])
+    for side in ("before_ours", "after"):  # both built by us: simulated on the spec
+        assert {"cycles", "dram_traffic_bytes", "sram_high_water_bytes", "violations",
+                "compulsory_traffic_bytes", "per_layer_min_traffic_bytes",
+                "compute_bound_cycles"} <= set(report[side])
+        assert report[side]["predicted_device_bytes"] == report[side]["device_bytes"]
+    assert report["config"]["input"] == "sram" and "input_in_arena" in report["config"]
+    assert "does NOT fit" in out or "fits" in out  # the vta_like verdict is shown
     tuner = report["tuner"]
     assert tuner["latency_budget"] == "1.5x"
     assert tuner["chosen"]["latency_ms"] <= tuner["limit_ms"] + 1e-9

@@ -8,13 +8,13 @@ import pytest
 import tvm
 from tvm import relax
 
-from tvm_memflat.analysis.tvm_allocation import random_inputs
 from tvm_memflat.errors import MemflatError
 from tvm_memflat.lowering.pipeline import BuildRecord
 from tvm_memflat.spec import load_spec
 from tvm_memflat.targets.build import build
 from tvm_memflat.targets.vta_like import VtaLikeExecutable, simulate
 from tvm_memflat.tuner.cost_model import lowered
+from tvm_memflat.tuner.inputs import random_inputs
 
 from . import graphs
 

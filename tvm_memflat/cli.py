@@ -57,23 +57,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--measure", action="store_true",
                    help="also build with stock TVM and record alloc_storage at run time")
     p.add_argument("--top", type=int, default=8, help="layers to list (default 8)")
+    _add_accounting_args(p)
 
     o = sub.add_parser("optimize", help="flatten memory peaks (FlattenMemoryPeaks), verify, "
                                         "measure before/after on llvm")
     _add_model_args(o)
     o.add_argument("--memory-budget", metavar="BYTES", type=_positive_int,
-                   help="stop once the modelled fp32 peak is at most this (default: minimise)")
+                   help="greedy pass: stop once the device bytes are at most this "
+                        "(default: minimise)")
     o.add_argument("--latency-budget", metavar="X",
                    help="tune: lowest peak within X (1.1x of the untiled module, or 3.5ms); "
                         "with --spec and no budget the tuner fits the spec at least latency")
     o.add_argument("--target", choices=("llvm", "vta_like"), default="llvm",
                    help="vta_like: exact llvm results plus the spec's cycle/traffic simulation "
                         "(default spec vta_like)")
-    o.add_argument("--halo", choices=("recompute", "cache", "auto"), default="auto")
+    o.add_argument("--halo", choices=("recompute", "cache", "auto"), default="auto",
+                   help="restrict the search (the tuner's too) to this halo mode")
+    o.add_argument("--max-mac-overhead", metavar="PCT", type=_percent, default=5.0,
+                   help="greedy pass: largest extra MACs in percent (default 5)")
+    _add_accounting_args(o)
     o.add_argument("--measure", action="store_true",
                    help="tuner: also time the candidates on llvm and judge the budget on that")
     o.add_argument("--rpc", metavar="KEY@HOST:PORT",
                    help="with --measure: time candidates on the boards of a TVM RPC tracker")
+    o.add_argument("--rpc-target", metavar="JSON",
+                   help='with --rpc: the boards\' TVM target as JSON, e.g. '
+                        '\'{"kind": "llvm", "mtriple": "aarch64-linux-gnu"}\' (default: this host)')
     o.add_argument("--parallel", type=_positive_int, default=1,
                    help="with --rpc: candidates measured at once (default 1)")
     o.add_argument("--no-cache", action="store_true",
@@ -90,13 +99,33 @@ def build_parser() -> argparse.ArgumentParser:
                                     "spills, DRAM traffic")
     _add_model_args(q)
     q.add_argument("--optimized", action="store_true",
-                   help="plan after FlattenMemoryPeaks (with the spec's activation SRAM as "
-                        "the memory budget)")
+                   help="plan after FlattenMemoryPeaks given the spec (the tuner fits it at "
+                        "the least latency, as memflat optimize --spec)")
+    _add_accounting_args(q)
     q.add_argument("--plot", metavar="FILE", help="write the SRAM occupancy map (.png or .svg)")
     q.add_argument("--json", metavar="FILE", help="write the plan as JSON")
     q.add_argument("--csv", metavar="FILE", help="write the per-layer table as CSV")
     q.add_argument("--top", type=int, default=8, help="buffers to list at each peak (default 8)")
     return parser
+
+
+def _add_accounting_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", choices=("sram", "stream"), default=None,
+                   help="counting convention: the network input occupies SRAM until its last "
+                        "use (sram) or is streamed from outside (stream); default: the spec's "
+                        "[accounting], else sram")
+    p.add_argument("--output", choices=("sram", "stream"), default=None,
+                   help="the same for the network output")
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text.rstrip("%"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a percentage: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {value}")
+    return value
 
 
 def _echo_config(config: dict, width: int) -> None:
@@ -142,12 +171,14 @@ def cmd_profile(args) -> int:
     dtype = args.dtype or (spec.activation_dtype if spec and spec.activation_dtype == "int8"
                            else "float32")
     config = {"model": args.model, "spec": spec.name if spec else "(none)",
-              "activations": dtype, "layers": "TVM 0.27 fused groups (llvm default pipeline)"}
+              "activations": dtype, "layers": "TVM 0.27 fused groups (llvm default pipeline)",
+              "input": args.input or "(spec or sram)", "output": args.output or "(spec or sram)"}
     _echo_config(config, width=16)
 
+    from .analysis.device_bytes import Accounting
     from .analysis.fusion import fuse
-    from .analysis.memory_profile import profile
     from .reports.summary import profile_summary
+    from .workflows import profile
 
     t0 = time.perf_counter()
     progress(f"loading {args.model} ...")
@@ -155,9 +186,11 @@ def cmd_profile(args) -> int:
     progress("fusing and profiling ...")
     fused = fuse(mod)
     label = model_label(args.model)
-    native = profile(mod, model=label, fused=fused)
+    acc = Accounting.resolve(args.input, args.output, spec)
+    native = profile(mod, model=label, fused=fused, input=acc.input, output=acc.output)
     shown = native if dtype == "float32" else profile(mod, model=label, fused=fused,
-                                                      activation_dtype="int8", with_tvm=False)
+                                                      activation_dtype="int8", with_tvm=False,
+                                                      predict=False)
     if args.measure:
         native = _with_runtime_measurement(mod, native)
         if dtype == "float32":
@@ -171,13 +204,20 @@ def cmd_profile(args) -> int:
     if dtype != "float32":
         print(f"\nfloat32 view: peak {native.peak_bytes} B; TVM-allocated "
               f"{native.tvm_allocated_bytes} B")
+    d = native.device
+    print(f"\ndevice bytes of tvm_memflat.build ({acc.input} input, {acc.output} output), "
+          f"predicted from its lowered schedule: {d.total_bytes} B (arena {d.arena_bytes} B"
+          f"{', input inside' if d.input_in_arena else ''}, output {d.output_bytes} B, "
+          f"kernel workspace {d.scratch_bytes} B)")
     print(f"\nprofiled in {elapsed:.1f} s")
 
     report = shown.to_dict()
     report["float32_peak_bytes"] = native.peak_bytes
     report["tvm_allocated_bytes"] = native.tvm_allocated_bytes
     report["tvm_allocation"] = native.tvm.to_dict() if native.tvm else None
-    report["config"] = config
+    report["predicted_device_bytes"] = d.total_bytes
+    report["device"] = d.to_dict()
+    report["config"] = {**config, **acc.to_dict()}
     if spec:
         excess = shown.peak_bytes - capacity
         report["spec"] = {**spec.to_dict(), "required_bytes": shown.peak_bytes,
@@ -190,7 +230,9 @@ def cmd_profile(args) -> int:
 def _with_runtime_measurement(mod, prof):
     import dataclasses
 
-    from .analysis.tvm_allocation import build_stock, measure_runtime_storage, random_inputs
+    from .targets.runtime import measure_runtime_storage
+    from .targets.stock import build_stock
+    from .tuner.inputs import random_inputs
 
     progress("building with stock TVM and measuring alloc_storage ...")
     measured, _ = measure_runtime_storage(build_stock(mod), random_inputs(mod["main"]))
@@ -214,270 +256,127 @@ def _write_outputs(args, prof, report, capacity, spec) -> None:
 
 def cmd_optimize(args) -> int:
     from .frontend import load_model, model_label, parse_input_shapes
-    from .spec import load_spec
-    from .transform import FlattenMemoryPeaks
-    from .transform.flatten_memory_peaks import step_parts
+    from .reports.optimize_report import optimize_summary
+    from .workflows import optimize
 
     _check_outputs(args)
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise MemflatError(f"--out must be a directory: {args.out}")
     if args.rpc and not args.measure:
         raise MemflatError("--rpc needs --measure (it says where candidates are timed)")
-    shapes = parse_input_shapes(args.input_shape)
-    spec = load_spec(args.spec or "vta_like") if (args.spec or args.target == "vta_like") \
-        else None
-    tuned = args.latency_budget is not None or (spec is not None and args.memory_budget is None)
+    if args.rpc_target and not args.rpc:
+        raise MemflatError("--rpc-target needs --rpc (it is the boards' target)")
+    tuned = args.latency_budget is not None or (
+        (args.spec or args.target == "vta_like") and args.memory_budget is None)
     if args.pareto and not tuned:
         raise MemflatError("--pareto needs the tuner: give --latency-budget or --spec")
-    if args.occupancy and spec is None:
+    if args.occupancy and not (args.spec or args.target == "vta_like"):
         raise MemflatError("--occupancy needs --spec (or --target vta_like)")
     if args.measure and not tuned:
         raise MemflatError("--measure applies to the tuner: give --latency-budget or --spec")
-    budget = None
-    if args.latency_budget is not None:
-        from .tuner.tuner import LatencyBudget
-
-        budget = LatencyBudget.parse(args.latency_budget)
     rpc = None
     if args.rpc:
         from .tuner.measure import RPCConfig
 
-        rpc = RPCConfig.parse(args.rpc)
-    pass_ = FlattenMemoryPeaks(spec, memory_budget=args.memory_budget, halo=args.halo)
-    config = {"model": args.model, "spec": spec.name if spec else "(none)",
-              "target": args.target, "halo": args.halo}
-    if tuned:
-        config.update({"search": "tuner over FlattenMemoryPeaks' tilings",
-                       "latency_budget": budget.text if budget else "(none: fit the spec)",
-                       "cost": f"spec {spec.name} cycle model" if spec else
-                               "llvm cost model calibrated on this machine",
-                       "measure": f"llvm via RPC {rpc}" if rpc else
-                                  "llvm, local" if args.measure else "no"})
-    else:
-        config.update({"memory_budget": pass_.memory_budget or "(minimise peak)",
-                       "mac_overhead_limit": f"{100 * pass_.max_mac_overhead:.0f} %"})
-    config.update({"baseline": "stock TVM 0.27, llvm, with operator fusion",
-                   "ours": f"tvm_memflat.build (target {args.target})"})
-    _echo_config(config, width=20)
-
+        rpc = RPCConfig.parse(args.rpc, target=args.rpc_target)
+    shapes = parse_input_shapes(args.input_shape)
     progress(f"loading {args.model} ...")
     mod = load_model(args.model, shapes)
-    label = model_label(args.model)
-    t0 = time.perf_counter()
-    result = None
-    if tuned:
-        from .tuner.tuner import tune
-
-        new, result = tune(mod, spec=spec, latency_budget=budget, model=label,
-                           measure=args.measure, rpc=rpc, parallel=args.parallel,
-                           use_cache=not args.no_cache, progress=progress)
-        steps = [f"tiled {ops} ops ending at {out} into {tiles} {axis}-tiles ({halo} halos)"
-                 for out, ops, tiles, halo, axis in map(step_parts, result.chosen.path)]
-    else:
-        progress("flattening memory peaks ...")
-        new = pass_(mod)
-        steps = [d.describe for d in pass_.decisions]
-    pass_s = time.perf_counter() - t0
-    return _finish_optimize(args, mod, new, label, spec, config, pass_, result, steps, pass_s)
-
-
-def _finish_optimize(args, mod, new, label, spec, config, pass_, result, steps, pass_s) -> int:
-    """Verify, measure before/after, print the comparison and write every output."""
-    import numpy as np
-
-    from .analysis.memory_profile import profile
-    from .analysis.tvm_allocation import (
-        build_stock,
-        measure_latency_ms,
-        measure_runtime_storage,
-        random_inputs,
-    )
-    from .reports.summary import format_bytes
-    from .targets.build import build_and_measure
-    from .transform.flatten_memory_peaks import step_parts
-
-    before, after = profile(mod, model=label), profile(new, model=label)
-    if result is None and pass_.memory_budget is not None \
-            and after.peak_bytes > pass_.memory_budget:
-        raise MemflatError(
-            f"memory budget {pass_.memory_budget} B cannot be met: the lowest peak reached is "
-            f"{after.peak_bytes} B (fp32) within the MAC overhead limit")
-    progress("building before (stock TVM) and after (tvm_memflat.build), verifying, timing ...")
-    inputs = random_inputs(mod["main"], seed=1)
-    stock = build_stock(mod)
-    runtime, ref_out = measure_runtime_storage(stock, inputs)
-    b = {"build": "stock TVM (fused)", "peak_bytes": before.peak_bytes,
-         "tvm_allocated_bytes": runtime + before.tvm.max_scratch_bytes,
-         "runtime_alloc_storage_bytes": runtime,
-         "max_scratch_bytes": before.tvm.max_scratch_bytes, "macs": before.macs,
-         "latency_ms": round(measure_latency_ms(stock, inputs), 3),
-         "peak_layer": before.peak_layer.name}
-    ours, allocation, got_out = build_and_measure(new, inputs)
-    a = {"build": f"tvm_memflat.build ({args.target})", "peak_bytes": after.peak_bytes,
-         "tvm_allocated_bytes": allocation.total_bytes,
-         "runtime_alloc_storage_bytes": allocation.runtime_storage_bytes,
-         "max_scratch_bytes": allocation.max_scratch_bytes,
-         "arena_bytes": allocation.arena_bytes,
-         "concats_in_place": allocation.concats_removed, "macs": after.macs,
-         "latency_ms": round(measure_latency_ms(ours, inputs), 3),
-         "peak_layer": after.peak_layer.name}
-    sims = {}
-    if args.target == "vta_like":
-        from .targets.build import build
-
-        progress("simulating before and after on the spec ...")
-        for side, m, out in (("before", mod, b), ("after", new, a)):
-            vta = build(m, target="vta_like", spec=spec)
-            if side == "after":
-                _, vta_out = measure_runtime_storage(vta.executable, inputs)
-                if any(not np.array_equal(x, y) for x, y in zip(vta_out, got_out, strict=True)):
-                    raise RuntimeError("vta_like and llvm builds disagree")
-            sims[side] = vta
-            out.update({"cycles": vta.report.total_cycles,
-                        "simulated_latency_ms": round(vta.report.latency_ms, 4),
-                        "dram_traffic_bytes": vta.report.dram_traffic_bytes,
-                        "sram_high_water_bytes": vta.report.high_water_bytes,
-                        "fits": vta.report.fits})
-    err = max(float(np.abs(x - y).max()) for x, y in zip(ref_out, got_out, strict=True))
-    ref = max(float(np.abs(x).max()) for x in ref_out)
-
-    if not steps:
-        print("tiling did not pay: no exact rewrite lowered the peak within the limits; "
-              "the module is unchanged")
-    for line in steps:
-        print(line)
-    if result is not None:
-        c = result.chosen
-        print(f"tuner: {result.reason}; {len(result.points)} tilings costed "
-              f"({result.cost_model}){' [cached]' if result.cached else ''}")
-        print(f"tuner: chosen {format_bytes(c.memory_bytes)} at {c.latency:.3f} ms, untiled "
-              f"{format_bytes(result.baseline.memory_bytes)} at "
-              f"{result.baseline.latency:.3f} ms"
-              + (f", limit {result.limit_ms:.3f} ms" if result.limit_ms else ""))
-    keys = [("peak_bytes", format_bytes), ("tvm_allocated_bytes", format_bytes),
-            ("runtime_alloc_storage_bytes", format_bytes), ("macs", str), ("latency_ms", str)]
-    if sims:
-        keys += [("cycles", str), ("dram_traffic_bytes", format_bytes)]
-    print(f"\n{'':<28}{'before':>14}{'after':>14}{'change':>10}")
-    for key, fmt in keys:
-        change = 100.0 * (a[key] / b[key] - 1) if b[key] else 0.0
-        print(f"{key:<28}{fmt(b[key]):>14}{fmt(a[key]):>14}{change:>+9.1f}%")
-    if sims:
-        for name, hw in a["sram_high_water_bytes"].items():
-            cap = sims["after"].report.capacity_bytes[name]
-            print(f"{'high water ' + name:<28}{format_bytes(b['sram_high_water_bytes'][name]):>14}"
-                  f"{format_bytes(hw):>14}   of {format_bytes(cap)}")
-    print(f"max_abs_error               {err:.3g} (max |ref| {ref:.3g}); "
-          f"search time {pass_s:.1f} s")
-    if err > 1e-4 * max(ref, 1e-12):
-        raise RuntimeError(f"optimized module differs from the original: {err}")
-
-    report = {"config": {k: str(v) for k, v in config.items()}, "before": b, "after": a,
-              "max_abs_error": err, "max_abs_reference": ref, "pass_s": round(pass_s, 2),
-              "decisions": [vars(d) for d in pass_.decisions] if result is None else
-              [dict(zip(("region_output", "region_ops", "tiles", "halo", "axis"), step_parts(s),
-                        strict=True)) for s in result.chosen.path]}
-    if result is not None:
-        report["tuner"] = result.to_dict()
-    if sims:
-        report["simulation"] = {side: v.report.to_dict() for side, v in sims.items()}
-    _write_optimize_outputs(args, before, after, new, report, spec, pass_, result, sims)
+    result = optimize(mod, spec=args.spec, latency_budget=args.latency_budget,
+                      memory_budget=args.memory_budget, halo=args.halo, input=args.input,
+                      output=args.output, target=args.target,
+                      max_mac_overhead=args.max_mac_overhead / 100.0, measure=args.measure,
+                      rpc=rpc, parallel=args.parallel, use_cache=not args.no_cache,
+                      label=model_label(args.model), progress=progress)
+    _echo_config(result.config, width=20)
+    print(optimize_summary(result))
+    _write_optimize_outputs(args, result)
     return 0
 
 
-def _write_optimize_outputs(args, before, after, new, report, spec, pass_, result, sims):
+def _write_optimize_outputs(args, result) -> None:
     from ._io import write_json_atomic, write_text_atomic
 
     out = Path(args.out) if args.out else None
+    spec = result.simulations["after"].plan if result.simulations else None
+    spec_name = result.config.get("spec", "(none)")
+    has_spec = spec_name != "(none)"
     targets = {"plot": args.plot or (out / "timeline.png" if out else None),
                "json": args.json or (out / "report.json" if out else None),
-               "pareto": args.pareto or (out / "pareto.png" if out and result else None),
-               "occupancy": args.occupancy or (out / "occupancy.png" if out and spec else None)}
-    capacity = spec.activation_capacity_bytes if spec else pass_.memory_budget
+               "pareto": args.pareto or (out / "pareto.png" if out and result.tune_result
+                                         else None),
+               "occupancy": args.occupancy or (out / "occupancy.png" if out and has_spec
+                                               else None)}
+    loaded = None
+    if has_spec:
+        from .spec import load_spec
+
+        loaded = load_spec(args.spec or "vta_like")
+    capacity = loaded.activation_capacity_bytes if loaded else args.memory_budget
     if targets["plot"]:
         from .reports.plots import plot_timeline
 
-        plot_timeline(before, targets["plot"], compare=after, labels=("original", "optimized"),
-                      capacity_bytes=capacity,
-                      capacity_label=f"{spec.name} activation SRAM" if spec else "budget")
+        plot_timeline(result.before_profile, targets["plot"], compare=result.after_profile,
+                      labels=("original", "optimized"), capacity_bytes=capacity,
+                      capacity_label=f"{loaded.name} activation SRAM" if loaded else "budget")
         print(f"wrote {targets['plot']}")
     if targets["pareto"]:
         from .reports.pareto import plot_pareto
 
-        plot_pareto(result, targets["pareto"],
-                    capacity_bytes=spec.activation_capacity_bytes if spec else None)
+        plot_pareto(result.tune_result, targets["pareto"],
+                    capacity_bytes=loaded.activation_capacity_bytes if loaded else None)
         print(f"wrote {targets['pareto']}")
     if targets["occupancy"]:
         from .reports.occupancy import plot_occupancy
+        from .workflows import plan
 
-        if sims:
-            plan = sims["after"].plan
-        else:
-            import tvm
-
-            from .lowering.pipeline import lower
-            from .planner.live_ranges import lowered_schedule
-            from .planner.sram_plan import plan_for_spec
-
-            plan = plan_for_spec(lowered_schedule(lower(new, tvm.target.Target("llvm"))), spec)
-        plot_occupancy(plan, targets["occupancy"])
+        plan_ = spec if spec is not None else plan(result.module, spec=loaded,
+                                                    input=result.accounting.input,
+                                                    output=result.accounting.output).spec_plan
+        plot_occupancy(plan_, targets["occupancy"])
         print(f"wrote {targets['occupancy']}")
     if out:
         path = out / "optimized.py"
         write_text_atomic(path, "# FlattenMemoryPeaks output; weights are omitted (metadata)\n"
-                          + new.script())
+                          + result.module.script())
         print(f"wrote {path}")
     if targets["json"]:
-        write_json_atomic(targets["json"], report)
+        write_json_atomic(targets["json"], result.to_json())
         print(f"wrote {targets['json']}")
 
 
 def cmd_plan(args) -> int:
-    import tvm
-
-    from .frontend import load_model, parse_input_shapes
-    from .lowering.pipeline import lower
-    from .planner.live_ranges import lowered_schedule
-    from .planner.sram_plan import plan_for_spec
+    from .frontend import load_model, model_label, parse_input_shapes
     from .reports.planner_report import plan_csv_rows, plan_summary
-    from .spec import load_spec
+    from .workflows import plan
 
     _check_outputs(args)
     shapes = parse_input_shapes(args.input_shape)
-    spec = load_spec(args.spec or "vta_like")
-    config = {"model": args.model, "spec": f"{spec.name} ({spec.path})",
-              "activations": f"{spec.compute.activation_dtype} in "
-                             f"{spec.memories_for('activations')[0].name}",
-              "optimized": "FlattenMemoryPeaks" if args.optimized else "no",
-              "pipeline": "tvm_memflat lowering (fused, concat in place, scratch shrunk)"}
-    _echo_config(config, width=14)
     progress(f"loading {args.model} ...")
     mod = load_model(args.model, shapes)
-    if args.optimized:
-        from .transform import FlattenMemoryPeaks
-
-        progress("flattening memory peaks ...")
-        mod = FlattenMemoryPeaks(spec)(mod)
-    progress("lowering and planning ...")
-    schedule = lowered_schedule(lower(mod, tvm.target.Target("llvm")))
-    plan = plan_for_spec(schedule, spec)
-    print(plan_summary(plan, schedule, top=args.top))
+    result = plan(mod, spec=args.spec or "vta_like", optimized=args.optimized,
+                  input=args.input, output=args.output, progress=progress)
+    config = {**result.config, "model": model_label(args.model)}
+    _echo_config(config, width=14)
+    for step in result.steps:
+        print(step.describe)
+    print(plan_summary(result.spec_plan, result.schedule, top=args.top))
     from ._io import write_json_atomic, write_text_atomic
 
     if args.plot:
         from .reports.occupancy import plot_occupancy
 
-        plot_occupancy(plan, args.plot)
+        plot_occupancy(result.spec_plan, args.plot)
         print(f"wrote {args.plot}")
     if args.json:
-        write_json_atomic(args.json, {"config": config, **plan.to_dict()})
+        write_json_atomic(args.json, {**result.to_json(), "config": config})
         print(f"wrote {args.json}")
     if args.csv:
         import csv
         import io
 
         buf = io.StringIO()
-        rows = plan_csv_rows(plan, schedule)
+        rows = plan_csv_rows(result.spec_plan, result.schedule)
         writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)

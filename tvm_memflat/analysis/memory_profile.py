@@ -19,6 +19,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from .device_bytes import DeviceBytes
 from .fusion import FusedModules, Step, fuse, steps_of
 from .tir_stats import dtype_bytes
 from .tvm_allocation import TVMAllocation, tvm_allocation
@@ -90,6 +91,9 @@ class MemoryProfile:
     input_bytes: int
     output_bytes: int
     tvm: TVMAllocation | None = field(default=None, compare=False)
+    #: device bytes predicted from our build's lowered schedule and offset plan
+    #: (:func:`tvm_memflat.workflows.profile`; None from this analysis alone)
+    device: DeviceBytes | None = field(default=None, compare=False)
 
     @property
     def peak_layer(self) -> LayerRow:
@@ -135,6 +139,8 @@ class MemoryProfile:
             "num_layers": len(self.layers),
             "tvm_allocated_bytes": self.tvm_allocated_bytes,
             "tvm_allocation": self.tvm.to_dict() if self.tvm is not None else None,
+            "predicted_device_bytes": self.device.total_bytes if self.device else None,
+            "device": self.device.to_dict() if self.device is not None else None,
             "live_at_peak": [
                 {"name": t.name, "bytes": t.bytes, "shape": list(t.shape),
                  "producer": t.producer_name}

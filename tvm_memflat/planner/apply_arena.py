@@ -14,6 +14,7 @@ from tvm import relax
 
 from ..lowering.concat_in_place import copy_module, flat_bindings, rebuild
 from .allocator import Plan, allocate
+from .check import verify_plan
 from .live_ranges import LoweredSchedule, lowered_schedule
 
 #: Offsets are aligned like TVM's own allocations so kernels may assume alignment.
@@ -53,7 +54,10 @@ def apply_arena(mod: tvm.IRModule, schedule: LoweredSchedule, plan: Plan) -> tvm
 def plan_and_apply(mod: tvm.IRModule,
                    alignment_bytes: int = HOST_ALIGNMENT_BYTES) -> tuple[tvm.IRModule, Plan,
                                                                           LoweredSchedule]:
-    """Plan the intermediates of lowered ``mod`` and apply the plan."""
+    """Plan the intermediates of lowered ``mod``, check the plan independently
+    (:func:`~.check.verify_plan`: a failure is a bug, raised as ``PlanError``, never a
+    silently wrong module) and apply it."""
     schedule = lowered_schedule(mod)
     plan = plan_intermediates(schedule, alignment_bytes)
+    verify_plan(plan, schedule.live_ranges())
     return apply_arena(mod, schedule, plan), plan, schedule

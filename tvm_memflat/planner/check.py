@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from ..errors import MemflatError
 from .allocator import LiveRange, Placement, Plan, align_up, piece_name
 
 __all__ = ["PlanError", "check_plan", "verify_plan"]
@@ -21,8 +20,12 @@ __all__ = ["PlanError", "check_plan", "verify_plan"]
 MAX_REPORTED = 5
 
 
-class PlanError(MemflatError):
-    """A plan that violates its own invariants (overlap, missing buffer, wrong totals...)."""
+class PlanError(RuntimeError):
+    """A plan that violates its own invariants (overlap, missing buffer, wrong totals...).
+
+    Plans are checked in production before they are applied, so this is a bug in the
+    planner, never bad input: it is not a :class:`~tvm_memflat.errors.MemflatError`
+    (the CLI exits 1 naming it, not 2)."""
 
 
 def _aligned_lower_bound(ranges: Sequence[LiveRange], a: int) -> int:

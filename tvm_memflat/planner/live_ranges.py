@@ -10,7 +10,7 @@ intermediates) lives for its kernel's step only.
 Each step also carries the GEMM shape of its multiply-accumulate blocks
 (:class:`GemmShape`, read from the kernel's TIR by :func:`kernel_work`) and the
 element operations of its other blocks, for the cost models in
-:mod:`tvm_memflat.tuner.cost_model`.
+:mod:`tvm_memflat.hardware.cost_model` and :mod:`tvm_memflat.tuner.cost_model`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from tvm import relax, s_tir, tirx
 
 from ..analysis.tir_stats import kernel_stats, tensor_bytes
 from ..lowering.concat_in_place import flat_bindings, is_alloc_tensor, is_kernel_call
+from ..lowering.input_in_arena import static_tensor_type
 from ..lowering.shrink_scratch import lowered_scratch_bytes
 from .allocator import LiveRange
 
@@ -237,16 +238,6 @@ def kernel_work(prim_func, weight_buffers=()) -> tuple[tuple[GemmShape, ...], in
     return tuple(gemms), vector[0]
 
 
-def _tensor_shape(var) -> tuple[tuple[int, ...], str] | None:
-    ty = var.ty
-    if not isinstance(ty, relax.TensorType) or ty.shape is None:
-        return None
-    try:
-        return tuple(int(d) for d in ty.shape.values), str(ty.dtype)
-    except (TypeError, AttributeError):
-        return None
-
-
 def lowered_schedule(mod: tvm.IRModule) -> LoweredSchedule:
     """Kernel steps and buffer live ranges of a lowered module's ``main``."""
     func = mod["main"]
@@ -302,7 +293,7 @@ def lowered_schedule(mod: tvm.IRModule) -> LoweredSchedule:
     last = max(len(steps) - 1, 0)
     buffers, variables = [], {}
     for var in [*func.params, *allocs]:
-        info = _tensor_shape(var)
+        info = static_tensor_type(var.ty)
         if info is None:
             continue
         shape, dtype = info

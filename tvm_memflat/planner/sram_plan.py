@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from ..analysis.device_bytes import Accounting
 from ..analysis.tir_stats import dtype_bytes
 from ..spec import AcceleratorSpec
 from .allocator import LiveRange, Plan, allocate, no_reuse_arena
+from .check import verify_plan
 from .live_ranges import LoweredSchedule
 
 
@@ -42,6 +44,8 @@ class MemoryPlan:
     plan: Plan
     no_reuse_bytes: int
     labels: dict  # buffer name -> display label (compare=False semantics: informative)
+    #: the live ranges the plan was made for (what the checker verifies it against)
+    ranges: tuple = field(default=(), compare=False, repr=False)
 
     @property
     def required_bytes(self) -> int:
@@ -134,16 +138,27 @@ def _scaled(nbytes: int, from_dtype: str, to_dtype: str) -> int:
     return max(1, nbytes * dtype_bytes(to_dtype) // dtype_bytes(from_dtype))
 
 
-def activation_ranges(schedule: LoweredSchedule, dtype: str | None) -> list[LiveRange]:
-    """Live ranges of all activation buffers (input, intermediates, outputs) at ``dtype``."""
+def activation_ranges(schedule: LoweredSchedule, dtype: str | None,
+                      accounting: Accounting | None = None) -> list[LiveRange]:
+    """Live ranges of the activation buffers at ``dtype``: intermediates, and the
+    network input and outputs unless ``accounting`` streams them (``"stream"``: read
+    or written row by row from outside, so they take no SRAM)."""
+    accounting = accounting or Accounting()
+    streamed = {"input"} if accounting.input == "stream" else set()
+    streamed |= {"output"} if accounting.output == "stream" else set()
     return [LiveRange(b.name, b.start, b.end,
                       _scaled(b.size_bytes, b.dtype, dtype or b.dtype), b.uses)
-            for b in schedule.buffers]
+            for b in schedule.buffers if b.role not in streamed]
 
 
 def plan_for_spec(schedule: LoweredSchedule, spec: AcceleratorSpec, *,
-                  max_iterations: int = 200) -> SpecPlan:
-    """Plan ``schedule`` on ``spec``'s memories (see the module docstring)."""
+                  max_iterations: int = 200, accounting: Accounting | None = None) -> SpecPlan:
+    """Plan ``schedule`` on ``spec``'s memories (see the module docstring).
+
+    ``accounting``: the counting convention (default: the spec's ``[accounting]``).
+    """
+    if accounting is None:
+        accounting = Accounting.resolve(spec=spec)
     t0 = time.perf_counter()
     act_dtype, acc_dtype = spec.compute.activation_dtype, spec.compute.accumulator_dtype
     act_mem = spec.memories_for("activations")[0]
@@ -154,7 +169,7 @@ def plan_for_spec(schedule: LoweredSchedule, spec: AcceleratorSpec, *,
 
     per_memory: dict[str, list[LiveRange]] = {m.name: [] for m in spec.memories}
     labels = {b.name: b.label for b in schedule.buffers}
-    per_memory[act_mem.name] += activation_ranges(schedule, act_dtype)
+    per_memory[act_mem.name] += activation_ranges(schedule, act_dtype, accounting)
     for s in schedule.steps:
         if s.scratch_bytes:
             name = f"{s.kernel}@{s.step}/scratch"
@@ -180,9 +195,10 @@ def plan_for_spec(schedule: LoweredSchedule, spec: AcceleratorSpec, *,
         ranges = per_memory[m.name]
         plan = allocate(ranges, alignment_bytes=m.alignment_bytes, capacity_bytes=m.size_bytes,
                         max_iterations=max_iterations)
+        verify_plan(plan, ranges)  # every plan, in production: a failure is a planner bug
         memories.append(MemoryPlan(m.name, m.holds, m.size_bytes, m.alignment_bytes, plan,
                                    no_reuse_arena(ranges, m.alignment_bytes) if ranges else 0,
-                                   labels))
+                                   labels, tuple(ranges)))
     traffic = _traffic(schedule, spec, memories, weights, chunks)
     return SpecPlan(spec.name, act_dtype, tuple(memories), traffic, time.perf_counter() - t0)
 

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import tvm
 from tvm import relax
 
+from ..analysis.device_bytes import Accounting, DeviceBytes
 from ..errors import MemflatError
-from ..lowering.pipeline import BuildRecord, memflat_pipeline
+from ..planner.pipeline import BuildRecord, memflat_pipeline
 
 TARGETS = ("llvm", "vta_like")
 
 
 def build(mod: tvm.IRModule, target="llvm", *, spec=None, in_place_concat: bool = True,
-          shrink_scratch: bool = True, record: BuildRecord | None = None):
+          shrink_scratch: bool = True, input: str = "sram", output: str = "sram",
+          record: BuildRecord | None = None):
     """Compile ``mod`` with tvm_memflat's pipeline.
 
     Parameters
@@ -39,6 +42,11 @@ def build(mod: tvm.IRModule, target="llvm", *, spec=None, in_place_concat: bool 
         Let producers write into their slice of each concatenation.
     shrink_scratch
         Schedule away kernel scratch (inline padding, conv under its activation).
+    input, output
+        The counting convention (``"sram"`` or ``"stream"``). With ``input="sram"``
+        the network input gets a slot in the arena (copied there by the first
+        kernel), so the planner reuses its bytes after its last use and the arena
+        is what the device holds; see :mod:`tvm_memflat.analysis.device_bytes`.
     record
         Optional :class:`~tvm_memflat.lowering.pipeline.BuildRecord` filled with the
         offset plan, the lowered schedule and how many concats were removed.
@@ -50,6 +58,7 @@ def build(mod: tvm.IRModule, target="llvm", *, spec=None, in_place_concat: bool 
         size for all intermediate tensors. vta_like: that executable as
         ``.executable``, with the simulation ``.report`` and the spec's ``.plan``.
     """
+    accounting = Accounting(input, output)
     if isinstance(target, str):
         if target not in TARGETS:
             raise MemflatError(f"unknown target {target!r}: expected one of {', '.join(TARGETS)}")
@@ -58,16 +67,17 @@ def build(mod: tvm.IRModule, target="llvm", *, spec=None, in_place_concat: bool 
 
             return build_vta_like(mod, "vta_like" if spec is None else spec,
                                   in_place_concat=in_place_concat,
-                                  shrink_scratch=shrink_scratch, record=record)
+                                  shrink_scratch=shrink_scratch, input=input, output=output,
+                                  record=record)
         target = tvm.target.Target(target)
     if spec is not None:
         raise MemflatError("spec= applies to target='vta_like' only")
     if target.kind.name != "llvm":
         raise MemflatError(f"target kind {target.kind.name!r} is not supported (llvm only)")
-    return tvm.compile(mod, target,
-                       relax_pipeline=memflat_pipeline(target, in_place_concat=in_place_concat,
-                                                       shrink_scratch=shrink_scratch,
-                                                       record=record))
+    pipeline = memflat_pipeline(target, in_place_concat=in_place_concat,
+                                shrink_scratch=shrink_scratch,
+                                input_in_arena=accounting.input_in_arena, record=record)
+    return tvm.compile(mod, target, relax_pipeline=pipeline)
 
 
 @dataclass(frozen=True)
@@ -80,6 +90,13 @@ class MemflatAllocation:
     output_bytes: int
     max_scratch_bytes: int       # largest scratch set of one kernel (TIR workspace)
     concats_removed: int
+    #: device bytes measured on this run (alloc_storage as recorded at run time)
+    device: DeviceBytes | None = None
+
+    @property
+    def device_bytes(self) -> int:
+        """Measured device bytes under the build's counting convention."""
+        return self.device.total_bytes
 
     @property
     def total_bytes(self) -> int:
@@ -87,22 +104,39 @@ class MemflatAllocation:
         return self.runtime_storage_bytes + self.max_scratch_bytes
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "total_bytes": self.total_bytes}
+        out = {**asdict(self), "total_bytes": self.total_bytes}
+        out["device"] = self.device.to_dict() if self.device is not None else None
+        out["device_bytes"] = self.device.total_bytes if self.device is not None else None
+        return out
 
 
-def build_and_measure(mod: tvm.IRModule, inputs) -> tuple[relax.VMExecutable,
-                                                         MemflatAllocation, list]:
-    """Build with :func:`build`, run once on ``inputs``; return executable, bytes, outputs."""
-    from ..analysis.tvm_allocation import measure_runtime_storage
+def build_and_measure(mod: tvm.IRModule, inputs, *, input: str = "sram",
+                      output: str = "sram") -> tuple[relax.VMExecutable, MemflatAllocation,
+                                                     list]:
+    """Build with :func:`build`, run once on ``inputs``; return executable, bytes, outputs.
 
+    The bytes include the measured device bytes (``.device``): what
+    ``vm.builtin.alloc_storage`` handed out during the run, plus the largest kernel
+    workspace, adjusted for the counting convention ``input``/``output``.
+    """
+    from .runtime import measure_runtime_storage
+
+    accounting = Accounting(input, output)
     record = BuildRecord()
-    executable = build(mod, record=record)
+    executable = build(mod, record=record, input=input, output=output)
     runtime, outputs = measure_runtime_storage(executable, inputs)
+    network_input = sum(int(np.prod(np.shape(a))) * np.asarray(a).itemsize for a in inputs)
+    device = DeviceBytes(arena_bytes=record.plan.arena_bytes,
+                         output_bytes=record.schedule.output_bytes,
+                         scratch_bytes=record.schedule.max_scratch_bytes,
+                         input_bytes=network_input,
+                         input_in_arena=accounting.input_in_arena, accounting=accounting,
+                         runtime_alloc_storage_bytes=runtime)
     allocation = MemflatAllocation(
         runtime_storage_bytes=runtime,
         arena_bytes=record.plan.arena_bytes,
         lower_bound_bytes=record.plan.lower_bound_bytes,
         output_bytes=record.schedule.output_bytes,
         max_scratch_bytes=record.schedule.max_scratch_bytes,
-        concats_removed=record.concats_removed)
+        concats_removed=record.concats_removed, device=device)
     return executable, allocation, outputs

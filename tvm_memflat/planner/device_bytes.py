@@ -1,0 +1,35 @@
+"""Predict a module's device bytes from the build's own lowered schedule.
+
+:func:`predict_device_bytes` runs exactly what ``tvm_memflat.build`` runs up to
+code generation (our lowering, with the input placed in the arena under the
+``sram`` convention, then the offset plan of the intermediates, checked by
+:func:`~tvm_memflat.planner.check.verify_plan`) and adds the parts up as
+:class:`~tvm_memflat.analysis.device_bytes.DeviceBytes`. Because the build applies
+the same plan, the prediction equals what the built module allocates at run time;
+the tests and ``bench_paper`` measure both and compare.
+"""
+
+from __future__ import annotations
+
+import tvm
+
+from ..analysis.device_bytes import Accounting, DeviceBytes
+from ..lowering.pipeline import lower
+from .apply_arena import plan_intermediates
+from .check import verify_plan
+from .live_ranges import lowered_schedule
+
+
+def predict_device_bytes(mod: tvm.IRModule, *, input: str = "sram", output: str = "sram",
+                         target=None) -> DeviceBytes:
+    """Device bytes of ``mod`` built by ``tvm_memflat.build`` (llvm), without building it."""
+    accounting = Accounting(input, output)
+    target = tvm.target.Target(target or "llvm")
+    lowered = lower(mod, target, input_in_arena=accounting.input_in_arena)
+    schedule = lowered_schedule(lowered)
+    plan = plan_intermediates(schedule)
+    verify_plan(plan, schedule.live_ranges())
+    input_bytes = sum(b.size_bytes for b in schedule.buffers if b.role == "input")
+    return DeviceBytes(arena_bytes=plan.arena_bytes, output_bytes=schedule.output_bytes,
+                       scratch_bytes=schedule.max_scratch_bytes, input_bytes=input_bytes,
+                       input_in_arena=accounting.input_in_arena, accounting=accounting)
