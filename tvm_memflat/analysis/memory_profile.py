@@ -170,6 +170,7 @@ def profile(
     target=None,
     with_tvm: bool = True,
     fused: FusedModules | None = None,
+    in_place_concat: bool = False,
 ) -> MemoryProfile:
     """Profile the activation memory of ``mod``'s ``main`` layer by layer.
 
@@ -187,12 +188,18 @@ def profile(
         Also work out what stock TVM allocates (``MemoryProfile.tvm``).
     fused
         Reuse an already fused module (saves lowering twice).
+    in_place_concat
+        Model our build's in-place concatenation (:func:`_concats_in_place`): the
+        inputs of a concat that the build writes in place are counted inside its
+        output, which is live from the first of them. Off by default (the seed
+        paper's definition of live memory); the search ranks its candidates with it.
     """
     if activation_dtype not in (None, *ACTIVATION_DTYPES):
         raise ValueError(f"activation_dtype must be one of {ACTIVATION_DTYPES}")
     fused = fused or fuse(mod, target)
     steps = steps_of(fused)
-    layers, tensors = _lifetimes(fused.kernels["main"], steps, activation_dtype == "int8")
+    layers, tensors = _lifetimes(fused.kernels["main"], steps, activation_dtype == "int8",
+                                 in_place_concat)
     live = [0] * len(layers)
     for t in tensors:
         if t.view_of is None:
@@ -237,7 +244,8 @@ class _Tensor:
     last: int = -1
 
 
-def _lifetimes(main: relax.Function, steps: list[Step], one_byte: bool):
+def _lifetimes(main: relax.Function, steps: list[Step], one_byte: bool,
+               in_place_concat: bool = False):
     tensors: list[_Tensor] = []
     values: dict = {}  # relax var -> tensor index, or tuple of those (nested)
 
@@ -273,6 +281,7 @@ def _lifetimes(main: relax.Function, steps: list[Step], one_byte: bool):
             tensors[values[param]].last = 0
 
     layers = []
+    layer_io: list = []  # per layer: (root tensors read, tensors written, is_view, op)
     for step in steps:
         if step.kernel is None:  # tuple plumbing: no kernel, no storage
             if step.tuple_index is not None:
@@ -300,16 +309,55 @@ def _lifetimes(main: relax.Function, steps: list[Step], one_byte: bool):
         inputs = tuple(tensors[i].name for a in step.args for i in flat(values.get(a)))
         layers.append(LayerRow(index, step.name, step.op, shape, out_bytes, 0, step.stats.macs,
                                step.stats.scratch_bytes, inputs, step.is_view, step.members))
+        layer_io.append(([r for a in step.args for r in (tensors[i].root
+                                                          for i in flat(values.get(a)))],
+                         out_ids, step.is_view, step.op))
 
     n = len(layers)
     for idx in flat(values.get(main.body.body)):
         root = tensors[idx].root
         tensors[root].is_output = tensors[idx].is_output = True
         tensors[root].last = n - 1
+    starts = _concats_in_place(tensors, layer_io) if in_place_concat else {}
     lives = []
     for i, t in enumerate(tensors):
-        first = max(t.producer, 0)
+        first = starts.get(i, max(t.producer, 0))
         view_of = tensors[t.root].name if t.root != i else None
         lives.append(TensorLife(t.name, t.shape, t.dtype, t.bytes, t.producer, t.producer_name,
                                 first, max(t.last, first), t.is_input, t.is_output, view_of))
     return layers, lives
+
+
+def _concats_in_place(tensors: list[_Tensor], layer_io: list) -> dict[int, int]:
+    """Model our build's in-place concatenation (:mod:`tvm_memflat.lowering.concat_in_place`).
+
+    Where every input of a concatenation is a distinct tensor that one kernel writes
+    alone and nothing but the concat reads, the build has those kernels write straight
+    into their slice of the concat's output: the inputs never exist on their own, and
+    the output is live from the first of them. Here they become views of the output
+    (counted once, there), and the returned map gives the output's new first layer.
+    Nested concats compose (outer ones first). Used for ranking rewrites; the number
+    the pass is judged on is read from the build's own lowered schedule.
+    """
+    readers: dict[int, set[int]] = {}
+    for layer, (reads, _, _, _) in enumerate(layer_io):
+        for r in reads:
+            readers.setdefault(r, set()).add(layer)
+    writer = {tuple(outs)[0]: layer for layer, (_, outs, is_view, _) in enumerate(layer_io)
+              if len(outs) == 1 and not is_view}
+    starts: dict[int, int] = {}
+    for layer in reversed(range(len(layer_io))):
+        reads, outs, is_view, op = layer_io[layer]
+        if not op.startswith("concatenate") or is_view or len(outs) != 1:
+            continue
+        if len(set(reads)) != len(reads) or not reads:
+            continue
+        if not all(r in writer and readers.get(r) == {layer} and not tensors[r].is_input
+                   and tensors[r].root == r for r in reads):
+            continue
+        dest = tensors[outs[0]].root
+        first = min(writer[r] for r in reads)
+        starts[dest] = min(starts.get(dest, first), first)
+        for r in reads:
+            tensors[r].root = dest
+    return starts

@@ -192,7 +192,7 @@ class Evaluated:
 
 
 def _evaluate_region(mod, region, base, mac_limit, tile_counts, halo,
-                     axis: int = H_AXIS) -> list[Evaluated]:
+                     axis: int = H_AXIS, in_place_concat: bool = False) -> list[Evaluated]:
     """Estimate ``region`` tiled ``tile_counts`` ways along ``axis`` with ``halo``, in
     increasing order.
 
@@ -201,7 +201,8 @@ def _evaluate_region(mod, region, base, mac_limit, tile_counts, halo,
     drop and then stops dropping (a count may need to be large before it moves).
     """
     model = RegionModel(mod, region, base,
-                        lambda m, r, t: tile_region(m, r, t, halo, axis))
+                        lambda m, r, t: tile_region(m, r, t, halo, axis),
+                        in_place_concat=in_place_concat)
     if model.cannot_lower:
         return []
     out, last_peak = [], None
@@ -225,14 +226,15 @@ def _evaluate_region(mod, region, base, mac_limit, tile_counts, halo,
     return out
 
 
-def _evaluate_family(mod, family, mac_limit) -> list[Evaluated]:
+def _evaluate_family(mod, family, mac_limit, in_place_concat: bool = False) -> list[Evaluated]:
     """Profile ``family`` split :data:`SPLIT_COUNTS` ways (a concat: at its parts)."""
     counts = ([len(family.part_bounds) - 1] if family.by_branch else
               sorted({min(k, family.channels) for k in SPLIT_COUNTS} - {1}))
     out = []
     for parts in counts:
         try:
-            p = profile(split_channels(mod, family, parts), with_tvm=False)
+            p = profile(split_channels(mod, family, parts), with_tvm=False,
+                        in_place_concat=in_place_concat)
         except SplitRefused as err:
             logger.debug("FlattenMemoryPeaks: %s in %d slices refused: %s",
                          family.key[0], parts, err)
@@ -317,7 +319,10 @@ def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OV
     Returns the rewritten module and the accepted decisions (empty: unchanged).
     """
     modes = _halo_modes(halo)
-    prof = profile(mod, with_tvm=False)
+    # Judged on the build's device bytes, the candidates are ranked on profiles that
+    # lay concats out as the build does (in place); otherwise on the paper's model.
+    ipc = evaluate is not None
+    prof = profile(mod, with_tvm=False, in_place_concat=ipc)
     score = evaluate(mod) if evaluate is not None else prof.peak_bytes
     mac_limit = prof.macs * (1 + max_mac_overhead)
     decisions: list[Decision] = []
@@ -328,17 +333,18 @@ def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OV
         evaluated = []
         regions = _candidates(mod, prof)
         for region in regions:
-            evaluated += _evaluate_region(mod, region, prof, mac_limit, tile_counts, modes[-1])
+            evaluated += _evaluate_region(mod, region, prof, mac_limit, tile_counts, modes[-1],
+                                          in_place_concat=ipc)
         if len(modes) > 1:  # auto: recompute on the regions cached halos did best on
             for region in _best_regions(regions, evaluated)[:AUTO_RECOMPUTE_REGIONS]:
                 evaluated += _evaluate_region(mod, region, prof, mac_limit, tile_counts,
-                                              modes[0])
+                                              modes[0], in_place_concat=ipc)
         for region in _best_regions(regions, evaluated)[:W_REGIONS] if w_tiles else ():
             if _mirrored(region):
                 continue  # its W-tiles would only repeat its H-tiles' estimates
             for mode in dict.fromkeys(e.halo for e in evaluated if e.region is region):
                 evaluated += _evaluate_region(mod, region, prof, mac_limit, tile_counts,
-                                              mode, AXES["W"])
+                                              mode, AXES["W"], in_place_concat=ipc)
         # a split is profiled in full, so skip those that cannot beat the best tiling
         floor = min((e.peak_bytes for e in evaluated if e.macs <= mac_limit),
                     default=prof.peak_bytes)
@@ -347,7 +353,7 @@ def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OV
                 logger.debug("FlattenMemoryPeaks: split of %s skipped: cannot beat %d B",
                              family.key[0], floor)
                 continue
-            evaluated += _evaluate_family(mod, family, mac_limit)
+            evaluated += _evaluate_family(mod, family, mac_limit, in_place_concat=ipc)
         if on_round is not None:
             on_round(tuple(path), evaluated)
         ranked = sorted((e for e in evaluated
@@ -356,7 +362,7 @@ def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OV
         accepted = None
         for e in ranked[:VERIFY_TRIES]:
             cand = e.apply(mod)
-            p = profile(cand, with_tvm=False)
+            p = profile(cand, with_tvm=False, in_place_concat=ipc)
             if p.macs > mac_limit:
                 continue
             cand_score = evaluate(cand) if evaluate is not None else p.peak_bytes

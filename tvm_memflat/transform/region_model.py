@@ -46,8 +46,11 @@ class RegionModel:
     full profile of the tiled module: slower, never wrong.
     """
 
-    def __init__(self, mod, region, base: MemoryProfile, tile_fn):
+    def __init__(self, mod, region, base: MemoryProfile, tile_fn, *,
+                 in_place_concat: bool = False):
         self.mod, self.region, self.base, self._tile_fn = mod, region, base, tile_fn
+        #: profile as our build lays concats out (see ``profile(in_place_concat=)``)
+        self.in_place_concat = in_place_concat
         steps = [row.index for row in base.layers
                  if any(m.same_as(v) for m in row.members for v in region.vars)]
         self.exact_only = not steps
@@ -69,7 +72,8 @@ class RegionModel:
         source = self._source_tensor()
         outlives = source is not None and source.last > self.last
         self.local, self.local_region = _region_module(self.region, keep_source=outlives)
-        self.local_base = profile(self.local, with_tvm=False)
+        self.local_base = profile(self.local, with_tvm=False,
+                                  in_place_concat=self.in_place_concat)
         across = 0
         for s in range(self.first, self.last + 1):
             across = max(across, sum(
@@ -90,11 +94,13 @@ class RegionModel:
     def estimate(self, tiles: int) -> RegionEstimate:
         """The module's estimated peak and exact MACs with the region in ``tiles`` tiles."""
         if self.exact_only:
-            p = profile(self._tile_fn(self.mod, self.region, tiles), with_tvm=False)
+            p = profile(self._tile_fn(self.mod, self.region, tiles), with_tvm=False,
+                        in_place_concat=self.in_place_concat)
             return RegionEstimate(p.peak_bytes, p.macs)
         if self.local is None:
             self._build_local()
-        tiled = profile(self._tile_fn(self.local, self.local_region, tiles), with_tvm=False)
+        tiled = profile(self._tile_fn(self.local, self.local_region, tiles), with_tvm=False,
+                        in_place_concat=self.in_place_concat)
         peak = max(self.outside_peak, tiled.peak_bytes + self.across_bytes)
         return RegionEstimate(peak, self.base.macs - self.local_base.macs + tiled.macs)
 
