@@ -38,7 +38,9 @@ def bench_meta() -> dict:
     except ImportError:  # pragma: no cover - TVM is a dependency
         tvm_version = "not installed"
     return {"commit": _git("rev-parse", "HEAD"),
-            "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+            # tracked files changed outside docs/ (earlier benchmark outputs do not count)
+            "dirty": bool(_git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                               ":(exclude)docs")),
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(),
                         "system": f"{platform.machine()} {platform.system()}",

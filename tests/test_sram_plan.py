@@ -10,7 +10,7 @@ from tvm_memflat.reports.planner_report import plan_csv_rows, plan_summary
 from tvm_memflat.spec import parse_spec
 
 
-def _spec(act_bytes=4096, wgt_bytes=1024, acc=True):
+def _spec(act_bytes=4096, wgt_bytes=1024, acc=True, dram_writable=True):
     memories = [{"name": "act", "size_bytes": act_bytes, "holds": ["activations"],
                  "alignment_bytes": 16},
                 {"name": "wgt", "size_bytes": wgt_bytes, "holds": ["weights"]}]
@@ -22,7 +22,8 @@ def _spec(act_bytes=4096, wgt_bytes=1024, acc=True):
         "compute": {"kind": "gemm", "macs_per_cycle": 16, "clock_hz": 1000,
                     "activation_dtype": "int8", "weight_dtype": "int8",
                     "accumulator_dtype": "int32"},
-        "dram": {"bandwidth_bytes_per_cycle": 8, "latency_cycles": 0},
+        "dram": {"bandwidth_bytes_per_cycle": 8, "latency_cycles": 0,
+                 "writable": dram_writable},
         "memory": memories})
 
 
@@ -86,6 +87,28 @@ def test_over_capacity_spills_and_reports_the_excess():
     summary = plan_summary(plan, _schedule())
     assert ("does NOT fit toy" in summary) == (not plan.fits)
     assert "required" in summary.splitlines()[0]
+
+
+def test_a_plan_that_fits_only_by_spilling_to_unwritable_memory_does_not_fit():
+    # int8: a (2000 B) is written at step 0 and read again at step 3; b (2000 B) lives
+    # through steps 1-2 while a is idle. 2560 B hold one of them: the planner spills a
+    # around b. That is a fit only where spills can be written at run time.
+    steps = (KernelStep(0, "k0", ("x",), ("a",), 0, 1, 0),
+             KernelStep(1, "k1", (), ("b",), 0, 1, 0),
+             KernelStep(2, "k2", ("b",), (), 0, 1, 0),
+             KernelStep(3, "k3", ("a",), ("y",), 0, 1, 0))
+    buffers = (
+        ActivationBuffer("x", "input", (100,), "float32", 400, 0, 0, "input", (0,)),
+        ActivationBuffer("a", "a", (2000,), "float32", 8000, 0, 3, "intermediate", (0, 3)),
+        ActivationBuffer("b", "b", (2000,), "float32", 8000, 1, 2, "intermediate", (1, 2)),
+        ActivationBuffer("y", "output", (100,), "float32", 400, 3, 3, "output", (3,)))
+    schedule = LoweredSchedule(steps, buffers)
+    writable = plan_for_spec(schedule, _spec(act_bytes=2560, dram_writable=True))
+    assert writable.spilled_bytes > 0 and writable.fits
+    readonly = plan_for_spec(schedule, _spec(act_bytes=2560, dram_writable=False))
+    assert readonly.spilled_bytes > 0 and not readonly.fits and readonly.unwritable_spill
+    assert "no memory that is writable at run time" in plan_summary(readonly, schedule)
+    assert readonly.to_dict()["fits"] is False
 
 
 def test_csv_rows_have_percent_of_peak(tmp_path):

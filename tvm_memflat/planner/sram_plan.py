@@ -93,6 +93,9 @@ class SpecPlan:
     memories: tuple[MemoryPlan, ...]
     traffic: tuple[StepTraffic, ...]
     planner_s: float
+    #: whether the spec has writable memory to spill to (its DRAM); without it a
+    #: plan that spills does not fit (design.md §2, honest fit)
+    spill_writable: bool = True
 
     @property
     def activation(self) -> MemoryPlan:
@@ -100,7 +103,15 @@ class SpecPlan:
 
     @property
     def fits(self) -> bool:
-        return all(m.plan.fits for m in self.memories)
+        """Every memory holds what is placed in it, and nothing spills to memory that
+        is not writable at run time."""
+        return all(m.plan.fits for m in self.memories) and (
+            self.spill_writable or self.spilled_bytes == 0)
+
+    @property
+    def unwritable_spill(self) -> bool:
+        """The plan spills, but the spec has no writable memory to spill to."""
+        return not self.spill_writable and self.spilled_bytes > 0
 
     @property
     def arena_bytes(self) -> int:
@@ -200,7 +211,8 @@ def plan_for_spec(schedule: LoweredSchedule, spec: AcceleratorSpec, *,
                                    no_reuse_arena(ranges, m.alignment_bytes) if ranges else 0,
                                    labels, tuple(ranges)))
     traffic = _traffic(schedule, spec, memories, weights, chunks)
-    return SpecPlan(spec.name, act_dtype, tuple(memories), traffic, time.perf_counter() - t0)
+    return SpecPlan(spec.name, act_dtype, tuple(memories), traffic, time.perf_counter() - t0,
+                    spill_writable=bool(getattr(spec.dram, "writable", True)))
 
 
 def _traffic(schedule, spec, memories, weights, chunks) -> tuple[StepTraffic, ...]:

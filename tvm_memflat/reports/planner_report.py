@@ -39,6 +39,10 @@ def plan_summary(plan: SpecPlan, schedule: LoweredSchedule, *, top: int = 8) -> 
                  f"{format_bytes(act_r)}, written {format_bytes(act_w)})")
     if plan.fits:
         lines.append(f"fits {plan.spec}: every memory is within capacity")
+    elif plan.unwritable_spill and all(m.plan.fits for m in plan.memories):
+        lines.append(f"does NOT fit {plan.spec}: it fits only by spilling "
+                     f"{format_bytes(plan.spilled_bytes)}, and {plan.spec} has no memory "
+                     "that is writable at run time to spill to")
     else:
         over = [f"{m.memory} by {format_bytes(m.plan.excess_bytes)}" for m in plan.memories
                 if not m.plan.fits]
