@@ -162,6 +162,7 @@ def _check_outputs(args) -> None:
 
 
 def cmd_profile(args) -> int:
+    from .analysis.device_bytes import Accounting
     from .frontend import load_model, model_label, parse_input_shapes
     from .spec import load_spec
 
@@ -172,10 +173,10 @@ def cmd_profile(args) -> int:
                            else "float32")
     config = {"model": args.model, "spec": spec.name if spec else "(none)",
               "activations": dtype, "layers": "TVM 0.27 fused groups (llvm default pipeline)",
-              "input": args.input or "(spec or sram)", "output": args.output or "(spec or sram)"}
+              "input": Accounting.resolve(args.input, args.output, spec).input,
+              "output": Accounting.resolve(args.input, args.output, spec).output}
     _echo_config(config, width=16)
 
-    from .analysis.device_bytes import Accounting
     from .analysis.fusion import fuse
     from .reports.summary import profile_summary
     from .workflows import profile
