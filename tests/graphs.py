@@ -29,8 +29,11 @@ def conv(bb, x, rng, cout, k=3, stride=1, pad=None, relu=True, name=None):
     return bb.emit(relax.op.nn.relu(y), (name or "conv") + "_relu") if relu else y
 
 
-def chain():
+def chain(cout=8, in_shape=(1, 4, 8, 8)):
     """x(1,4,8,8) -> conv3x3 8 -> conv3x3 8 -> conv3x3 8 -> maxpool 2x2.
+
+    (The figures below are for the defaults; ``cout`` and ``in_shape`` make taller or
+    heavier chains of the same shape.)
 
     Tensors: x 1024 B, c1/c2/c3 2048 B each, y (1,8,4,4) 512 B.
     Live per layer: L0 x+c1 = 3072, L1 c1+c2 = 4096, L2 c2+c3 = 4096, L3 c3+y = 2560.
@@ -39,11 +42,11 @@ def chain():
     Planned 4096 + output 512.
     """
     def body(bb, x, rng):
-        h = conv(bb, x, rng, 8, name="c1")
-        h = conv(bb, h, rng, 8, name="c2")
-        h = conv(bb, h, rng, 8, name="c3")
+        h = conv(bb, x, rng, cout, name="c1")
+        h = conv(bb, h, rng, cout, name="c2")
+        h = conv(bb, h, rng, cout, name="c3")
         return bb.emit(relax.op.nn.max_pool2d(h, pool_size=2, strides=2), "pool")
-    return _net(body)
+    return _net(body, in_shape)
 
 
 def residual():

@@ -134,12 +134,7 @@ def test_nnls_is_non_negative_and_exact_on_consistent_data():
 
 
 def _heavy_chain():
-    def body(bb, x, rng):
-        h = graphs.conv(bb, x, rng, 24, name="c1")
-        h = graphs.conv(bb, h, rng, 24, name="c2")
-        h = graphs.conv(bb, h, rng, 24, name="c3")
-        return bb.emit(relax.op.nn.max_pool2d(h, pool_size=2, strides=2), "pool")
-    return graphs._net(body, (1, 8, 16, 16))
+    return graphs.chain(24, (1, 8, 16, 16))
 
 
 def test_llvm_calibration_fits_and_ranks_a_heavier_module_slower():

@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tvm
-from tvm import relax
 
 import tvm_memflat
 from tvm_memflat.analysis.device_bytes import Accounting, DeviceBytes
@@ -36,12 +35,7 @@ def _inputs(mod, seed=0):
 
 def _tall_chain():
     """A chain tall enough for tiling to pay: x(1,4,32,8) -> 3 convs of 8 -> pool."""
-    def body(bb, x, rng):
-        h = graphs.conv(bb, x, rng, 8, name="c1")
-        h = graphs.conv(bb, h, rng, 8, name="c2")
-        h = graphs.conv(bb, h, rng, 8, name="c3")
-        return bb.emit(relax.op.nn.max_pool2d(h, pool_size=2, strides=2), "pool")
-    return graphs._net(body, in_shape=(1, 4, 32, 8))
+    return graphs.chain(8, (1, 4, 32, 8))
 
 
 @pytest.mark.parametrize("make", [graphs.chain, graphs.residual, graphs.branches, _tall_chain])
