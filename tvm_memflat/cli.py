@@ -162,19 +162,18 @@ def _check_outputs(args) -> None:
 
 
 def cmd_profile(args) -> int:
-    from .analysis.device_bytes import Accounting
     from .frontend import load_model, model_label, parse_input_shapes
-    from .spec import load_spec
+    from .spec import Accounting, load_spec
 
     _check_outputs(args)
     shapes = parse_input_shapes(args.input_shape)
     spec = load_spec(args.spec) if args.spec else None
     dtype = args.dtype or (spec.activation_dtype if spec and spec.activation_dtype == "int8"
                            else "float32")
+    acc = Accounting.resolve(args.input, args.output, spec)
     config = {"model": args.model, "spec": spec.name if spec else "(none)",
               "activations": dtype, "layers": "TVM 0.27 fused groups (llvm default pipeline)",
-              "input": Accounting.resolve(args.input, args.output, spec).input,
-              "output": Accounting.resolve(args.input, args.output, spec).output}
+              "input": acc.input, "output": acc.output}
     _echo_config(config, width=16)
 
     from .analysis.fusion import fuse
@@ -187,7 +186,6 @@ def cmd_profile(args) -> int:
     progress("fusing and profiling ...")
     fused = fuse(mod)
     label = model_label(args.model)
-    acc = Accounting.resolve(args.input, args.output, spec)
     native = profile(mod, model=label, fused=fused, input=acc.input, output=acc.output)
     shown = native if dtype == "float32" else profile(mod, model=label, fused=fused,
                                                       activation_dtype="int8", with_tvm=False,
@@ -299,41 +297,33 @@ def _write_optimize_outputs(args, result) -> None:
     from ._io import write_json_atomic, write_text_atomic
 
     out = Path(args.out) if args.out else None
-    spec = result.simulations["after"].plan if result.simulations else None
-    spec_name = result.config.get("spec", "(none)")
-    has_spec = spec_name != "(none)"
+    spec = result.spec
     targets = {"plot": args.plot or (out / "timeline.png" if out else None),
                "json": args.json or (out / "report.json" if out else None),
                "pareto": args.pareto or (out / "pareto.png" if out and result.tune_result
                                          else None),
-               "occupancy": args.occupancy or (out / "occupancy.png" if out and has_spec
-                                               else None)}
-    loaded = None
-    if has_spec:
-        from .spec import load_spec
-
-        loaded = load_spec(args.spec or "vta_like")
-    capacity = loaded.activation_capacity_bytes if loaded else args.memory_budget
+               "occupancy": args.occupancy or (out / "occupancy.png" if out and spec else None)}
+    capacity = spec.activation_capacity_bytes if spec else args.memory_budget
     if targets["plot"]:
         from .reports.plots import plot_timeline
 
         plot_timeline(result.before_profile, targets["plot"], compare=result.after_profile,
                       labels=("original", "optimized"), capacity_bytes=capacity,
-                      capacity_label=f"{loaded.name} activation SRAM" if loaded else "budget")
+                      capacity_label=f"{spec.name} activation SRAM" if spec else "budget")
         print(f"wrote {targets['plot']}")
     if targets["pareto"]:
         from .reports.pareto import plot_pareto
 
         plot_pareto(result.tune_result, targets["pareto"],
-                    capacity_bytes=loaded.activation_capacity_bytes if loaded else None)
+                    capacity_bytes=spec.activation_capacity_bytes if spec else None)
         print(f"wrote {targets['pareto']}")
     if targets["occupancy"]:
         from .reports.occupancy import plot_occupancy
         from .workflows import plan
 
-        plan_ = spec if spec is not None else plan(result.module, spec=loaded,
-                                                    input=result.accounting.input,
-                                                    output=result.accounting.output).spec_plan
+        plan_ = (result.simulations["after"].plan if result.simulations else
+                 plan(result.module, spec=spec, input=result.accounting.input,
+                      output=result.accounting.output).spec_plan)
         plot_occupancy(plan_, targets["occupancy"])
         print(f"wrote {targets['occupancy']}")
     if out:

@@ -78,10 +78,38 @@ class Dram:
 
 @dataclass(frozen=True)
 class Accounting:
-    """Counting convention: where the network input and output live (``sram``|``stream``)."""
+    """Counting convention: where the network input and output live (``sram``|``stream``).
+
+    ``sram`` occupies SRAM until its last use (the strict default); ``stream`` is read
+    (written) row by row from (to) an external buffer or sensor, as MCUNetV2 and
+    msf-CNN count. Set by a spec's ``[accounting]`` table, overridden by ``--input`` /
+    ``--output`` and the pass's ``input=`` / ``output=``.
+    """
 
     input: str = "sram"
     output: str = "sram"
+
+    def __post_init__(self):
+        for key in ("input", "output"):
+            if getattr(self, key) not in ACCOUNTING:
+                raise MemflatError(f"{key} must be one of {', '.join(ACCOUNTING)}, "
+                                   f"got {getattr(self, key)!r}")
+
+    @property
+    def input_in_arena(self) -> bool:
+        """The build gives the input a slot in the arena (only when it counts)."""
+        return self.input == "sram"
+
+    @classmethod
+    def resolve(cls, input=None, output=None, spec=None) -> Accounting:
+        """``input``/``output`` if given, else the spec's ``[accounting]``, else sram."""
+        base = getattr(spec, "accounting", None)
+        return cls(input or getattr(base, "input", None) or "sram",
+                   output or getattr(base, "output", None) or "sram")
+
+    def to_dict(self) -> dict:
+        return {"input": self.input, "output": self.output,
+                "input_in_arena": self.input_in_arena}
 
 
 @dataclass(frozen=True)

@@ -140,6 +140,8 @@ class OptimizeResult:
     after_profile: MemoryProfile = field(default=None, compare=False, repr=False)
     #: vta_like: side -> VtaLikeExecutable (report, plan)
     simulations: dict = field(default_factory=dict, compare=False, repr=False)
+    #: the spec optimized for (None without one)
+    spec: AcceleratorSpec | None = field(default=None, compare=False, repr=False)
 
     @property
     def changed(self) -> bool:
@@ -209,12 +211,13 @@ def _stock_side(mod, prof: MemoryProfile, inputs, acc: Accounting, latency_repea
 
 
 def _our_side(mod, prof: MemoryProfile, inputs, acc: Accounting, latency_repeat: int,
-              label: str):
+              label: str, predicted: DeviceBytes | None = None):
     from .planner.device_bytes import predict_device_bytes
     from .targets.build import build_and_measure
     from .targets.runtime import measure_latency_ms
 
-    predicted = predict_device_bytes(mod, input=acc.input, output=acc.output)
+    if predicted is None:
+        predicted = predict_device_bytes(mod, input=acc.input, output=acc.output)
     executable, allocation, outputs = build_and_measure(mod, inputs, input=acc.input,
                                                         output=acc.output)
     side = BuiltSide(label, prof.peak_bytes, prof.macs, allocation.device_bytes,
@@ -284,7 +287,7 @@ def optimize(model, *, spec=None, latency_budget=None, memory_budget: int | None
     spec = _spec_or_none(spec if spec is not None else
                          ("vta_like" if target == "vta_like" else None))
     max_mac_overhead = DEFAULT_MAC_OVERHEAD if max_mac_overhead is None else max_mac_overhead
-    if not 0 <= max_mac_overhead:
+    if max_mac_overhead < 0:
         raise MemflatError(f"max_mac_overhead must be >= 0, got {max_mac_overhead}")
     pass_ = FlattenMemoryPeaks(spec, memory_budget=memory_budget, latency_budget=latency_budget,
                                halo=halo, input=input, output=output,
@@ -323,7 +326,7 @@ def optimize(model, *, spec=None, latency_budget=None, memory_budget: int | None
         progress("tuning ...")
         new, tuned = tune(mod, spec=spec, latency_budget=pass_.latency_budget, halo=halo,
                           model=label, measure=measure, rpc=rpc, parallel=parallel,
-                          use_cache=use_cache, build=lambda m, t: build(m, t),
+                          use_cache=use_cache, build=build,
                           progress=progress)
         steps = tuple(tuned.chosen.path)
         descriptions = tuple(s.describe for s in steps)
@@ -333,6 +336,13 @@ def optimize(model, *, spec=None, latency_budget=None, memory_budget: int | None
         steps = tuple(d.step for d in pass_.decisions)
         descriptions = tuple(d.describe for d in pass_.decisions)
     search_s = time.perf_counter() - t0
+    from .planner.device_bytes import predict_device_bytes
+
+    reached = predict_device_bytes(new, input=acc.input, output=acc.output)
+    if memory_budget is not None and reached.total_bytes > memory_budget:
+        raise MemflatError(
+            f"memory budget {memory_budget} B cannot be met: the lowest device bytes reached "
+            f"are {reached.total_bytes} B within the MAC overhead limit")
 
     progress("profiling before and after ...")
     before_prof = profile(mod, model=label, predict=False)
@@ -343,11 +353,7 @@ def optimize(model, *, spec=None, latency_budget=None, memory_budget: int | None
     before_ours, ours_out = _our_side(mod, before_prof, inputs, acc, latency_repeat,
                                       "the original, tvm_memflat.build (llvm)")
     after, got = _our_side(new, after_prof, inputs, acc, latency_repeat,
-                           f"the rewritten module, tvm_memflat.build ({target})")
-    if memory_budget is not None and after.predicted_device_bytes > memory_budget:
-        raise MemflatError(
-            f"memory budget {memory_budget} B cannot be met: the lowest device bytes reached "
-            f"are {after.predicted_device_bytes} B within the MAC overhead limit")
+                           f"the rewritten module, tvm_memflat.build ({target})", reached)
     err, ref = _max_error(reference, got)
     ours_err, _ = _max_error(reference, ours_out)
     if err > TOLERANCE * max(ref, 1e-12) or ours_err > TOLERANCE * max(ref, 1e-12):
@@ -363,7 +369,7 @@ def optimize(model, *, spec=None, latency_budget=None, memory_budget: int | None
         sims["after"], figures = _simulate(new, spec, inputs, got)
         after = dataclasses.replace(after, simulation=figures)
     return OptimizeResult(config, acc, before, before_ours, after, err, ref, search_s, steps,
-                          descriptions, tuned, new, mod, before_prof, after_prof, sims)
+                          descriptions, tuned, new, mod, before_prof, after_prof, sims, spec)
 
 
 @dataclass(frozen=True)

@@ -16,42 +16,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from ..errors import MemflatError
+from ..spec import Accounting
 
-#: Where the network input (or output) lives: ``sram`` occupies SRAM until its last
-#: use (the strict default); ``stream`` is read (written) row by row from (to) an
-#: external buffer or sensor, as MCUNetV2 and msf-CNN count.
-PLACES = ("sram", "stream")
-
-
-@dataclass(frozen=True)
-class Accounting:
-    """The counting convention: where the network input and output live."""
-
-    input: str = "sram"
-    output: str = "sram"
-
-    def __post_init__(self):
-        for key in ("input", "output"):
-            if getattr(self, key) not in PLACES:
-                raise MemflatError(f"{key} must be one of {', '.join(PLACES)}, "
-                                   f"got {getattr(self, key)!r}")
-
-    @property
-    def input_in_arena(self) -> bool:
-        """The build gives the input a slot in the arena (only when it counts)."""
-        return self.input == "sram"
-
-    @classmethod
-    def resolve(cls, input=None, output=None, spec=None) -> Accounting:
-        """``input``/``output`` if given, else the spec's ``[accounting]``, else sram."""
-        base = getattr(spec, "accounting", None)
-        return cls(input or getattr(base, "input", None) or "sram",
-                   output or getattr(base, "output", None) or "sram")
-
-    def to_dict(self) -> dict:
-        return {"input": self.input, "output": self.output,
-                "input_in_arena": self.input_in_arena}
+__all__ = ["Accounting", "DeviceBytes"]
 
 
 @dataclass(frozen=True)

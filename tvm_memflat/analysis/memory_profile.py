@@ -343,7 +343,7 @@ def _concats_in_place(tensors: list[_Tensor], layer_io: list) -> dict[int, int]:
     for layer, (reads, _, _, _) in enumerate(layer_io):
         for r in reads:
             readers.setdefault(r, set()).add(layer)
-    writer = {tuple(outs)[0]: layer for layer, (_, outs, is_view, _) in enumerate(layer_io)
+    writer = {outs[0]: layer for layer, (_, outs, is_view, _) in enumerate(layer_io)
               if len(outs) == 1 and not is_view}
     starts: dict[int, int] = {}
     for layer in reversed(range(len(layer_io))):

@@ -15,9 +15,10 @@ import tvm
 
 from ..analysis.device_bytes import Accounting, DeviceBytes
 from ..lowering.pipeline import lower
+from .allocator import Plan
 from .apply_arena import plan_intermediates
 from .check import verify_plan
-from .live_ranges import lowered_schedule
+from .live_ranges import LoweredSchedule, lowered_schedule
 
 
 def predict_device_bytes(mod: tvm.IRModule, *, input: str = "sram", output: str = "sram",
@@ -29,7 +30,16 @@ def predict_device_bytes(mod: tvm.IRModule, *, input: str = "sram", output: str 
     schedule = lowered_schedule(lowered)
     plan = plan_intermediates(schedule)
     verify_plan(plan, schedule.live_ranges())
+    return device_bytes_of(plan, schedule, accounting)
+
+
+def device_bytes_of(plan: Plan, schedule: LoweredSchedule, accounting: Accounting,
+                    runtime_alloc_storage_bytes: int | None = None) -> DeviceBytes:
+    """The parts of device bytes of a build whose arena follows ``plan`` for ``schedule``;
+    with ``runtime_alloc_storage_bytes`` (recorded when the built module ran) the
+    alloc_storage part is the measured one, else the plan's arena + output."""
     input_bytes = sum(b.size_bytes for b in schedule.buffers if b.role == "input")
     return DeviceBytes(arena_bytes=plan.arena_bytes, output_bytes=schedule.output_bytes,
                        scratch_bytes=schedule.max_scratch_bytes, input_bytes=input_bytes,
-                       input_in_arena=accounting.input_in_arena, accounting=accounting)
+                       input_in_arena=accounting.input_in_arena, accounting=accounting,
+                       runtime_alloc_storage_bytes=runtime_alloc_storage_bytes)

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import tvm
 from tvm import relax
 
 from ..analysis.device_bytes import Accounting, DeviceBytes
 from ..errors import MemflatError
-from ..planner.pipeline import BuildRecord, memflat_pipeline
+from ..planner.device_bytes import device_bytes_of
+from ..planner.pipeline import BuildRecord, compile_llvm
 
 TARGETS = ("llvm", "vta_like")
 
@@ -74,10 +74,9 @@ def build(mod: tvm.IRModule, target="llvm", *, spec=None, in_place_concat: bool 
         raise MemflatError("spec= applies to target='vta_like' only")
     if target.kind.name != "llvm":
         raise MemflatError(f"target kind {target.kind.name!r} is not supported (llvm only)")
-    pipeline = memflat_pipeline(target, in_place_concat=in_place_concat,
-                                shrink_scratch=shrink_scratch,
-                                input_in_arena=accounting.input_in_arena, record=record)
-    return tvm.compile(mod, target, relax_pipeline=pipeline)
+    return compile_llvm(mod, target, in_place_concat=in_place_concat,
+                        shrink_scratch=shrink_scratch,
+                        input_in_arena=accounting.input_in_arena, record=record)
 
 
 @dataclass(frozen=True)
@@ -125,13 +124,8 @@ def build_and_measure(mod: tvm.IRModule, inputs, *, input: str = "sram",
     record = BuildRecord()
     executable = build(mod, record=record, input=input, output=output)
     runtime, outputs = measure_runtime_storage(executable, inputs)
-    network_input = sum(int(np.prod(np.shape(a))) * np.asarray(a).itemsize for a in inputs)
-    device = DeviceBytes(arena_bytes=record.plan.arena_bytes,
-                         output_bytes=record.schedule.output_bytes,
-                         scratch_bytes=record.schedule.max_scratch_bytes,
-                         input_bytes=network_input,
-                         input_in_arena=accounting.input_in_arena, accounting=accounting,
-                         runtime_alloc_storage_bytes=runtime)
+    device = device_bytes_of(record.plan, record.schedule, accounting,
+                             runtime_alloc_storage_bytes=runtime)
     allocation = MemflatAllocation(
         runtime_storage_bytes=runtime,
         arena_bytes=record.plan.arena_bytes,
