@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tvm
+from tvm import relax
 
 import tvm_memflat
 from tvm_memflat.analysis.device_bytes import Accounting, DeviceBytes
@@ -127,3 +128,26 @@ def test_zoo_default_rewrite_prediction_within_one_percent(zoo_default_rewrite):
     # what the pass says it reached is what the build allocates
     _, allocation, _ = build_and_measure(new, x)
     assert pass_.decisions[-1].peak_after == allocation.device_bytes
+
+
+def test_weights_kept_as_parameters_are_not_copied_into_the_arena():
+    # from_onnx(keep_params_in_input=True) makes the weights parameters after
+    # num_input: only the network input gets an arena slot, and the prediction
+    # still equals what the built module allocates.
+    from tvm.relax.frontend.onnx import from_onnx
+
+    from . import onnx_models
+
+    mod = from_onnx(onnx_models.small_cnn(h=16), keep_params_in_input=True)
+    params = mod["main"].params
+    assert int(mod["main"].attrs["num_input"]) == 1 and len(params) > 1
+    lowered = input_into_arena(lower(mod, tvm.target.Target("llvm")))
+    copies = [b for block in lowered["main"].body.blocks for b in block.bindings
+              if isinstance(b.value, relax.Call) and isinstance(b.value.op, tvm.ir.GlobalVar)
+              and b.value.op.name_hint.startswith(INPUT_COPY_KERNEL)]
+    assert len(copies) == 1 and copies[0].value.args[0].name == params[0].name
+    rng = np.random.default_rng(0)
+    args = [rng.standard_normal([int(d) for d in p.ty.shape.values]).astype("float32")
+            for p in params]
+    _, allocation, _ = build_and_measure(mod, args)
+    assert predict_device_bytes(mod).total_bytes == allocation.device_bytes
