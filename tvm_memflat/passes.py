@@ -23,10 +23,13 @@ level (2 by default).
 
 from __future__ import annotations
 
+import logging
+
 import tvm
 
 from .analysis.device_bytes import Accounting
 from .errors import MemflatError
+from .frontend.canonicalize import canonicalize
 from .planner.device_bytes import predict_device_bytes
 from .spec import AcceleratorSpec, load_spec
 from .transform.flatten_memory_peaks import DEFAULT_MAC_OVERHEAD, Decision, flatten_peaks
@@ -34,6 +37,8 @@ from .transform.tiling import HALO_MODES
 from .tuner.tuner import LatencyBudget, TuneResult, tune
 
 __all__ = ["FlattenMemoryPeaks"]
+
+logger = logging.getLogger(__name__)
 
 
 @tvm.transform.module_pass(opt_level=0, name="FlattenMemoryPeaks")
@@ -64,8 +69,18 @@ class FlattenMemoryPeaks:
     max_mac_overhead
         Largest accepted extra MACs of the greedy search, as a fraction (default 5 %).
 
+    The module may come from any of TVM's importers (``from_onnx``,
+    ``from_exported_program``, weights bound or kept as parameters after
+    ``num_input``) or from :func:`tvm_memflat.load_model`: the pass first brings it
+    to one canonical form (:func:`tvm_memflat.frontend.canonicalize.canonicalize`)
+    and searches that. If no region is rewritten, the module comes back exactly as
+    given (canonicalisation alone is not a change); so does a module the pass cannot
+    take (dynamic shapes, no ``main``), with the reason logged and in ``stop_reason``.
+
     After a run, ``decisions`` holds the greedy search's accepted rewrites and
-    ``tune_result`` the tuner's record (whichever ran; the other stays empty).
+    ``tune_result`` the tuner's record (whichever ran; the other stays empty);
+    ``canonical_changes`` what canonicalisation normalised, ``stop_reason`` why the
+    search stopped.
     """
 
     def __init__(self, spec=None, *, memory_budget=None, latency_budget=None, halo="auto",
@@ -92,6 +107,8 @@ class FlattenMemoryPeaks:
         self.max_mac_overhead = max_mac_overhead
         self.decisions: list[Decision] = []
         self.tune_result: TuneResult | None = None
+        self.canonical_changes: tuple[tuple[str, int], ...] = ()
+        self.stop_reason: str = ""
 
     @property
     def uses_tuner(self) -> bool:
@@ -104,11 +121,22 @@ class FlattenMemoryPeaks:
         return predict_device_bytes(mod, input=self.input, output=self.output).total_bytes
 
     def transform_module(self, mod, ctx):  # noqa: D102 - tvm.transform hook
+        canonical = canonicalize(mod)
+        self.canonical_changes = canonical.changes
+        if canonical.refused is not None:
+            self.stop_reason = f"module returned unchanged: {canonical.refused}"
+            logger.warning("FlattenMemoryPeaks: %s", self.stop_reason)
+            return mod
         if self.uses_tuner:
-            new, self.tune_result = tune(mod, spec=self.spec, latency_budget=self.latency_budget,
-                                         halo=self.halo)
-            return new
-        new, self.decisions = flatten_peaks(mod, max_mac_overhead=self.max_mac_overhead,
+            new, self.tune_result = tune(canonical.mod, spec=self.spec,
+                                         latency_budget=self.latency_budget, halo=self.halo)
+            self.stop_reason = f"tuner: {self.tune_result.reason}"
+            return new if self.tune_result.chosen.path else mod
+        new, self.decisions = flatten_peaks(canonical.mod, max_mac_overhead=self.max_mac_overhead,
                                             memory_budget=self.memory_budget, halo=self.halo,
-                                            evaluate=self.device_bytes)
-        return new
+                                            evaluate=self.device_bytes,
+                                            on_stop=self._stopped)
+        return new if self.decisions else mod
+
+    def _stopped(self, reason: str) -> None:
+        self.stop_reason = reason

@@ -19,6 +19,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from ..frontend.canonicalize import num_inputs
 from .device_bytes import DeviceBytes
 from .fusion import FusedModules, Step, fuse, steps_of
 from .tir_stats import dtype_bytes
@@ -275,7 +276,8 @@ def _lifetimes(main: relax.Function, steps: list[Step], one_byte: bool,
             root = tensors[idx].root
             tensors[root].last = max(tensors[root].last, step)
 
-    for param in main.params:
+    # weights an importer kept as parameters (after num_input) are no activations
+    for param in main.params[:num_inputs(main)]:
         if isinstance(param.ty, relax.TensorType):
             values[param] = new_tensor(param.name, param.ty, -1, "(input)", is_input=True)
             tensors[values[param]].last = 0

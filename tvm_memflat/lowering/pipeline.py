@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import tvm
 from tvm.relax.backend.cpu_generic import pipeline as cpu
 
+from ..frontend.canonicalize import canonical_form
 from ..fusion_passes.legalize_cache import cached_legalize_ops
 from ..fusion_passes.opaque_marks import with_concat_opaque
 from .concat_in_place import concat_in_place
@@ -74,7 +75,13 @@ def lower(mod: tvm.IRModule, target: tvm.target.Target, *, in_place_concat: bool
           record: BuildRecord | None = None) -> tvm.IRModule:
     """``mod`` legalized, fused, in DPS form, with concatenations done in place, and
     with ``input_in_arena`` the network inputs copied into slots of their own
-    (:mod:`.input_in_arena`), so the arena planner places them with the rest."""
+    (:mod:`.input_in_arena`), so the arena planner places them with the rest.
+
+    The module is first brought to the pass's canonical form
+    (:func:`~tvm_memflat.frontend.canonicalize.canonicalize`: batch norms folded into
+    their convs, importer idioms normalised), so a module from any importer is built
+    as the pass sees it."""
+    mod = canonical_form(mod)
     with target:
         lowered = tvm.transform.Sequential(
             lowering_passes(target, shrink_scratch=shrink_scratch))(mod)

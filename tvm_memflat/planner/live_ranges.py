@@ -23,6 +23,7 @@ import tvm_ffi
 from tvm import relax, s_tir, tirx
 
 from ..analysis.tir_stats import kernel_stats, tensor_bytes
+from ..frontend.canonicalize import num_inputs
 from ..lowering.concat_in_place import flat_bindings, is_alloc_tensor, is_kernel_call
 from ..lowering.input_in_arena import static_tensor_type
 from ..lowering.shrink_scratch import lowered_scratch_bytes
@@ -241,6 +242,9 @@ def kernel_work(prim_func, weight_buffers=()) -> tuple[tuple[GemmShape, ...], in
 def lowered_schedule(mod: tvm.IRModule) -> LoweredSchedule:
     """Kernel steps and buffer live ranges of a lowered module's ``main``."""
     func = mod["main"]
+    # Weights an importer kept as parameters (after ``num_input``) are weights, never
+    # activations: no buffer of ours, counted in each kernel's weight bytes.
+    weight_params = set(func.params[num_inputs(func):])
     bindings = flat_bindings(func)
     root: dict = {}
     names: dict = {}
@@ -267,7 +271,8 @@ def lowered_schedule(mod: tvm.IRModule) -> LoweredSchedule:
                 if r is not None:
                     uses.setdefault(r, []).append(step)
             name = value.op.name_hint
-            constant_args = tuple(i for i, a in enumerate(value.args) if isinstance(a, _CONSTANT))
+            constant_args = tuple(i for i, a in enumerate(value.args)
+                                  if isinstance(a, _CONSTANT) or a in weight_params)
             if (name, constant_args) not in stats_cache:
                 kernel = mod[value.op]
                 params = list(kernel.params)
@@ -278,6 +283,8 @@ def lowered_schedule(mod: tvm.IRModule) -> LoweredSchedule:
             macs, scratch, gemms, vector_ops = stats_cache[name, constant_args]
             weight_bytes = sum(tensor_bytes(a.value.shape, str(a.value.dtype))
                                for a in value.args if isinstance(a, _CONSTANT))
+            weight_bytes += sum(tensor_bytes(*static_tensor_type(a.ty))
+                                for a in value.args if a in weight_params)
             steps.append(KernelStep(step, name,
                                     tuple(r.name for r in args[:-1] if r is not None),
                                     tuple(r.name for r in args[-1:] if r is not None),
@@ -293,7 +300,7 @@ def lowered_schedule(mod: tvm.IRModule) -> LoweredSchedule:
     last = max(len(steps) - 1, 0)
     buffers, variables = [], {}
     for var in [*func.params, *allocs]:
-        info = static_tensor_type(var.ty)
+        info = static_tensor_type(var.ty) if var not in weight_params else None
         if info is None:
             continue
         shape, dtype = info

@@ -281,7 +281,7 @@ def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OV
                   memory_budget: int | None = None, max_rounds: int = 8,
                   tile_counts=TILE_COUNTS, halo: str = "auto", splits: bool = True,
                   w_tiles: bool = True, on_round=None, progress=None,
-                  evaluate=None) -> tuple[tvm.IRModule, list[Decision]]:
+                  evaluate=None, on_stop=None) -> tuple[tvm.IRModule, list[Decision]]:
     """Greedily tile the regions at the peak while the peak drops within the MAC limit.
 
     Each round estimates every candidate region, tile count and halo mode with
@@ -315,6 +315,8 @@ def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OV
         the modelled peak of :func:`~tvm_memflat.analysis.memory_profile.profile`.
         Candidates are still ranked by the region model; each one verified is
         judged on this number, so a rewrite is kept only if the number drops.
+    on_stop
+        Optional ``on_stop(reason)``: why the search stopped, in one line.
 
     Returns the rewritten module and the accepted decisions (empty: unchanged).
     """
@@ -327,8 +329,10 @@ def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OV
     mac_limit = prof.macs * (1 + max_mac_overhead)
     decisions: list[Decision] = []
     path: list[tuple] = []
+    stop = f"{max_rounds} rounds done (the most it runs)"
     for round_index in range(max_rounds):
         if memory_budget is not None and score <= memory_budget:
+            stop = f"memory budget reached: {score} <= {memory_budget} B"
             break
         evaluated = []
         regions = _candidates(mod, prof)
@@ -370,8 +374,10 @@ def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OV
                 accepted = (e, cand, p, cand_score)
                 break
         if accepted is None:
-            logger.info("FlattenMemoryPeaks: no exact rewrite lowers the peak of %d B at %s",
-                        score, prof.peak_layer.name)
+            stop = (f"no exact rewrite lowers the peak of {score} B at {prof.peak_layer.name} "
+                    f"({len(evaluated)} candidates, {len(ranked)} below the peak within "
+                    f"the MAC limit)")
+            logger.info("FlattenMemoryPeaks: %s", stop)
             break
         best, cand, p, cand_score = accepted
         region = best.region
@@ -386,6 +392,8 @@ def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OV
             progress(f"round {round_index + 1}: {len(evaluated)} candidates, "
                      f"{score} -> {cand_score} B ({decision.describe})")
         mod, prof, score = cand, p, cand_score
+    if on_stop is not None:
+        on_stop(stop)
     return mod, decisions
 
 

@@ -32,6 +32,7 @@ import tvm
 from tvm import relax
 
 from .. import naming
+from ..frontend.canonicalize import weight_only_vars
 from .regions import bindings, use_counts
 from .tiling import _CONV, _POOLS, _UNARY, _ints, _is_const, _out_dtype, window_of
 
@@ -78,10 +79,11 @@ class ChannelGroup:
 
 
 def _const_conv(call) -> bool:
-    """An NCHW/OIHW conv2d with a constant weight."""
+    """An NCHW/OIHW conv2d with a static-shape weight (a constant or a parameter)."""
     if not isinstance(call, relax.Call) or not isinstance(call.op, tvm.ir.Op):
         return False
-    if call.op.name != _CONV or not _is_const(call.args[1]):
+    weight_ty = getattr(call.args[1], "ty", None) if call.op.name == _CONV else None
+    if not isinstance(weight_ty, relax.TensorType) or weight_ty.shape is None:
         return False
     a = call.attrs
     return (a.data_layout, a.kernel_layout, a.out_layout) == ("NCHW", "OIHW", "NCHW")
@@ -231,6 +233,10 @@ def channel_bounds(group: ChannelGroup, parts: int) -> tuple[int, ...]:
 
 
 def _const_slice(const, axis: int, c0: int, c1: int):
+    """Channels ``[c0, c1)`` along ``axis``: sliced now for a constant, by a
+    ``strided_slice`` at run time for a parameter or a computed tensor."""
+    if not _is_const(const):
+        return relax.op.strided_slice(const, axes=[axis], begin=[c0], end=[c1])
     data = const.value.numpy()
     index = [slice(None)] * data.ndim
     index[axis] = slice(c0, c1)
@@ -276,6 +282,10 @@ class _ChannelSplitter(relax.PyExprMutator):
 
     def __init__(self, mod, splits: list[_Split]):
         super().__init__(mod)
+        main = mod["main"]
+        self.bound = {b.var: b.value for b in bindings(main)}
+        self.weight_only = weight_only_vars(main)
+        self.seen: set = set()  # bindings already visited (emitted or skipped)
         self.skip: set = set()
         self.starts: dict = {}  # var -> [(split, slice index)] starting right after it
         self.fan_ins: dict = {}  # fan-in call -> split
@@ -291,11 +301,42 @@ class _ChannelSplitter(relax.PyExprMutator):
 
     def visit_var_binding_(self, binding):
         var = binding.var
+        self.seen.add(var)
         if var not in self.skip:
             super().visit_var_binding_(binding)
         if var in self.starts:
             for split, g in self.starts.pop(var):
                 self._emit_slice(split, g, var)
+
+    def _ready(self, expr):
+        """``expr`` as this point of the output may read it.
+
+        A slice starts right after the fan-out, so a weight parameter's run-time
+        transform (a batch norm's scale kept as parameters) bound later, between
+        the fan-out and its use, is computed here instead (it reads weights only;
+        the later binding is then unused and removed). Anything else bound later
+        cannot be moved: refused.
+        """
+        if not isinstance(expr, relax.Var) or expr not in self.bound or expr in self.seen:
+            return self.visit_expr(expr)
+        if expr not in self.weight_only:
+            raise SplitRefused(f"{expr.name} is read by a slice but computed after it starts")
+        value = self.bound[expr]
+        for v in relax.analysis.free_vars(value):
+            self._ready(v)
+        new = self.builder_.emit(self.visit_expr(value), expr.name)
+        self.set_var_remap(expr, new)
+        self.seen.add(expr)
+        return new
+
+    def _side_inputs_ready(self, call, data_index: int):
+        args = list(call.args)
+        for i, a in enumerate(args):
+            if i != data_index and isinstance(a, relax.Var):
+                args[i] = self._ready(a)
+        if all(a.same_as(b) for a, b in zip(args, call.args, strict=True)):
+            return call
+        return self.builder_.normalize(relax.Call(call.op, args, call.attrs))
 
     def _emit_slice(self, split: _Split, g: int, var):
         group, name = split.group, split.group.fan_in.name
@@ -304,15 +345,17 @@ class _ChannelSplitter(relax.PyExprMutator):
             x = self.visit_expr(var)
         else:
             head = group.calls[0]
-            weight = _const_slice(head.args[1], 0, c0, c1)
+            weight = _const_slice(self._ready(head.args[1]), 0, c0, c1)
             x = self.builder_.emit(_conv(head, self.visit_expr(head.args[0]), weight, 1),
                                    naming.split_member(name, g, 0))
         for j, call in enumerate(group.calls[1:-1], start=1):
-            x = self.builder_.emit(_sliced(call, x, c0, c1, group.channels),
+            index = _per_channel_data(call, group.channels)
+            x = self.builder_.emit(_sliced(self._side_inputs_ready(call, index), x, c0, c1,
+                                           group.channels),
                                    naming.split_member(name, g, j))
         fan_in = group.calls[-1]
         partial = self.builder_.emit(
-            _conv(fan_in, x, _const_slice(fan_in.args[1], 1, c0, c1), 1),
+            _conv(fan_in, x, _const_slice(self._ready(fan_in.args[1]), 1, c0, c1), 1),
             naming.split_partial(name, g))
         split.pending -= 1
         if split.acc is None:

@@ -92,19 +92,43 @@ def _is_const(expr) -> bool:
 
 
 def _channel_broadcast(const, out_ndim: int) -> bool:
-    """A constant that broadcasts over H and W (bias, scale, scalar bound)."""
-    shape = _ints(const.ty.shape.values)
+    """A tensor that broadcasts over H and W (bias, scale, scalar bound, SE gate)."""
+    ty = getattr(const, "ty", None)
+    if not isinstance(ty, relax.TensorType) or ty.shape is None:
+        return False
+    shape = _ints(ty.shape.values)
     pad = [1] * (out_ndim - len(shape)) + shape
     return len(pad) == out_ndim == 4 and pad[2] == 1 and pad[3] == 1
+
+
+def _side_operand(expr) -> bool:
+    """An operand read whole by every tile (never sliced by rows): a constant, or a
+    tensor broadcast over H and W (a bias kept as a parameter, an SE block's gate)."""
+    return _is_const(expr) or (isinstance(expr, relax.Var) and _channel_broadcast(expr, 4))
+
+
+def _channel_index_op(call, name: str) -> bool:
+    """A per-pixel op over channels: ``take(x, idx, axis=1)`` with constant indices (a
+    channel shuffle) or ``strided_slice`` of the channels only (a channel split)."""
+    if name == "relax.take":
+        return (int(call.attrs.axis) % 4 == 1 and _is_const(call.args[1])
+                and len(call.args[1].ty.shape.values) == 1)
+    if name == "relax.strided_slice" and len(call.args) >= 4:
+        axes = call.args[1]
+        fields = axes.fields if isinstance(axes, relax.Tuple) else ()
+        return [int(getattr(a, "value", -1)) for a in fields] == [1]
+    return False
 
 
 def window_of(call, axis: int = H_AXIS) -> tuple[Window, int] | None:
     """The window along ``axis`` of a tileable call and the index of its data
     argument, else None.
 
-    Tileable: NCHW conv2d (any kernel, stride, dilation, padding, groups), NCHW
-    max pooling, avg pooling without ceil mode, unary elementwise ops, and binary
-    elementwise ops whose other operand is a constant broadcast over H and W.
+    Tileable: NCHW conv2d (any kernel, stride, dilation, padding, groups; the
+    weight a constant or a parameter), NCHW max pooling, avg pooling without ceil
+    mode, unary elementwise ops, binary elementwise ops whose other operand is
+    broadcast over H and W (a constant, a bias parameter, an SE gate: read whole by
+    every tile), and per-pixel channel gathers (:func:`_channel_index_op`).
     Anything else is refused, never approximated.
     """
     if not isinstance(call, relax.Call) or not isinstance(call.op, tvm.ir.Op):
@@ -116,7 +140,8 @@ def window_of(call, axis: int = H_AXIS) -> tuple[Window, int] | None:
     if name == _CONV:
         if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW"):
             return None
-        if not _is_const(call.args[1]):
+        weight_ty = getattr(call.args[1], "ty", None)  # a constant, or a weight parameter
+        if not isinstance(weight_ty, relax.TensorType) or weight_ty.shape is None:
             return None
         k = int(call.args[1].ty.shape.values[axis])  # OIHW: the kernel's H, W are 2, 3
         lo, hi = _pads(attrs, axis)
@@ -139,12 +164,17 @@ def window_of(call, axis: int = H_AXIS) -> tuple[Window, int] | None:
         return None
     if name in _BINARY and len(call.args) == 2:
         a, b = call.args
-        if _is_const(b) and not _is_const(a) and _channel_broadcast(b, 4):
-            if _ints(a.ty.shape.values) == _ints(ty.shape.values):
+        out = _ints(ty.shape.values)
+        if _side_operand(b) and not _is_const(a) and _channel_broadcast(b, 4):
+            if _ints(a.ty.shape.values) == out and _ints(b.ty.shape.values) != out:
                 return ELEMENTWISE, 0
-        if _is_const(a) and not _is_const(b) and _channel_broadcast(a, 4):
-            if _ints(b.ty.shape.values) == _ints(ty.shape.values):
+        if _side_operand(a) and not _is_const(b) and _channel_broadcast(a, 4):
+            if _ints(b.ty.shape.values) == out and _ints(a.ty.shape.values) != out:
                 return ELEMENTWISE, 1
+    if _channel_index_op(call, name) and isinstance(call.args[0], relax.Var):
+        x_shape = _ints(call.args[0].ty.shape.values)
+        if len(x_shape) == 4 and x_shape[2:] == _ints(ty.shape.values)[2:]:
+            return ELEMENTWISE, 0
     return None
 
 

@@ -1,4 +1,4 @@
-"""Model zoo: five ImageNet classifiers built in code as ONNX graphs.
+"""Model zoo: ImageNet classifiers built in code as ONNX graphs.
 
 The models follow torchvision's architectures layer by layer (NCHW float32,
 batch 1, opset 17) and carry deterministic random weights, so no download is
@@ -6,12 +6,31 @@ needed. Batch norms are kept as ``BatchNormalization`` nodes, classifiers are
 ``Flatten`` + ``Gemm`` (``transB=1``) and dropout is omitted. The input is
 called ``"input"`` and the output ``"logits"`` with shape ``(1, 1000)``.
 
+`NAMES` are the paper's five models (the benchmarks iterate them);
+`FAMILIES` are eight more CNN families (bottleneck ResNet, DenseNet,
+MobileNet V3, ShuffleNet V2, RegNetY, EfficientNet, GoogLeNet), built and
+counted by the same functions.
+
+`build` also takes ``resolution`` (a smaller square input, for fast tests),
+``width`` (a channel multiplier, for the MobileNets and EfficientNet) and
+``old_style``: the same network written the way older exporters did (the
+ONNX model zoo's opset-9 files; opset 9, IR version 4, initializers also
+listed as graph inputs, ``Reshape`` instead of ``Flatten``, ``Sum`` for
+residual additions, ``Dropout`` before the classifier, ``Clip`` bounds as
+attributes, hard-swish as ``x * HardSigmoid(x)``, ceil-mode max pools as
+explicit end padding). Old style draws the same weights and computes the
+same function: under onnxruntime the logits agree within 1e-5 relative
+(measured: about 1e-6 of the largest logit), except for GoogLeNet, which
+also gets the BVLC model's two ``LRN`` nodes (without them it agrees too).
+SqueezeNet's model-zoo variant has no ``LRN``, so it gets none.
+
 Examples
 --------
 >>> from tvm_memflat import zoo
 >>> model = zoo.build("resnet18")
 >>> zoo.count_params(model), zoo.count_macs(model)  # doctest: +SKIP
 (11689512, 1814073344)
+>>> small = zoo.build("efficientnet_b0", resolution=64, old_style=True)
 """
 
 from __future__ import annotations
@@ -22,34 +41,69 @@ from collections.abc import Callable
 import onnx
 from onnx import TensorProto, helper
 
+from .densenet import INPUT_SHAPE as _DENSENET_SHAPE
+from .densenet import densenet121
+from .efficientnet import INPUT_SHAPE as _EFFICIENTNET_SHAPE
+from .efficientnet import efficientnet_b0
+from .googlenet import INPUT_SHAPE as _GOOGLENET_SHAPE
+from .googlenet import googlenet
 from .inception import INPUT_SHAPE as _INCEPTION_SHAPE
 from .inception import inception_v3
 from .mobilenet import INPUT_SHAPE as _MOBILENET_SHAPE
 from .mobilenet import mobilenet_v2
+from .mobilenetv3 import INPUT_SHAPE as _MOBILENETV3_SHAPE
+from .mobilenetv3 import mobilenet_v3_large, mobilenet_v3_small
+from .regnet import INPUT_SHAPE as _REGNET_SHAPE
+from .regnet import regnet_y_400mf
 from .resnet import INPUT_SHAPE as _RESNET_SHAPE
-from .resnet import resnet18
+from .resnet import resnet18, resnet50
+from .shufflenet import INPUT_SHAPE as _SHUFFLENET_SHAPE
+from .shufflenet import shufflenet_v2_x1_0
 from .squeezenet import INPUT_SHAPE as _SQUEEZENET_SHAPE
 from .squeezenet import squeezenet1_1
 from .vgg import INPUT_SHAPE as _VGG_SHAPE
 from .vgg import vgg16
 
 __all__ = [
+    "FAMILIES",
     "NAMES",
     "PUBLISHED",
+    "PUBLISHED_FAMILIES",
     "build",
     "count_macs",
     "count_params",
     "input_shape",
 ]
 
+#: The paper's five models; the benchmarks iterate these.
 NAMES = ("vgg16", "squeezenet1_1", "mobilenet_v2", "resnet18", "inception_v3")
 
-_BUILDERS: dict[str, Callable[[], onnx.ModelProto]] = {
+#: More CNN families, built the same way (not part of the benchmarks).
+FAMILIES = (
+    "resnet50",
+    "densenet121",
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+    "shufflenet_v2_x1_0",
+    "regnet_y_400mf",
+    "efficientnet_b0",
+    "googlenet",
+)
+
+_BUILDERS: dict[str, Callable[..., onnx.ModelProto]] = {
     "vgg16": vgg16,
     "squeezenet1_1": squeezenet1_1,
     "mobilenet_v2": mobilenet_v2,
     "resnet18": resnet18,
     "inception_v3": inception_v3,
+    "resnet50": resnet50,
+    "densenet121": densenet121,
+    "mobilenet_v3_small": mobilenet_v3_small,
+    "mobilenet_v3_large": mobilenet_v3_large,
+    "shufflenet_v2_x1_0": shufflenet_v2_x1_0,
+    "regnet_y_400mf": regnet_y_400mf,
+    "efficientnet_b0": efficientnet_b0,
+    "googlenet": googlenet,
 }
 
 _INPUT_SHAPES: dict[str, tuple[int, ...]] = {
@@ -58,7 +112,18 @@ _INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "mobilenet_v2": _MOBILENET_SHAPE,
     "resnet18": _RESNET_SHAPE,
     "inception_v3": _INCEPTION_SHAPE,
+    "resnet50": _RESNET_SHAPE,
+    "densenet121": _DENSENET_SHAPE,
+    "mobilenet_v3_small": _MOBILENETV3_SHAPE,
+    "mobilenet_v3_large": _MOBILENETV3_SHAPE,
+    "shufflenet_v2_x1_0": _SHUFFLENET_SHAPE,
+    "regnet_y_400mf": _REGNET_SHAPE,
+    "efficientnet_b0": _EFFICIENTNET_SHAPE,
+    "googlenet": _GOOGLENET_SHAPE,
 }
+
+#: Models whose builder takes a channel multiplier ``width`` (torchvision's ``width_mult``).
+WIDTH_MODELS = ("mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0")
 
 #: Published sizes (torchvision model cards; Inception V3 without the aux
 #: head): ``name -> (parameters, multiply-accumulates per image)``.
@@ -70,19 +135,54 @@ PUBLISHED: dict[str, tuple[float, float]] = {
     "inception_v3": (23.8e6, 5.7e9),
 }
 
+#: torchvision's published sizes of the `FAMILIES` (model cards: ``num_params``
+#: and ``_ops``, whose "GFLOPS" are multiply-accumulates; GoogLeNet without
+#: the aux heads): ``name -> (parameters, multiply-accumulates per image)``.
+#: The docs table rounds ``_ops`` to two decimals; the unrounded card values
+#: are used where that matters at 2 % (ShuffleNet V2 0.145, not 0.14;
+#: MobileNet V3 Small 0.057, not 0.06).
+PUBLISHED_FAMILIES: dict[str, tuple[float, float]] = {
+    "resnet50": (25.557e6, 4.09e9),
+    "densenet121": (7.979e6, 2.83e9),
+    "mobilenet_v3_small": (2.543e6, 0.057e9),
+    "mobilenet_v3_large": (5.483e6, 0.22e9),
+    "shufflenet_v2_x1_0": (2.279e6, 0.145e9),
+    "regnet_y_400mf": (4.344e6, 0.40e9),
+    "efficientnet_b0": (5.289e6, 0.39e9),
+    "googlenet": (6.624e6, 1.50e9),
+}
+
 
 def _check_name(name: str) -> None:
     if name not in _BUILDERS:
-        raise ValueError(f"unknown zoo model {name!r}; choose from {', '.join(NAMES)}")
+        raise ValueError(f"unknown zoo model {name!r}; choose from {', '.join(NAMES + FAMILIES)}")
 
 
-def build(name: str) -> onnx.ModelProto:
+def build(
+    name: str,
+    *,
+    old_style: bool = False,
+    width: float | None = None,
+    resolution: int | None = None,
+) -> onnx.ModelProto:
     """Build a zoo model with its fixed-seed random weights.
 
     Parameters
     ----------
     name : str
-        One of `NAMES`.
+        One of `NAMES` or `FAMILIES`.
+    old_style : bool, optional
+        Write the network the way opset-9 exporters did (see the module
+        docstring). Same weights, same function (GoogLeNet adds two ``LRN``).
+    width : float, optional
+        Channel multiplier (torchvision's ``width_mult``, channels rounded to
+        multiples of 8); only for `WIDTH_MODELS`. Default: the published width.
+    resolution : int, optional
+        Side of the square input; default that of `input_shape`. Some
+        architectures reject some sizes (VGG-16 needs a feature map of 1 or
+        a multiple of 7, e.g. 32; Inception V3 needs at least 75; ceil-mode
+        pools reject ambiguous sizes); 64 works for all but VGG-16 (32
+        works) and Inception V3 (75 works).
 
     Returns
     -------
@@ -92,24 +192,41 @@ def build(name: str) -> onnx.ModelProto:
     Raises
     ------
     ValueError
-        If `name` is not a zoo model.
+        If `name` is not a zoo model, `width` is given for a model without
+        a width multiplier, or the architecture rejects `resolution`.
     """
     _check_name(name)
-    return _BUILDERS[name]()
+    kwargs: dict[str, object] = {"old_style": bool(old_style)}
+    if width is not None:
+        if name not in WIDTH_MODELS:
+            raise ValueError(
+                f"{name} has no width multiplier; width works for {', '.join(WIDTH_MODELS)}"
+            )
+        if not width > 0:
+            raise ValueError(f"width must be positive, got {width}")
+        kwargs["width"] = float(width)
+    if resolution is not None:
+        if int(resolution) != resolution or resolution < 1:
+            raise ValueError(f"resolution must be a positive integer, got {resolution!r}")
+        kwargs["resolution"] = int(resolution)
+    return _BUILDERS[name](**kwargs)
 
 
-def input_shape(name: str) -> tuple[int, ...]:
+def input_shape(name: str, resolution: int | None = None) -> tuple[int, ...]:
     """Return the NCHW input shape of a zoo model.
 
     Parameters
     ----------
     name : str
-        One of `NAMES`.
+        One of `NAMES` or `FAMILIES`.
+    resolution : int, optional
+        The ``resolution`` passed to `build`; default the model's own.
 
     Returns
     -------
     tuple of int
-        ``(1, 3, 224, 224)``, or ``(1, 3, 299, 299)`` for ``"inception_v3"``.
+        ``(1, 3, 224, 224)``, or ``(1, 3, 299, 299)`` for ``"inception_v3"``;
+        ``(1, 3, resolution, resolution)`` if given.
 
     Raises
     ------
@@ -117,6 +234,8 @@ def input_shape(name: str) -> tuple[int, ...]:
         If `name` is not a zoo model.
     """
     _check_name(name)
+    if resolution is not None:
+        return (1, 3, int(resolution), int(resolution))
     return _INPUT_SHAPES[name]
 
 
@@ -126,6 +245,9 @@ _NON_PARAMETER_INPUTS = {
     ("BatchNormalization", 4),  # running var
     ("Clip", 1),  # ReLU6 bounds
     ("Clip", 2),
+    ("Reshape", 1),  # constant shapes
+    ("Expand", 1),
+    ("Split", 1),
 }
 
 
@@ -142,8 +264,9 @@ def count_params(model: onnx.ModelProto) -> int:
     int
         Number of initializer elements, excluding initializers used only as
         ``BatchNormalization`` running mean/variance (inputs 3 and 4), which
-        are buffers in PyTorch, and as ``Clip`` bounds (ReLU6 has no
-        parameters in PyTorch).
+        are buffers in PyTorch, as ``Clip`` bounds (ReLU6 has no parameters
+        in PyTorch) and as the shape of ``Reshape``/``Expand`` or the sizes
+        of ``Split``.
     """
     uses: dict[str, list[bool]] = {}
     for node in model.graph.node:

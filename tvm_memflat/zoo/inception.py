@@ -109,7 +109,13 @@ def _inception_e(g: GraphBuilder, x: str, name: str) -> str:
     return g.concat([b1, b3, bd, bp], f"{name}.cat")
 
 
-def inception_v3(seed: int = 3, num_classes: int = 1000) -> onnx.ModelProto:
+def inception_v3(
+    seed: int = 3,
+    num_classes: int = 1000,
+    *,
+    resolution: int = INPUT_SHAPE[-1],
+    old_style: bool = False,
+) -> onnx.ModelProto:
     """Build Inception V3 with random weights, without the auxiliary classifier.
 
     Parameters
@@ -118,20 +124,24 @@ def inception_v3(seed: int = 3, num_classes: int = 1000) -> onnx.ModelProto:
         Seed of the weight generator.
     num_classes : int, optional
         Classifier outputs.
+    resolution : int, optional
+        Side of the square input, at least 75 (torchvision's minimum).
+    old_style : bool, optional
+        Opset-9 idioms (``Reshape``, ``Dropout``; see `GraphBuilder`); same function.
 
     Returns
     -------
     onnx.ModelProto
-        NCHW float32 model, input ``"input"`` ``(1, 3, 299, 299)``, output
-        ``"logits"`` ``(1, num_classes)``.
+        NCHW float32 model, input ``"input"`` ``(1, 3, resolution, resolution)``,
+        output ``"logits"`` ``(1, num_classes)``.
 
     Notes
     -----
     Matches torchvision with ``aux_logits=False`` and ``transform_input=False``:
     batch norms use eps 0.001, the branch average pools count padding (PyTorch's
-    default), dropout is omitted.
+    default), dropout is omitted (old style: a ``Dropout`` node).
     """
-    g = GraphBuilder("inception_v3", INPUT_SHAPE, seed)
+    g = GraphBuilder("inception_v3", (1, 3, resolution, resolution), seed, old_style=old_style)
     x = _basic(g, g.input, "Conv2d_1a_3x3", 32, 3, stride=2)
     x = _basic(g, x, "Conv2d_2a_3x3", 32, 3)
     x = _basic(g, x, "Conv2d_2b_3x3", 64, 3, padding=1)
@@ -150,9 +160,10 @@ def inception_v3(seed: int = 3, num_classes: int = 1000) -> onnx.ModelProto:
     x = _inception_d(g, x, "Mixed_7a")
     x = _inception_e(g, x, "Mixed_7b")
     x = _inception_e(g, x, "Mixed_7c")
-    if g.shape(x)[1:] != (2048, 8, 8):
+    if resolution == INPUT_SHAPE[-1] and g.shape(x)[1:] != (2048, 8, 8):
         raise RuntimeError(f"unexpected feature map {g.shape(x)}")
     x = g.global_avgpool(x, "avgpool")
     x = g.flatten(x, "flatten")
+    x = g.dropout(x, "dropout", 0.5)
     x = g.gemm(x, "fc", num_classes)
     return g.finish(x, "torchvision inception_v3, aux_logits=False (random weights)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import onnx
 
-from ._graph import GraphBuilder
+from ._graph import GraphBuilder, make_divisible
 
 INPUT_SHAPE = (1, 3, 224, 224)
 
@@ -72,8 +72,15 @@ def _inverted_residual(
     return y
 
 
-def mobilenet_v2(seed: int = 2, num_classes: int = 1000) -> onnx.ModelProto:
-    """Build MobileNet V2 (width multiplier 1.0) with random weights.
+def mobilenet_v2(
+    seed: int = 2,
+    num_classes: int = 1000,
+    *,
+    resolution: int = INPUT_SHAPE[-1],
+    width: float = 1.0,
+    old_style: bool = False,
+) -> onnx.ModelProto:
+    """Build MobileNet V2 with random weights.
 
     Parameters
     ----------
@@ -81,23 +88,31 @@ def mobilenet_v2(seed: int = 2, num_classes: int = 1000) -> onnx.ModelProto:
         Seed of the weight generator.
     num_classes : int, optional
         Classifier outputs.
+    resolution : int, optional
+        Side of the square input.
+    width : float, optional
+        torchvision's ``width_mult``: channel counts are ``make_divisible(c * width, 8)``,
+        the last conv has ``make_divisible(1280 * max(1, width), 8)``.
+    old_style : bool, optional
+        Opset-9 idioms (``Clip`` attributes, ``Sum``, ``Reshape``, ``Dropout``
+        ``classifier.0``; see `GraphBuilder`); same function.
 
     Returns
     -------
     onnx.ModelProto
-        NCHW float32 model, input ``"input"`` ``(1, 3, 224, 224)``, output
-        ``"logits"`` ``(1, num_classes)``.
+        NCHW float32 model, input ``"input"`` ``(1, 3, resolution, resolution)``,
+        output ``"logits"`` ``(1, num_classes)``.
 
     Notes
     -----
     ReLU6 is ``Clip(0, 6)``; batch norms are kept as separate nodes; dropout
-    is omitted.
+    is omitted (old style: a ``Dropout`` node).
     """
-    g = GraphBuilder("mobilenet_v2", INPUT_SHAPE, seed)
+    g = GraphBuilder("mobilenet_v2", (1, 3, resolution, resolution), seed, old_style=old_style)
     x = g.conv(
         g.input,
         "features.0.0",
-        32,
+        make_divisible(32 * width),
         3,
         stride=2,
         padding=1,
@@ -109,12 +124,13 @@ def mobilenet_v2(seed: int = 2, num_classes: int = 1000) -> onnx.ModelProto:
     idx = 1
     for t, c, n, s in INVERTED_RESIDUAL_SETTING:
         for r in range(n):
-            x = _inverted_residual(g, x, f"features.{idx}", c, s if r == 0 else 1, t)
+            out = make_divisible(c * width)
+            x = _inverted_residual(g, x, f"features.{idx}", out, s if r == 0 else 1, t)
             idx += 1
     x = g.conv(
         x,
         f"features.{idx}.0",
-        1280,
+        make_divisible(1280 * max(1.0, width)),
         1,
         bn=True,
         act="relu6",
@@ -123,5 +139,6 @@ def mobilenet_v2(seed: int = 2, num_classes: int = 1000) -> onnx.ModelProto:
     )
     x = g.global_avgpool(x, "avgpool")
     x = g.flatten(x, "flatten")
+    x = g.dropout(x, "classifier.0", 0.2)
     x = g.gemm(x, "classifier.1", num_classes)
     return g.finish(x, "torchvision mobilenet_v2 (random weights)")
