@@ -321,7 +321,6 @@ def _ref_max(ref: list) -> float:
 
 def bench_one(model: str, path: str, source, zoo_mode: bool) -> dict:
     """One (model, path) record; raises on failure (the caller records the error)."""
-    import tvm
 
     from tvm_memflat.analysis.memory_profile import profile
 
@@ -349,7 +348,7 @@ def bench_one(model: str, path: str, source, zoo_mode: bool) -> dict:
     rec["other_log_lines"] = len(log) - len(ours)
 
     rec["macs_before"] = int(profile(mod, with_tvm=False).macs)
-    unchanged = not pass_.decisions and tvm.ir.structural_equal(new, mod)
+    unchanged = not pass_.decisions and new.same_as(mod)
     rec["macs_after"] = rec["macs_before"] if unchanged else int(profile(new, with_tvm=False).macs)
     rec["mac_overhead_pct"] = round(100 * (rec["macs_after"] / rec["macs_before"] - 1), 3) \
         if rec["macs_before"] else None

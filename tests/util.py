@@ -13,5 +13,5 @@ def run_llvm(mod, *inputs, pipeline=None):
     kw = {"relax_pipeline": pipeline} if pipeline is not None else {}
     ex = tvm.compile(mod, target, **kw)
     vm = relax.VirtualMachine(ex, tvm.cpu())
-    out = vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(x)) for x in inputs])
+    out = vm["main"](*[tvm.runtime.tensor(np.array(x, order="C")) for x in inputs])
     return out.numpy() if hasattr(out, "numpy") else [o.numpy() for o in out]

@@ -51,6 +51,9 @@ __all__ = ["Canonical", "canonical_form", "canonicalize", "num_inputs", "refusal
 
 _CALL_TIR = "relax.call_tir"
 _Constant = tvm.ir.expr.Constant
+#: Normalisation rounds until a fixed point (canonical form must be one: the analyses
+#: canonicalise the module they are given and must find it unchanged).
+_MAX_ROUNDS = 32
 #: Relax ops an importer's ``call_tir`` kernel may stand for (tried in this order,
 #: only when the kernel's name starts with the op's name).
 _UNLEGALIZE = ("maximum", "minimum", "add", "subtract", "multiply", "divide", "power",
@@ -85,6 +88,16 @@ def refusal(mod: tvm.IRModule) -> str | None:
     main = next((f for gv, f in mod.functions_items() if gv.name_hint == "main"), None)
     if not isinstance(main, relax.Function):
         return "the module has no Relax function 'main'"
+    seen, twice = set(), []
+    for p in main.params:
+        if any(p.same_as(q) for q in seen):
+            twice.append(p.name)
+        seen.add(p)
+    if twice:
+        return (f"main lists parameter(s) {', '.join(sorted(set(twice)))} twice, so TVM cannot "
+                "build it either (TVM's ONNX importer writes this for initializers that are also "
+                "graph inputs, with keep_params_in_input=True); import with "
+                "keep_params_in_input=False or tvm_memflat.load_model")
     dynamic = []
 
     def visit(expr):
@@ -138,7 +151,7 @@ def canonicalize(mod: tvm.IRModule) -> Canonical:
     if n_bn:  # the rest (after a ReLU, as in DenseNet): per-channel arithmetic
         mod = relax.transform.DecomposeOpsForInference()(mod)
         counts["batch_norm decomposed into per-channel ops"] += n_bn
-    for _ in range(6):  # each round can expose more (a folded bound enables a clip)
+    for _ in range(_MAX_ROUNDS):  # a round can expose more (a folded bound enables a clip)
         mod, round_counts = _normalize(mod)
         if not round_counts:
             break
@@ -156,9 +169,48 @@ def canonicalize(mod: tvm.IRModule) -> Canonical:
             counts["transpose fused into its matmul (FuseTransposeMatmul)"] += fused
     if not counts:
         return Canonical(mod, (), None)  # already canonical: the very same module
+    mod = relax.transform.EliminateCommonSubexpr()(mod)  # a scale read twice, computed once
     mod = relax.transform.CanonicalizeBindings()(mod)
     mod = relax.transform.DeadCodeElimination()(mod)
+    mod = _unique_names(mod)
     return Canonical(mod, tuple(sorted(counts.items())), None)
+
+
+def _unique_names(mod: tvm.IRModule) -> tvm.IRModule:
+    """Every binding of ``main`` with a name of its own (regions and rewrite steps name
+    their tensors; the bindings this module adds would otherwise reuse ``lvN``)."""
+    func = mod["main"]
+    seen = {p.name for p in func.params}
+    clashes = False
+    for block in func.body.blocks:
+        for b in block.bindings:
+            clashes |= b.var.name in seen
+            seen.add(b.var.name)
+    if not clashes:
+        return mod
+    taken = {p.name for p in func.params}
+
+    @relax.expr_functor.mutator
+    class _Renamer(relax.PyExprMutator):
+        def visit_var_binding_(self, binding):
+            value = self.visit_expr(binding.value)
+            name, k = binding.var.name, 0
+            while name in taken:
+                k += 1
+                name = f"{binding.var.name}_{k}"
+            taken.add(name)
+            if name == binding.var.name and value.same_as(binding.value):
+                self.builder_.emit_normalized(binding)
+                return
+            cls = relax.DataflowVar if isinstance(binding.var, relax.DataflowVar) else relax.Var
+            new_var = cls(name, binding.var.ty)
+            self.set_var_remap(binding.var, new_var)
+            self.builder_.emit_normalized(relax.VarBinding(new_var, value))
+
+    renamer = _Renamer(mod)
+    gv = mod.get_global_var("main")
+    renamer.builder_.update_func(gv, renamer.visit_expr(func))
+    return renamer.builder_.get()
 
 
 def _count_ops(mod, name: str) -> int:
@@ -218,7 +270,8 @@ def _value(expr):
 
 
 def _const(array, dtype: str):
-    return relax.const(np.ascontiguousarray(np.asarray(array).astype(dtype)), dtype)
+    # np.array(copy) keeps a 0-d value 0-d (np.ascontiguousarray would make it (1,))
+    return relax.const(np.array(array, dtype=dtype, order="C"), dtype)
 
 
 def _numpy_eval(call):
@@ -336,6 +389,7 @@ def _normalize(mod: tvm.IRModule) -> tuple[tvm.IRModule, Counter]:
             new_var = cls(binding.var.name, value.ty)
             self.set_var_remap(binding.var, new_var)
             bound[new_var] = value  # later patterns look through the new binding
+            uses[new_var] = uses[binding.var]
             self.builder_.emit_normalized(relax.VarBinding(new_var, value))
 
         def visit_tuple_getitem_(self, op):
@@ -543,7 +597,7 @@ def _channel_shuffle(call, value_of):
     if shape5[0] != n or shape5[3:] != [h, w] or shape5[1] * shape5[2] != c:
         return None
     index = np.arange(c).reshape(shape5[1], shape5[2]).T.reshape(c)
-    return relax.op.take(x, _const(index, "int64"), axis=1)
+    return relax.op.take(x, _const(index, "int64"), axis=1, mode="clip")
 
 
 # ------------------------------------------------------------------ batch norm
@@ -653,20 +707,21 @@ def _merge_affine(call, value_of, uses):
     """Two or more per-channel affine ops in a row (a decomposed batch norm) as one
     multiply and one add; a multiply then an add is already that form."""
     outer = _affine(call)
-    if outer is None:
-        return None
-    y, (s2, t2) = outer
-    inner_call = value_of(y)
-    inner = _affine(inner_call) if inner_call is not None and uses[y] == 1 else None
-    if inner is None:
-        return None
-    if _op(inner_call) == "relax.multiply" and _op(call) == "relax.add":
-        return None  # already x * s + t
-    x, (s1, t1) = inner
     dtype = _dtype(call)
-    if not str(dtype).startswith("float"):
+    if outer is None or not str(dtype).startswith("float"):
         return None
-    scale, shift = s1 * s2, t1 * s2 + t2
+    x, (scale, shift) = outer
+    ops = [_op(call)]
+    while True:  # walk back through single-use affine producers
+        inner_call = value_of(x) if isinstance(x, relax.Var) and uses[x] == 1 else None
+        inner = _affine(inner_call) if inner_call is not None else None
+        if inner is None:
+            break
+        x, (s1, t1) = inner
+        scale, shift = s1 * scale, t1 * scale + shift
+        ops.append(_op(inner_call))
+    if len(ops) == 1 or ops == ["relax.add", "relax.multiply"]:
+        return None  # nothing to merge, or already x * s + t
     out = x
     if not np.all(scale == 1):
         out = relax.op.multiply(out, _const(scale, dtype))

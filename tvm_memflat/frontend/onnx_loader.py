@@ -162,6 +162,25 @@ def _show_dims(ttype) -> str:
     ) + "]"
 
 
+def drop_initializer_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model without graph inputs that are also initializers.
+
+    Old exporters (IR version < 4, the ONNX model zoo's opset-9 files) list every
+    initializer as a graph input too. Such an input has a default value and is
+    never fed, so it is a weight: left in, it would become a parameter of
+    ``main`` once a folding removed its initializer.
+    """
+    initializers = {t.name for t in model.graph.initializer}
+    if not any(i.name in initializers for i in model.graph.input):
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    keep = [i for i in out.graph.input if i.name not in initializers]
+    del out.graph.input[:]
+    out.graph.input.extend(keep)
+    return out
+
+
 def check_supported_ops(model: onnx.ModelProto) -> None:
     """Name every operator the Relax ONNX importer cannot convert, all at once."""
     from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
@@ -455,7 +474,7 @@ def _fold_cheap_constants(mod):
             if value is None:
                 return call
             dtype = str(call.ty.dtype)
-            return relax.const(np.ascontiguousarray(value).astype(dtype), dtype)
+            return relax.const(np.array(value, dtype=dtype, order="C"), dtype)
 
     folder = _Folder(mod)
     for gv, func in list(mod.functions_items()):
@@ -507,6 +526,7 @@ def load_onnx(
         check_model(model)
     else:
         model = read_onnx(source)
+    model = drop_initializer_inputs(model)
     shapes = resolve_input_shapes(model, input_shapes)
     check_supported_ops(model)
     model = fold_static_shape_arithmetic(model, shapes)

@@ -136,6 +136,8 @@ def _per_channel_data(call, channels: int) -> int | None:
         return None
     if name in _UNARY:
         return info[1]
+    if len(call.args) != 2:  # a channel gather or slice moves channels: not per channel
+        return None
     const = call.args[1 - info[1]]
     shape = _ints(const.ty.shape.values)
     chan = ([1] * (4 - len(shape)) + shape)[1]

@@ -448,7 +448,7 @@ def load_on_session(session, executable, *, link_on_board: bool = False
 def _to_tensor(array, dev):
     if isinstance(array, tvm.runtime.Tensor):
         array = array.numpy()
-    return tvm.runtime.tensor(np.ascontiguousarray(array), dev)
+    return tvm.runtime.tensor(np.array(array, order="C"), dev)  # keeps 0-d 0-d
 
 
 def _measurement(seconds, repeat: int, number: int, where: str) -> Measurement:
