@@ -29,7 +29,7 @@ import tvm
 
 from .analysis.device_bytes import Accounting
 from .errors import MemflatError
-from .frontend.canonicalize import canonicalize
+from .frontend.canonicalize import canonicalize, marked_canonical
 from .planner.device_bytes import predict_device_bytes
 from .spec import AcceleratorSpec, load_spec
 from .transform.flatten_memory_peaks import DEFAULT_MAC_OVERHEAD, Decision, flatten_peaks
@@ -127,12 +127,13 @@ class FlattenMemoryPeaks:
             self.stop_reason = f"module returned unchanged: {canonical.refused}"
             logger.warning("FlattenMemoryPeaks: %s", self.stop_reason)
             return mod
+        search_mod = marked_canonical(canonical.mod)
         if self.uses_tuner:
-            new, self.tune_result = tune(canonical.mod, spec=self.spec,
+            new, self.tune_result = tune(search_mod, spec=self.spec,
                                          latency_budget=self.latency_budget, halo=self.halo)
             self.stop_reason = f"tuner: {self.tune_result.reason}"
             return new if self.tune_result.chosen.path else mod
-        new, self.decisions = flatten_peaks(canonical.mod, max_mac_overhead=self.max_mac_overhead,
+        new, self.decisions = flatten_peaks(search_mod, max_mac_overhead=self.max_mac_overhead,
                                             memory_budget=self.memory_budget, halo=self.halo,
                                             evaluate=self.device_bytes,
                                             on_stop=self._stopped)

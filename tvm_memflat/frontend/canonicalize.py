@@ -46,14 +46,18 @@ import tvm
 import tvm_ffi
 from tvm import relax
 
-__all__ = ["Canonical", "canonical_form", "canonicalize", "num_inputs", "refusal",
-           "weight_only_vars"]
+__all__ = ["CANONICAL_ATTR", "Canonical", "canonical_form", "canonicalize", "marked_canonical",
+           "num_inputs", "refusal", "weight_only_vars"]
 
 _CALL_TIR = "relax.call_tir"
 _Constant = tvm.ir.expr.Constant
 #: Normalisation rounds until a fixed point (canonical form must be one: the analyses
 #: canonicalise the module they are given and must find it unchanged).
 _MAX_ROUNDS = 32
+#: Module attribute on what :func:`canonicalize` changed: the analyses canonicalise
+#: every module they are given, and a marked one (the pass's rewrites keep the mark,
+#: emitting nothing canonicalisation would change) is taken as it is, without a visit.
+CANONICAL_ATTR = "tvm_memflat.canonical"
 #: Relax ops an importer's ``call_tir`` kernel may stand for (tried in this order,
 #: only when the kernel's name starts with the op's name).
 _UNLEGALIZE = ("maximum", "minimum", "add", "subtract", "multiply", "divide", "power",
@@ -132,6 +136,18 @@ def _has_const(expr) -> bool:
     return any(found)
 
 
+def marked_canonical(mod: tvm.IRModule) -> tvm.IRModule:
+    """:func:`canonicalize`'s module, marked canonical even when nothing changed (so
+    the analyses of everything derived from it skip the visit)."""
+    canonical = canonicalize(mod)
+    if canonical.refused is not None:
+        return mod
+    out = canonical.mod
+    if out.attrs is None or CANONICAL_ATTR not in out.attrs:
+        out = out.with_attr(CANONICAL_ATTR, True)
+    return out
+
+
 def canonical_form(mod: tvm.IRModule) -> tvm.IRModule:
     """:func:`canonicalize`'s module, or ``mod`` itself when it is refused (the
     analyses and the build then see it as given)."""
@@ -141,6 +157,8 @@ def canonical_form(mod: tvm.IRModule) -> tvm.IRModule:
 def canonicalize(mod: tvm.IRModule) -> Canonical:
     """``mod`` in canonical form (see the module docstring); the caller's module is not
     changed. Returns the module as given, with ``refused`` set, when it cannot be taken."""
+    if isinstance(mod, tvm.IRModule) and mod.attrs is not None and CANONICAL_ATTR in mod.attrs:
+        return Canonical(mod, (), None)  # ours, canonical already (rewrites keep the mark)
     reason = refusal(mod)
     if reason is not None:
         return Canonical(mod, (), reason)
@@ -168,11 +186,11 @@ def canonicalize(mod: tvm.IRModule) -> Canonical:
         if fused:
             counts["transpose fused into its matmul (FuseTransposeMatmul)"] += fused
     if not counts:
-        return Canonical(mod, (), None)  # already canonical: the very same module
+        return Canonical(mod, (), None)  # already canonical: the very same module, unmarked
     mod = relax.transform.EliminateCommonSubexpr()(mod)  # a scale read twice, computed once
     mod = relax.transform.CanonicalizeBindings()(mod)
     mod = relax.transform.DeadCodeElimination()(mod)
-    mod = _unique_names(mod)
+    mod = _unique_names(mod).with_attr(CANONICAL_ATTR, True)
     return Canonical(mod, tuple(sorted(counts.items())), None)
 
 

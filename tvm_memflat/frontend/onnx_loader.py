@@ -24,6 +24,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import MemflatError
+from .canonicalize import marked_canonical
 
 # Nodes whose outputs we evaluate at load time when all their inputs are known.
 # Only small results are folded: this is for shape arithmetic, not for weights.
@@ -372,7 +373,9 @@ def to_relax(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, ...]]
     mod = relax.transform.DeadCodeElimination()(mod)
     _require_static(mod)
     relax.analysis.well_formed(mod)
-    return mod
+    # the pass's canonical form (a no-op on what the foldings above leave, but marked,
+    # so the analyses of this module and of its rewrites skip the visit)
+    return marked_canonical(mod)
 
 
 def _importer_class():

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from tvm import relax
 
 from ..analysis.memory_profile import MemoryProfile, profile
+from ..frontend.canonicalize import CANONICAL_ATTR
 from .regions import Region, bindings
 from .tiling import row_inputs, with_inputs
 
@@ -120,7 +121,7 @@ def _region_module(region, keep_source: bool):
             h = new[region.vars[-1]]
             out = bb.emit_output(relax.Tuple([h, x]) if keep_source else h)
         bb.emit_func_output(out)
-    mod = bb.get()
+    mod = bb.get().with_attr(CANONICAL_ATTR, True)  # made of the canonical module's calls
     ops = bindings(mod["main"])[:len(region.calls)]
     local = Region(mod["main"].params[0], tuple(b.var for b in ops), tuple(b.value for b in ops))
     return mod, local

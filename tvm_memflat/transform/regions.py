@@ -21,7 +21,7 @@ from ..analysis.tir_stats import tensor_bytes
 from .tiling import is_elementwise, row_inputs, window_of
 
 #: Largest region the sweep grows (members); larger regions only add halo.
-MAX_REGION_OPS = 128
+MAX_REGION_OPS = 64
 #: Most sources kept per sink (see :meth:`RegionIndex.regions_ending_at`).
 MAX_SOURCES_PER_SINK = 4
 
