@@ -546,7 +546,7 @@ def main(argv=None) -> int:
             import torchvision  # noqa: F401
         except ImportError:
             print("bench_wide: torch and torchvision are needed (or use --zoo): "
-                  "pip install -e '.[bench]'", file=sys.stderr)
+                  "pip install -e '.[torch]'", file=sys.stderr)
             return 2
         models, skipped = torchvision_models(args.limit_gmacs, names)
     else:

@@ -226,3 +226,16 @@ def test_readme_python_snippet_works_as_written_with_from_onnx():
     assert scope["flatten"].decisions
     after = scope["tvm_memflat"].profile(scope["flat"]).device.total_bytes
     assert after < scope["prof"].device.total_bytes
+
+
+def test_weight_transforms_at_run_time_are_reported_apart_from_activations():
+    # with the weights kept as parameters, a batch norm's scale and shift are computed
+    # at run time from them: profiled as weight-only tensors, never as the input
+    mod, _, _, _ = _flatten("bias_bn", "onnx_params")
+    prof = tvm_memflat.profile(mod, with_tvm=False, predict=False)
+    weight_only = [t for t in prof.tensors if t.weight_only]
+    assert weight_only and prof.weight_only_bytes == sum(t.bytes for t in weight_only)
+    assert all(t.shape[-2:] == (1, 1) or len(t.shape) == 1 for t in weight_only)
+    assert prof.input_bytes == 3 * any_import_models.H ** 2 * 4  # the image only
+    bound = tvm_memflat.profile(_flatten("bias_bn", "onnx")[0], with_tvm=False, predict=False)
+    assert bound.weight_only_bytes == 0

@@ -45,6 +45,9 @@ class TensorLife:
     is_input: bool = False
     is_output: bool = False
     view_of: str | None = None  # storage shared with this tensor (bytes counted there)
+    #: computed at run time from weights and constants only (a batch norm's scale on
+    #: weights kept as parameters): allocated with the activations, reported apart
+    weight_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,12 @@ class MemoryProfile:
         """Tensors live at the peak, largest first."""
         return self.live_at(self.peak_step)
 
+    @property
+    def weight_only_bytes(self) -> int:
+        """Bytes of tensors computed at run time from weights only (their transforms
+        when the weights are parameters): counted in the live bytes, reported apart."""
+        return sum(t.bytes for t in self.tensors if t.weight_only and t.view_of is None)
+
     def top_layers(self, k: int = 5) -> list[LayerRow]:
         """The ``k`` layers with most live bytes, highest first."""
         return sorted(self.layers, key=lambda r: (-r.live_bytes, r.index))[:k]
@@ -137,6 +146,7 @@ class MemoryProfile:
             "peak_op": peak.op,
             "input_bytes": self.input_bytes,
             "output_bytes": self.output_bytes,
+            "weight_only_bytes": self.weight_only_bytes,
             "num_layers": len(self.layers),
             "tvm_allocated_bytes": self.tvm_allocated_bytes,
             "tvm_allocation": self.tvm.to_dict() if self.tvm is not None else None,
@@ -144,7 +154,7 @@ class MemoryProfile:
             "device": self.device.to_dict() if self.device is not None else None,
             "live_at_peak": [
                 {"name": t.name, "bytes": t.bytes, "shape": list(t.shape),
-                 "producer": t.producer_name}
+                 "producer": t.producer_name, "weight_only": t.weight_only}
                 for t in self.live_at_peak()
             ],
             "layers": [
@@ -243,6 +253,7 @@ class _Tensor:
     is_input: bool = False
     is_output: bool = False
     last: int = -1
+    weight_only: bool = False
 
 
 def _lifetimes(main: relax.Function, steps: list[Step], one_byte: bool,
@@ -303,9 +314,13 @@ def _lifetimes(main: relax.Function, steps: list[Step], one_byte: bool,
         else:
             values[step.var] = make(step.name, step.var.ty, index, step.name)
         out_ids = list(flat(values[step.var]))
+        # no activation read: the step transforms weights (or constants) only
+        weight_only = not step.is_view and all(
+            tensors[i].weight_only for a in step.args for i in flat(values.get(a)))
         for idx in out_ids:
             root = tensors[idx].root
             tensors[root].last = max(tensors[root].last, index)
+            tensors[idx].weight_only = weight_only
         shape = tensors[out_ids[0]].shape if len(out_ids) == 1 else ()
         out_bytes = 0 if step.is_view else sum(tensors[i].bytes for i in out_ids)
         inputs = tuple(tensors[i].name for a in step.args for i in flat(values.get(a)))
@@ -326,7 +341,8 @@ def _lifetimes(main: relax.Function, steps: list[Step], one_byte: bool,
         first = starts.get(i, max(t.producer, 0))
         view_of = tensors[t.root].name if t.root != i else None
         lives.append(TensorLife(t.name, t.shape, t.dtype, t.bytes, t.producer, t.producer_name,
-                                first, max(t.last, first), t.is_input, t.is_output, view_of))
+                                first, max(t.last, first), t.is_input, t.is_output, view_of,
+                                t.weight_only))
     return layers, lives
 
 

@@ -716,6 +716,8 @@ def _affine(call):
         return None
     c = np.broadcast_to(c.reshape([1] * (4 - c.ndim) + list(c.shape)),
                         (1, out_shape[1], 1, 1)).astype(np.float64)
+    if name == "relax.divide" and not np.all(c != 0):
+        return None  # x / 0 stays a division
     one, zero = np.ones_like(c), np.zeros_like(c)
     return x, {"relax.add": (one, c), "relax.subtract": (one, -c),
                "relax.multiply": (c, zero), "relax.divide": (1 / c, zero)}[name]

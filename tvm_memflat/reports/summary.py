@@ -38,6 +38,10 @@ def profile_summary(
         f"{peak.name} ({peak.op})"
     )
     lines.append(f"MACs                    {format_count(prof.macs)} ({prof.macs})")
+    if prof.weight_only_bytes:
+        lines.append(f"weight transforms       {format_bytes(prof.weight_only_bytes)} computed at "
+                     "run time from weights kept as parameters (in the live bytes; marked "
+                     "[weights] below)")
     if prof.tvm is not None:
         t = prof.tvm
         runtime = (f", runtime alloc_storage {format_bytes(t.runtime_storage_bytes)}"
@@ -62,7 +66,8 @@ def profile_summary(
     for t in live_set[:live]:
         share = 100.0 * t.bytes / max(prof.peak_bytes, 1)
         lines.append(f"  {t.name:<32} {format_bytes(t.bytes):>11} {share:5.1f} %  "
-                     f"{'x'.join(map(str, t.shape)):<16} from {t.producer_name}")
+                     f"{'x'.join(map(str, t.shape)):<16} from {t.producer_name}"
+                     + (" [weights]" if t.weight_only else ""))
     if len(live_set) > live:
         lines.append(f"  ... and {len(live_set) - live} more")
     lines.append("")

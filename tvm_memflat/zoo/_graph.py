@@ -192,22 +192,20 @@ class GraphBuilder:
         str
             ``name``.
         """
-        self._claim(name)
-        array = np.ascontiguousarray(array, dtype=np.float32)
-        tensor = self.graph.initializer.add()
-        tensor.name = name
-        tensor.data_type = TensorProto.FLOAT
-        tensor.dims.extend(array.shape)
-        tensor.raw_data = array.tobytes()
-        return name
+        return self._constant(
+            name, np.ascontiguousarray(array, dtype=np.float32), TensorProto.FLOAT
+        )
 
     def int_initializer(self, name: str, values: Sequence[int]) -> str:
         """Add a 1-D int64 initializer (a shape or split sizes); returns ``name``."""
+        return self._constant(name, np.asarray(values, dtype=np.int64), TensorProto.INT64)
+
+    def _constant(self, name: str, array: np.ndarray, data_type: int) -> str:
+        """Append ``array`` (already of the dtype of ``data_type``) as initializer ``name``."""
         self._claim(name)
-        array = np.asarray(values, dtype=np.int64)
         tensor = self.graph.initializer.add()
         tensor.name = name
-        tensor.data_type = TensorProto.INT64
+        tensor.data_type = data_type
         tensor.dims.extend(array.shape)
         tensor.raw_data = array.tobytes()
         return name
@@ -321,6 +319,69 @@ class GraphBuilder:
             y = self.activation(y, act, act_name or f"{name}.{act}")
         return y
 
+    def conv_norm_act(
+        self,
+        x: str,
+        name: str,
+        out_channels: int,
+        kernel: int,
+        stride: int = 1,
+        padding: int | None = None,
+        groups: int = 1,
+        act: str | None = None,
+        *,
+        start: int = 0,
+        eps: float = 1e-5,
+        gain: float | None = None,
+        bn_scale: float = 1.0,
+    ) -> str:
+        """Convolution (no bias), batch norm and optional activation named as torch layers.
+
+        torchvision's ``Conv2dNormActivation``: the three are consecutive entries
+        of the ``Sequential`` at module path ``name``, ``name.<start>`` (conv),
+        ``name.<start + 1>`` (BN) and ``name.<start + 2>`` (activation).
+
+        Parameters
+        ----------
+        x : str
+            Input tensor (NCHW).
+        name : str
+            Module path of the ``Sequential``.
+        out_channels, kernel, stride, groups : int
+            As in `conv` (square kernel and stride).
+        padding : int, optional
+            Default ``(kernel - 1) // 2``, torchvision's default.
+        act : str, optional
+            Activation (see `activation`); none by default.
+        start : int, optional
+            Index of the conv in the ``Sequential``.
+        eps, gain, bn_scale : float, optional
+            As in `conv`.
+
+        Returns
+        -------
+        str
+            Output tensor name.
+        """
+        if padding is None:
+            padding = (kernel - 1) // 2
+        return self.conv(
+            x,
+            f"{name}.{start}",
+            out_channels,
+            kernel,
+            stride=stride,
+            padding=padding,
+            groups=groups,
+            bn=True,
+            act=act,
+            bn_name=f"{name}.{start + 1}",
+            act_name=f"{name}.{start + 2}",
+            eps=eps,
+            gain=gain,
+            bn_scale=bn_scale,
+        )
+
     def batchnorm(self, x: str, name: str, eps: float = 1e-5, scale: float = 1.0) -> str:
         """Inference-mode batch norm that is close to the identity.
 
@@ -405,37 +466,19 @@ class GraphBuilder:
         str
             Output tensor name.
         """
-        n, c, h, w = self.shapes[x]
-        shape = (
-            n,
-            c,
-            _pool_out(h, kernel, stride, padding, ceil_mode),
-            _pool_out(w, kernel, stride, padding, ceil_mode),
-        )
-        if self.old_style:
-            # MaxPool-8 has no ceil_mode: pad the end so that floor mode gives the
-            # same windows (padding never wins a max).
-            extra_h = (shape[2] - 1) * stride + kernel - (h + 2 * padding)
-            extra_w = (shape[3] - 1) * stride + kernel - (w + 2 * padding)
-            return self._node(
-                "MaxPool",
-                [x],
-                name,
-                shape,
-                kernel_shape=[kernel, kernel],
-                strides=[stride, stride],
-                pads=[padding, padding, padding + extra_h, padding + extra_w],
+        shape = self._pool_shape(x, kernel, stride, padding, ceil_mode)
+        if not self.old_style:
+            pads = [padding] * 4
+            return self._pool(
+                "MaxPool", x, name, shape, kernel, stride, pads, ceil_mode=int(ceil_mode)
             )
-        return self._node(
-            "MaxPool",
-            [x],
-            name,
-            shape,
-            kernel_shape=[kernel, kernel],
-            strides=[stride, stride],
-            pads=[padding] * 4,
-            ceil_mode=int(ceil_mode),
-        )
+        # MaxPool-8 has no ceil_mode: pad the end so that floor mode gives the
+        # same windows (padding never wins a max).
+        h, w = self.shapes[x][2:]
+        extra_h = (shape[2] - 1) * stride + kernel - (h + 2 * padding)
+        extra_w = (shape[3] - 1) * stride + kernel - (w + 2 * padding)
+        pads = [padding, padding, padding + extra_h, padding + extra_w]
+        return self._pool("MaxPool", x, name, shape, kernel, stride, pads)
 
     def avgpool(
         self,
@@ -465,22 +508,52 @@ class GraphBuilder:
         str
             Output tensor name.
         """
+        shape = self._pool_shape(x, kernel, stride, padding, False)
+        pads = [padding] * 4
+        return self._pool(
+            "AveragePool",
+            x,
+            name,
+            shape,
+            kernel,
+            stride,
+            pads,
+            count_include_pad=int(count_include_pad),
+        )
+
+    def _pool_shape(
+        self, x: str, kernel: int, stride: int, padding: int, ceil_mode: bool
+    ) -> tuple[int, ...]:
+        """Output shape of a square pooling window over NCHW tensor ``x``."""
         n, c, h, w = self.shapes[x]
-        shape = (
+        return (
             n,
             c,
-            _pool_out(h, kernel, stride, padding, False),
-            _pool_out(w, kernel, stride, padding, False),
+            _pool_out(h, kernel, stride, padding, ceil_mode),
+            _pool_out(w, kernel, stride, padding, ceil_mode),
         )
+
+    def _pool(
+        self,
+        op: str,
+        x: str,
+        name: str,
+        shape: tuple[int, ...],
+        kernel: int,
+        stride: int,
+        pads: list[int],
+        **attrs: object,
+    ) -> str:
+        """A pooling node with a square ``kernel`` and ``stride``."""
         return self._node(
-            "AveragePool",
+            op,
             [x],
             name,
             shape,
             kernel_shape=[kernel, kernel],
             strides=[stride, stride],
-            pads=[padding] * 4,
-            count_include_pad=int(count_include_pad),
+            pads=pads,
+            **attrs,
         )
 
     def global_avgpool(self, x: str, name: str) -> str:
@@ -659,8 +732,7 @@ class GraphBuilder:
         ``HardSigmoid`` node is ``name + ".hardsigmoid"``, the ``Mul`` is ``name``.
         """
         if self.old_style:
-            gate = self.hardsigmoid(x, f"{name}.hardsigmoid")
-            return self._node("Mul", [x, gate], name, self.shapes[x])
+            return self.mul(x, self.hardsigmoid(x, f"{name}.hardsigmoid"), name)
         return self._node("HardSwish", [x], name, self.shapes[x])
 
     def silu(self, x: str, name: str) -> str:
@@ -668,8 +740,7 @@ class GraphBuilder:
 
         The ``Sigmoid`` node is ``name + ".sigmoid"``, the ``Mul`` is ``name``.
         """
-        gate = self.sigmoid(x, f"{name}.sigmoid")
-        return self._node("Mul", [x, gate], name, self.shapes[x])
+        return self.mul(x, self.sigmoid(x, f"{name}.sigmoid"), name)
 
     def squeeze_excitation(
         self,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import onnx
 
-from ._graph import OLD_STYLE_DROPOUT, RELU_GAIN, GraphBuilder
+from ._blocks import classifier, resnet_stem
+from ._graph import RELU_GAIN, GraphBuilder
 
 INPUT_SHAPE = (1, 3, 224, 224)
 
@@ -14,25 +15,36 @@ NUM_INIT_FEATURES = 64
 BN_SIZE = 4
 
 
+def _norm_relu_conv(
+    g: GraphBuilder, x: str, name: str, out_channels: int, kernel: int, suffix: str = ""
+) -> str:
+    """Pre-activation BN, ReLU and conv (no bias): ``name.{norm,relu,conv}<suffix>``."""
+    x = g.batchnorm(x, f"{name}.norm{suffix}")
+    x = g.relu(x, f"{name}.relu{suffix}")
+    return g.conv(
+        x,
+        f"{name}.conv{suffix}",
+        out_channels,
+        kernel,
+        padding=kernel // 2,
+        bias=False,
+        gain=RELU_GAIN,
+    )
+
+
 def _dense_layer(g: GraphBuilder, features: list[str], name: str) -> str:
     """torchvision's ``_DenseLayer``: concat of all earlier maps, BN-ReLU-conv1x1, BN-ReLU-conv3x3.
 
     Every convolution reads a ReLU output, so all use the ReLU gain.
     """
     x = features[0] if len(features) == 1 else g.concat(features, f"{name}.cat")
-    x = g.batchnorm(x, f"{name}.norm1")
-    x = g.relu(x, f"{name}.relu1")
-    x = g.conv(x, f"{name}.conv1", BN_SIZE * GROWTH_RATE, 1, bias=False, gain=RELU_GAIN)
-    x = g.batchnorm(x, f"{name}.norm2")
-    x = g.relu(x, f"{name}.relu2")
-    return g.conv(x, f"{name}.conv2", GROWTH_RATE, 3, padding=1, bias=False, gain=RELU_GAIN)
+    x = _norm_relu_conv(g, x, name, BN_SIZE * GROWTH_RATE, 1, "1")
+    return _norm_relu_conv(g, x, name, GROWTH_RATE, 3, "2")
 
 
 def _transition(g: GraphBuilder, x: str, name: str) -> str:
     """torchvision's ``_Transition``: BN, ReLU, 1x1 conv halving the channels, 2x2 average pool."""
-    x = g.batchnorm(x, f"{name}.norm")
-    x = g.relu(x, f"{name}.relu")
-    x = g.conv(x, f"{name}.conv", g.channels(x) // 2, 1, bias=False, gain=RELU_GAIN)
+    x = _norm_relu_conv(g, x, name, g.channels(x) // 2, 1)
     return g.avgpool(x, f"{name}.pool", 2, 2)
 
 
@@ -72,19 +84,14 @@ def densenet121(
     ``drop_rate`` is 0, as in torchvision, so there is no dropout.
     """
     g = GraphBuilder("densenet121", (1, 3, resolution, resolution), seed, old_style=old_style)
-    x = g.conv(
-        g.input,
-        "features.conv0",
+    x = resnet_stem(
+        g,
         NUM_INIT_FEATURES,
-        7,
-        stride=2,
-        padding=3,
-        bn=True,
-        act="relu",
-        bn_name="features.norm0",
-        act_name="features.relu0",
+        "features.conv0",
+        "features.norm0",
+        "features.relu0",
+        "features.pool0",
     )
-    x = g.maxpool(x, "features.pool0", 3, 2, padding=1)
     for i, num_layers in enumerate(BLOCK_CONFIG, 1):
         block = f"features.denseblock{i}"
         features = [x]
@@ -95,8 +102,5 @@ def densenet121(
             x = _transition(g, x, f"features.transition{i}")
     x = g.batchnorm(x, "features.norm5")
     x = g.relu(x, "relu")
-    x = g.global_avgpool(x, "avgpool")
-    x = g.flatten(x, "flatten")
-    x = g.dropout(x, "dropout", OLD_STYLE_DROPOUT)  # old style only
-    x = g.gemm(x, "classifier", num_classes)
+    x = classifier(g, x, num_classes, fc="classifier")  # its dropout: old style only
     return g.finish(x, "torchvision densenet121 (random weights)")

@@ -6,16 +6,10 @@ from typing import NamedTuple
 
 import onnx
 
+from ._blocks import classifier, inverted_residual
 from ._graph import GraphBuilder, make_divisible
 
 INPUT_SHAPE = (1, 3, 224, 224)
-
-# gamma of the last BN of a residual branch: keeps the running sum O(1).
-RESIDUAL_BN_SCALE = 0.5
-
-# Gain of the projection conv after the squeeze-and-excitation gate (a sigmoid
-# around 0.5).
-SE_PROJECT_GAIN = 2.0
 
 
 class StageConfig(NamedTuple):
@@ -46,52 +40,10 @@ def _mbconv(
     """torchvision's ``MBConv``: expand 1x1, depthwise, SE (SiLU/Sigmoid), project 1x1."""
     cin = g.channels(x)
     expanded = make_divisible(cin * expand_ratio)
-    use_res = stride == 1 and cin == out
-    y = x
-    i = 0
-    if expanded != cin:
-        y = g.conv(
-            y,
-            f"{name}.block.{i}.0",
-            expanded,
-            1,
-            bn=True,
-            act="silu",
-            bn_name=f"{name}.block.{i}.1",
-            act_name=f"{name}.block.{i}.2",
-        )
-        i += 1
-    y = g.conv(
-        y,
-        f"{name}.block.{i}.0",
-        expanded,
-        kernel,
-        stride=stride,
-        padding=(kernel - 1) // 2,
-        groups=expanded,
-        bn=True,
-        act="silu",
-        bn_name=f"{name}.block.{i}.1",
-        act_name=f"{name}.block.{i}.2",
+    se_channels = max(1, cin // 4)
+    return inverted_residual(
+        g, x, name, out, expanded, kernel, stride, "silu", se_channels=se_channels, se_act="silu"
     )
-    i += 1
-    y = g.squeeze_excitation(
-        y, f"{name}.block.{i}", max(1, cin // 4), act="silu", scale_act="sigmoid"
-    )
-    i += 1
-    y = g.conv(
-        y,
-        f"{name}.block.{i}.0",
-        out,
-        1,
-        bn=True,
-        bn_name=f"{name}.block.{i}.1",
-        gain=SE_PROJECT_GAIN,
-        bn_scale=RESIDUAL_BN_SCALE if use_res else 1.0,
-    )
-    if use_res:  # stochastic depth is the identity in inference
-        y = g.add(y, x, f"{name}.add")
-    return y
 
 
 def efficientnet_b0(
@@ -135,18 +87,8 @@ def efficientnet_b0(
     (old style: a ``Dropout`` node).
     """
     g = GraphBuilder("efficientnet_b0", (1, 3, resolution, resolution), seed, old_style=old_style)
-    x = g.conv(
-        g.input,
-        "features.0.0",
-        make_divisible(SETTING[0].input_channels * width),
-        3,
-        stride=2,
-        padding=1,
-        bn=True,
-        act="silu",
-        bn_name="features.0.1",
-        act_name="features.0.2",
-    )
+    stem = make_divisible(SETTING[0].input_channels * width)
+    x = g.conv_norm_act(g.input, "features.0", stem, 3, 2, act="silu")
     for stage, cnf in enumerate(SETTING, 1):
         out = make_divisible(cnf.out_channels * width)
         for i in range(cnf.num_layers):
@@ -160,18 +102,6 @@ def efficientnet_b0(
                 cnf.expand_ratio,
             )
     last = len(SETTING) + 1
-    x = g.conv(
-        x,
-        f"features.{last}.0",
-        4 * g.channels(x),
-        1,
-        bn=True,
-        act="silu",
-        bn_name=f"features.{last}.1",
-        act_name=f"features.{last}.2",
-    )
-    x = g.global_avgpool(x, "avgpool")
-    x = g.flatten(x, "flatten")
-    x = g.dropout(x, "classifier.0", 0.2)
-    x = g.gemm(x, "classifier.1", num_classes)
+    x = g.conv_norm_act(x, f"features.{last}", 4 * g.channels(x), 1, act="silu")
+    x = classifier(g, x, num_classes, fc="classifier.1", dropout="classifier.0", ratio=0.2)
     return g.finish(x, "torchvision efficientnet_b0 (random weights)")

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import onnx
 
+from ._blocks import basic_conv2d, classifier
 from ._graph import GraphBuilder
 
 INPUT_SHAPE = (1, 3, 224, 224)
-
-BN_EPS = 0.001
 
 # torchvision's Inception(in, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj)
 # arguments after the input channels, per module.
@@ -29,22 +28,6 @@ INCEPTION = {
 LRN = {"size": 5, "alpha": 1e-4, "beta": 0.75, "bias": 1.0}
 
 
-def _basic(g: GraphBuilder, x: str, name: str, out_channels: int, kernel: int, **kw: int) -> str:
-    """torchvision's ``BasicConv2d``: conv (no bias), BN (eps 0.001), ReLU."""
-    return g.conv(
-        x,
-        f"{name}.conv",
-        out_channels,
-        kernel,
-        bn=True,
-        act="relu",
-        bn_name=f"{name}.bn",
-        act_name=f"{name}.relu",
-        eps=BN_EPS,
-        **kw,
-    )
-
-
 def _inception(
     g: GraphBuilder,
     x: str,
@@ -56,14 +39,14 @@ def _inception(
     ch5x5: int,
     pool_proj: int,
 ) -> str:
-    b1 = _basic(g, x, f"{name}.branch1", ch1x1, 1)
-    b2 = _basic(g, x, f"{name}.branch2.0", ch3x3red, 1)
-    b2 = _basic(g, b2, f"{name}.branch2.1", ch3x3, 3, padding=1)
-    b3 = _basic(g, x, f"{name}.branch3.0", ch5x5red, 1)
+    b1 = basic_conv2d(g, x, f"{name}.branch1", ch1x1, 1)
+    b2 = basic_conv2d(g, x, f"{name}.branch2.0", ch3x3red, 1)
+    b2 = basic_conv2d(g, b2, f"{name}.branch2.1", ch3x3, 3, padding=1)
+    b3 = basic_conv2d(g, x, f"{name}.branch3.0", ch5x5red, 1)
     # torchvision's "5x5" branch uses a 3x3 kernel (a known quirk kept for its weights)
-    b3 = _basic(g, b3, f"{name}.branch3.1", ch5x5, 3, padding=1)
+    b3 = basic_conv2d(g, b3, f"{name}.branch3.1", ch5x5, 3, padding=1)
     b4 = g.maxpool(x, f"{name}.branch4.0", 3, 1, padding=1, ceil_mode=True)
-    b4 = _basic(g, b4, f"{name}.branch4.1", pool_proj, 1)
+    b4 = basic_conv2d(g, b4, f"{name}.branch4.1", pool_proj, 1)
     return g.concat([b1, b2, b3, b4], f"{name}.cat")
 
 
@@ -104,12 +87,12 @@ def googlenet(
     torchvision; dropout is omitted (old style: a ``Dropout`` node).
     """
     g = GraphBuilder("googlenet", (1, 3, resolution, resolution), seed, old_style=old_style)
-    x = _basic(g, g.input, "conv1", 64, 7, stride=2, padding=3)
+    x = basic_conv2d(g, g.input, "conv1", 64, 7, stride=2, padding=3)
     x = g.maxpool(x, "maxpool1", 3, 2, ceil_mode=True)
     if old_style:
         x = g.lrn(x, "lrn1", **LRN)
-    x = _basic(g, x, "conv2", 64, 1)
-    x = _basic(g, x, "conv3", 192, 3, padding=1)
+    x = basic_conv2d(g, x, "conv2", 64, 1)
+    x = basic_conv2d(g, x, "conv3", 192, 3, padding=1)
     if old_style:
         x = g.lrn(x, "lrn2", **LRN)
     x = g.maxpool(x, "maxpool2", 3, 2, ceil_mode=True)
@@ -121,8 +104,5 @@ def googlenet(
     x = g.maxpool(x, "maxpool4", 2, 2, ceil_mode=True)
     for name in ("inception5a", "inception5b"):
         x = _inception(g, x, name, *INCEPTION[name])
-    x = g.global_avgpool(x, "avgpool")
-    x = g.flatten(x, "flatten")
-    x = g.dropout(x, "dropout", 0.2)
-    x = g.gemm(x, "fc", num_classes)
+    x = classifier(g, x, num_classes, ratio=0.2)
     return g.finish(x, "torchvision googlenet, aux_logits=False (random weights)")

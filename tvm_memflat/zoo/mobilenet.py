@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import onnx
 
+from ._blocks import classifier, inverted_residual
 from ._graph import GraphBuilder, make_divisible
 
 INPUT_SHAPE = (1, 3, 224, 224)
@@ -19,57 +20,6 @@ INVERTED_RESIDUAL_SETTING = (
     (6, 160, 3, 2),
     (6, 320, 1, 1),
 )
-
-# gamma of the last BN of a residual branch: keeps the running sum O(1).
-RESIDUAL_BN_SCALE = 0.5
-
-
-def _inverted_residual(
-    g: GraphBuilder, x: str, name: str, out_channels: int, stride: int, expand_ratio: int
-) -> str:
-    cin = g.channels(x)
-    hidden = cin * expand_ratio
-    use_res = stride == 1 and cin == out_channels
-    y = x
-    i = 0
-    if expand_ratio != 1:
-        y = g.conv(
-            y,
-            f"{name}.conv.{i}.0",
-            hidden,
-            1,
-            bn=True,
-            act="relu6",
-            bn_name=f"{name}.conv.{i}.1",
-            act_name=f"{name}.conv.{i}.2",
-        )
-        i += 1
-    y = g.conv(
-        y,
-        f"{name}.conv.{i}.0",
-        hidden,
-        3,
-        stride=stride,
-        padding=1,
-        groups=hidden,
-        bn=True,
-        act="relu6",
-        bn_name=f"{name}.conv.{i}.1",
-        act_name=f"{name}.conv.{i}.2",
-    )
-    i += 1
-    y = g.conv(
-        y,
-        f"{name}.conv.{i}",
-        out_channels,
-        1,
-        bn=True,
-        bn_name=f"{name}.conv.{i + 1}",
-        bn_scale=RESIDUAL_BN_SCALE if use_res else 1.0,
-    )
-    if use_res:
-        y = g.add(x, y, f"{name}.add")
-    return y
 
 
 def mobilenet_v2(
@@ -109,36 +59,18 @@ def mobilenet_v2(
     is omitted (old style: a ``Dropout`` node).
     """
     g = GraphBuilder("mobilenet_v2", (1, 3, resolution, resolution), seed, old_style=old_style)
-    x = g.conv(
-        g.input,
-        "features.0.0",
-        make_divisible(32 * width),
-        3,
-        stride=2,
-        padding=1,
-        bn=True,
-        act="relu6",
-        bn_name="features.0.1",
-        act_name="features.0.2",
-    )
+    x = g.conv_norm_act(g.input, "features.0", make_divisible(32 * width), 3, 2, act="relu6")
     idx = 1
     for t, c, n, s in INVERTED_RESIDUAL_SETTING:
         for r in range(n):
             out = make_divisible(c * width)
-            x = _inverted_residual(g, x, f"features.{idx}", out, s if r == 0 else 1, t)
+            hidden = g.channels(x) * t
+            stride = s if r == 0 else 1
+            x = inverted_residual(
+                g, x, f"features.{idx}", out, hidden, 3, stride, "relu6", v2_layout=True
+            )
             idx += 1
-    x = g.conv(
-        x,
-        f"features.{idx}.0",
-        make_divisible(1280 * max(1.0, width)),
-        1,
-        bn=True,
-        act="relu6",
-        bn_name=f"features.{idx}.1",
-        act_name=f"features.{idx}.2",
-    )
-    x = g.global_avgpool(x, "avgpool")
-    x = g.flatten(x, "flatten")
-    x = g.dropout(x, "classifier.0", 0.2)
-    x = g.gemm(x, "classifier.1", num_classes)
+    last = make_divisible(1280 * max(1.0, width))
+    x = g.conv_norm_act(x, f"features.{idx}", last, 1, act="relu6")
+    x = classifier(g, x, num_classes, fc="classifier.1", dropout="classifier.0", ratio=0.2)
     return g.finish(x, "torchvision mobilenet_v2 (random weights)")

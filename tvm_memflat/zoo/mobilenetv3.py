@@ -6,18 +6,12 @@ from typing import NamedTuple
 
 import onnx
 
+from ._blocks import inverted_residual
 from ._graph import GraphBuilder, make_divisible
 
 INPUT_SHAPE = (1, 3, 224, 224)
 
 BN_EPS = 0.001
-
-# gamma of the last BN of a residual branch: keeps the running sum O(1).
-RESIDUAL_BN_SCALE = 0.5
-
-# Gain of the projection conv after a squeeze-and-excitation block: the gate
-# (a hard sigmoid around 0.5) halves the map, the doubled gain restores it.
-SE_PROJECT_GAIN = 2.0
 
 
 class BlockConfig(NamedTuple):
@@ -76,60 +70,20 @@ def _inverted_residual(g: GraphBuilder, x: str, name: str, cnf: BlockConfig, wid
     expanded = make_divisible(cnf.expanded_channels * width)
     out = make_divisible(cnf.out_channels * width)
     act = "hardswish" if cnf.activation == "HS" else "relu"
-    use_res = cnf.stride == 1 and cin == out
-    y = x
-    i = 0
-    if expanded != cin:
-        y = g.conv(
-            y,
-            f"{name}.block.{i}.0",
-            expanded,
-            1,
-            bn=True,
-            act=act,
-            bn_name=f"{name}.block.{i}.1",
-            act_name=f"{name}.block.{i}.2",
-            eps=BN_EPS,
-        )
-        i += 1
-    y = g.conv(
-        y,
-        f"{name}.block.{i}.0",
+    se_channels = make_divisible(expanded // 4) if cnf.use_se else None
+    return inverted_residual(
+        g,
+        x,
+        name,
+        out,
         expanded,
         cnf.kernel,
-        stride=cnf.stride,
-        padding=(cnf.kernel - 1) // 2,
-        groups=expanded,
-        bn=True,
-        act=act,
-        bn_name=f"{name}.block.{i}.1",
-        act_name=f"{name}.block.{i}.2",
+        cnf.stride,
+        act,
+        se_channels=se_channels,
+        se_scale_act="hardsigmoid",
         eps=BN_EPS,
     )
-    i += 1
-    if cnf.use_se:
-        y = g.squeeze_excitation(
-            y,
-            f"{name}.block.{i}",
-            make_divisible(expanded // 4),
-            act="relu",
-            scale_act="hardsigmoid",
-        )
-        i += 1
-    y = g.conv(
-        y,
-        f"{name}.block.{i}.0",
-        out,
-        1,
-        bn=True,
-        bn_name=f"{name}.block.{i}.1",
-        eps=BN_EPS,
-        gain=SE_PROJECT_GAIN if cnf.use_se else 1.0,
-        bn_scale=RESIDUAL_BN_SCALE if use_res else 1.0,
-    )
-    if use_res:
-        y = g.add(y, x, f"{name}.add")
-    return y
 
 
 def _mobilenet_v3(
@@ -143,33 +97,12 @@ def _mobilenet_v3(
     old_style: bool,
 ) -> onnx.ModelProto:
     g = GraphBuilder(name, (1, 3, resolution, resolution), seed, old_style=old_style)
-    x = g.conv(
-        g.input,
-        "features.0.0",
-        make_divisible(setting[0].input_channels * width),
-        3,
-        stride=2,
-        padding=1,
-        bn=True,
-        act="hardswish",
-        bn_name="features.0.1",
-        act_name="features.0.2",
-        eps=BN_EPS,
-    )
+    stem = make_divisible(setting[0].input_channels * width)
+    x = g.conv_norm_act(g.input, "features.0", stem, 3, 2, act="hardswish", eps=BN_EPS)
     for idx, cnf in enumerate(setting, 1):
         x = _inverted_residual(g, x, f"features.{idx}", cnf, width)
     idx = len(setting) + 1
-    x = g.conv(
-        x,
-        f"features.{idx}.0",
-        6 * g.channels(x),
-        1,
-        bn=True,
-        act="hardswish",
-        bn_name=f"features.{idx}.1",
-        act_name=f"features.{idx}.2",
-        eps=BN_EPS,
-    )
+    x = g.conv_norm_act(x, f"features.{idx}", 6 * g.channels(x), 1, act="hardswish", eps=BN_EPS)
     x = g.global_avgpool(x, "avgpool")
     x = g.flatten(x, "flatten")
     x = g.gemm(

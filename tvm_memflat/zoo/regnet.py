@@ -7,7 +7,8 @@ import math
 import numpy as np
 import onnx
 
-from ._graph import OLD_STYLE_DROPOUT, GraphBuilder, make_divisible
+from ._blocks import RESIDUAL_BN_SCALE, SE_PROJECT_GAIN, classifier, residual_relu
+from ._graph import GraphBuilder, make_divisible
 
 INPUT_SHAPE = (1, 3, 224, 224)
 
@@ -19,12 +20,6 @@ W_A = 27.89
 W_M = 2.09
 GROUP_WIDTH = 8
 SE_RATIO = 0.25
-
-# gamma of the last BN of a residual branch: keeps the running sum O(1).
-RESIDUAL_BN_SCALE = 0.5
-
-# Gain of the conv after the squeeze-and-excitation gate (a sigmoid around 0.5).
-SE_PROJECT_GAIN = 2.0
 
 
 def block_params(
@@ -69,50 +64,18 @@ def _res_bottleneck(
     """torchvision's ``ResBottleneckBlock`` with its ``BottleneckTransform`` ``f``."""
     width_in = g.channels(x)
     groups = width_out // group_width
-    y = g.conv(
-        x,
-        f"{name}.f.a.0",
-        width_out,
-        1,
-        bn=True,
-        act="relu",
-        bn_name=f"{name}.f.a.1",
-        act_name=f"{name}.f.a.2",
-    )
-    y = g.conv(
-        y,
-        f"{name}.f.b.0",
-        width_out,
-        3,
-        stride=stride,
-        padding=1,
-        groups=groups,
-        bn=True,
-        act="relu",
-        bn_name=f"{name}.f.b.1",
-        act_name=f"{name}.f.b.2",
-    )
+    y = g.conv_norm_act(x, f"{name}.f.a", width_out, 1, act="relu")
+    y = g.conv_norm_act(y, f"{name}.f.b", width_out, 3, stride, groups=groups, act="relu")
     # the SE width is relative to the block's input width
     y = g.squeeze_excitation(
         y, f"{name}.f.se", int(round(SE_RATIO * width_in)), act="relu", scale_act="sigmoid"
     )
-    y = g.conv(
-        y,
-        f"{name}.f.c.0",
-        width_out,
-        1,
-        bn=True,
-        bn_name=f"{name}.f.c.1",
-        gain=SE_PROJECT_GAIN,
-        bn_scale=RESIDUAL_BN_SCALE,
+    y = g.conv_norm_act(
+        y, f"{name}.f.c", width_out, 1, gain=SE_PROJECT_GAIN, bn_scale=RESIDUAL_BN_SCALE
     )
-    identity = x
-    if width_in != width_out or stride != 1:
-        identity = g.conv(
-            x, f"{name}.proj.0", width_out, 1, stride=stride, bn=True, bn_name=f"{name}.proj.1"
-        )
-    y = g.add(identity, y, f"{name}.add")
-    return g.relu(y, f"{name}.activation")
+    return residual_relu(
+        g, x, y, name, stride, f"{name}.proj", f"{name}.activation", shortcut_first=True
+    )
 
 
 def regnet_y_400mf(
@@ -149,25 +112,11 @@ def regnet_y_400mf(
     ``round(0.25 * width_in)`` squeeze channels.
     """
     g = GraphBuilder("regnet_y_400mf", (1, 3, resolution, resolution), seed, old_style=old_style)
-    x = g.conv(
-        g.input,
-        "stem.0",
-        STEM_WIDTH,
-        3,
-        stride=2,
-        padding=1,
-        bn=True,
-        act="relu",
-        bn_name="stem.1",
-        act_name="stem.2",
-    )
+    x = g.conv_norm_act(g.input, "stem", STEM_WIDTH, 3, 2, act="relu")
     depths, widths, groups = block_params()
     for s, (depth, width, gw) in enumerate(zip(depths, widths, groups, strict=True), 1):
         for i in range(depth):
             name = f"trunk_output.block{s}.block{s}-{i}"
             x = _res_bottleneck(g, x, name, width, 2 if i == 0 else 1, gw)
-    x = g.global_avgpool(x, "avgpool")
-    x = g.flatten(x, "flatten")
-    x = g.dropout(x, "dropout", OLD_STYLE_DROPOUT)  # old style only
-    x = g.gemm(x, "fc", num_classes)
+    x = classifier(g, x, num_classes)  # its dropout: old style only
     return g.finish(x, "torchvision regnet_y_400mf (random weights)")

@@ -6,103 +6,58 @@ from collections.abc import Callable, Sequence
 
 import onnx
 
-from ._graph import OLD_STYLE_DROPOUT, GraphBuilder
+from ._blocks import RESIDUAL_BN_SCALE, classifier, residual_relu, resnet_stem
+from ._graph import GraphBuilder
 
 INPUT_SHAPE = (1, 3, 224, 224)
 
 BOTTLENECK_EXPANSION = 4
 
-# gamma of the last BN of a residual branch: keeps the running sum O(1).
-RESIDUAL_BN_SCALE = 0.5
+
+def _conv_bn(
+    g: GraphBuilder,
+    x: str,
+    name: str,
+    i: int,
+    out_channels: int,
+    kernel: int,
+    stride: int = 1,
+    act: str | None = None,
+    bn_scale: float = 1.0,
+) -> str:
+    """Conv ``name.conv<i>`` (padding ``kernel // 2``), BN ``name.bn<i>``, ``act`` ``name.relu<i>``.
+
+    In torchvision's ``BasicBlock`` and ``Bottleneck`` the ReLUs are one module;
+    here each call site is a node of its own.
+    """
+    return g.conv(
+        x,
+        f"{name}.conv{i}",
+        out_channels,
+        kernel,
+        stride=stride,
+        padding=kernel // 2,
+        bn=True,
+        act=act,
+        bn_name=f"{name}.bn{i}",
+        act_name=f"{name}.relu{i}",
+        bn_scale=bn_scale,
+    )
 
 
 def _basic_block(g: GraphBuilder, x: str, name: str, planes: int, stride: int) -> str:
-    cin = g.channels(x)
-    y = g.conv(
-        x,
-        f"{name}.conv1",
-        planes,
-        3,
-        stride=stride,
-        padding=1,
-        bn=True,
-        act="relu",
-        bn_name=f"{name}.bn1",
-        act_name=f"{name}.relu1",
-    )
-    y = g.conv(
-        y,
-        f"{name}.conv2",
-        planes,
-        3,
-        padding=1,
-        bn=True,
-        bn_name=f"{name}.bn2",
-        bn_scale=RESIDUAL_BN_SCALE,
-    )
-    identity = x
-    if stride != 1 or cin != planes:
-        identity = g.conv(
-            x,
-            f"{name}.downsample.0",
-            planes,
-            1,
-            stride=stride,
-            bn=True,
-            bn_name=f"{name}.downsample.1",
-        )
-    y = g.add(y, identity, f"{name}.add")
-    return g.relu(y, f"{name}.relu2")
+    y = _conv_bn(g, x, name, 1, planes, 3, stride, act="relu")
+    y = _conv_bn(g, y, name, 2, planes, 3, bn_scale=RESIDUAL_BN_SCALE)
+    return residual_relu(g, x, y, name, stride, f"{name}.downsample", f"{name}.relu2")
 
 
 def _bottleneck(g: GraphBuilder, x: str, name: str, planes: int, stride: int) -> str:
     """torchvision's ``Bottleneck`` (v1.5: the stride is on the 3x3 conv), expansion 4."""
-    cin = g.channels(x)
     out = planes * BOTTLENECK_EXPANSION
-    y = g.conv(
-        x,
-        f"{name}.conv1",
-        planes,
-        1,
-        bn=True,
-        act="relu",
-        bn_name=f"{name}.bn1",
-        act_name=f"{name}.relu1",
-    )
-    y = g.conv(
-        y,
-        f"{name}.conv2",
-        planes,
-        3,
-        stride=stride,
-        padding=1,
-        bn=True,
-        act="relu",
-        bn_name=f"{name}.bn2",
-        act_name=f"{name}.relu2",
-    )
-    y = g.conv(
-        y,
-        f"{name}.conv3",
-        out,
-        1,
-        bn=True,
-        bn_name=f"{name}.bn3",
-        bn_scale=RESIDUAL_BN_SCALE,
-    )
-    identity = x
-    if stride != 1 or cin != out:
-        identity = g.conv(
-            x,
-            f"{name}.downsample.0",
-            out,
-            1,
-            stride=stride,
-            bn=True,
-            bn_name=f"{name}.downsample.1",
-        )
-    y = g.add(y, identity, f"{name}.add")
-    return g.relu(y, f"{name}.relu3")
+    y = _conv_bn(g, x, name, 1, planes, 1, act="relu")
+    y = _conv_bn(g, y, name, 2, planes, 3, stride, act="relu")
+    y = _conv_bn(g, y, name, 3, out, 1, bn_scale=RESIDUAL_BN_SCALE)
+    return residual_relu(g, x, y, name, stride, f"{name}.downsample", f"{name}.relu3")
 
 
 def _resnet(
@@ -115,27 +70,12 @@ def _resnet(
     old_style: bool,
 ) -> onnx.ModelProto:
     g = GraphBuilder(name, (1, 3, resolution, resolution), seed, old_style=old_style)
-    x = g.conv(
-        g.input,
-        "conv1",
-        64,
-        7,
-        stride=2,
-        padding=3,
-        bn=True,
-        act="relu",
-        bn_name="bn1",
-        act_name="relu",
-    )
-    x = g.maxpool(x, "maxpool", 3, 2, padding=1)
+    x = resnet_stem(g, 64, "conv1", "bn1", "relu", "maxpool")
     stages = zip((64, 128, 256, 512), (1, 2, 2, 2), layers, strict=True)
     for layer, (planes, stride, blocks) in enumerate(stages, 1):
         for b in range(blocks):
             x = block(g, x, f"layer{layer}.{b}", planes, stride if b == 0 else 1)
-    x = g.global_avgpool(x, "avgpool")
-    x = g.flatten(x, "flatten")
-    x = g.dropout(x, "dropout", OLD_STYLE_DROPOUT)  # old style only; torchvision has none
-    x = g.gemm(x, "fc", num_classes)
+    x = classifier(g, x, num_classes)  # its dropout: old style only; torchvision has none
     return g.finish(x, f"torchvision {name} (random weights)")
 
 

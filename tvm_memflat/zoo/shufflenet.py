@@ -14,37 +14,9 @@ STAGES_OUT_CHANNELS = (24, 116, 232, 464, 1024)
 
 def _branch(g: GraphBuilder, x: str, name: str, branch_features: int, stride: int) -> str:
     """torchvision's ``branch2``: 1x1 conv-BN-ReLU, 3x3 depthwise conv-BN, 1x1 conv-BN-ReLU."""
-    y = g.conv(
-        x,
-        f"{name}.0",
-        branch_features,
-        1,
-        bn=True,
-        act="relu",
-        bn_name=f"{name}.1",
-        act_name=f"{name}.2",
-    )
-    y = g.conv(
-        y,
-        f"{name}.3",
-        branch_features,
-        3,
-        stride=stride,
-        padding=1,
-        groups=branch_features,
-        bn=True,
-        bn_name=f"{name}.4",
-    )
-    return g.conv(
-        y,
-        f"{name}.5",
-        branch_features,
-        1,
-        bn=True,
-        act="relu",
-        bn_name=f"{name}.6",
-        act_name=f"{name}.7",
-    )
+    y = g.conv_norm_act(x, name, branch_features, 1, act="relu")
+    y = g.conv_norm_act(y, name, branch_features, 3, stride, groups=branch_features, start=3)
+    return g.conv_norm_act(y, name, branch_features, 1, act="relu", start=5)
 
 
 def _inverted_residual(g: GraphBuilder, x: str, name: str, out_channels: int, stride: int) -> str:
@@ -60,27 +32,8 @@ def _inverted_residual(g: GraphBuilder, x: str, name: str, out_channels: int, st
         y = g.concat([x1, _branch(g, x2, f"{name}.branch2", branch_features, 1)], f"{name}.cat")
     else:
         cin = g.channels(x)
-        b1 = g.conv(
-            x,
-            f"{name}.branch1.0",
-            cin,
-            3,
-            stride=stride,
-            padding=1,
-            groups=cin,
-            bn=True,
-            bn_name=f"{name}.branch1.1",
-        )
-        b1 = g.conv(
-            b1,
-            f"{name}.branch1.2",
-            branch_features,
-            1,
-            bn=True,
-            act="relu",
-            bn_name=f"{name}.branch1.3",
-            act_name=f"{name}.branch1.4",
-        )
+        b1 = g.conv_norm_act(x, f"{name}.branch1", cin, 3, stride, groups=cin)
+        b1 = g.conv_norm_act(b1, f"{name}.branch1", branch_features, 1, act="relu", start=2)
         b2 = _branch(g, x, f"{name}.branch2", branch_features, stride)
         y = g.concat([b1, b2], f"{name}.cat")
     return g.channel_shuffle(y, f"{name}.shuffle", 2)
@@ -123,33 +76,13 @@ def shufflenet_v2_x1_0(
     g = GraphBuilder(
         "shufflenet_v2_x1_0", (1, 3, resolution, resolution), seed, old_style=old_style
     )
-    x = g.conv(
-        g.input,
-        "conv1.0",
-        STAGES_OUT_CHANNELS[0],
-        3,
-        stride=2,
-        padding=1,
-        bn=True,
-        act="relu",
-        bn_name="conv1.1",
-        act_name="conv1.2",
-    )
+    x = g.conv_norm_act(g.input, "conv1", STAGES_OUT_CHANNELS[0], 3, 2, act="relu")
     x = g.maxpool(x, "maxpool", 3, 2, padding=1)
     stages = zip(STAGES_REPEATS, STAGES_OUT_CHANNELS[1:4], strict=True)
     for stage, (repeats, out) in enumerate(stages, 2):
         for i in range(repeats):
             x = _inverted_residual(g, x, f"stage{stage}.{i}", out, 2 if i == 0 else 1)
-    x = g.conv(
-        x,
-        "conv5.0",
-        STAGES_OUT_CHANNELS[-1],
-        1,
-        bn=True,
-        act="relu",
-        bn_name="conv5.1",
-        act_name="conv5.2",
-    )
+    x = g.conv_norm_act(x, "conv5", STAGES_OUT_CHANNELS[-1], 1, act="relu")
     x = g.reduce_mean(x, "mean")
     x = g.dropout(x, "dropout", OLD_STYLE_DROPOUT)  # old style only
     x = g.gemm(x, "fc", num_classes)
