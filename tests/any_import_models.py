@@ -190,3 +190,23 @@ PATTERNS = {
     "hardswish": hardswish_block,
     "old_style": old_style,
 }
+
+
+def shape_computed_shuffle() -> onnx.ModelProto:
+    """A channel split and shuffle as torch.onnx.export writes ShuffleNetV2's: the split's
+    bounds computed at run time (Shape, Gather, Div, Slice), which TVM's importer keeps
+    as dynamic shape arithmetic (``shape_of``, ``scatter_elements``,
+    ``dynamic_strided_slice``) that leaves every later tensor without a static shape."""
+    g = _G(16)
+    x = g.relu(g.conv("x", 3, C))
+    shape = g.node("Shape", [x])
+    chans = g.node("Gather", [shape, g.init(np.array([1]), "idx")], axis=0)
+    half = g.node("Div", [chans, g.init(np.array([2]), "two")])
+    a = g.node("Slice", [x, g.init(np.array([0]), "s"), half, g.init(np.array([1]), "ax")])
+    b = g.node("Slice", [x, half, chans, g.init(np.array([1]), "ax")])
+    b = g.relu(g.conv(b, C // 2, C // 2, k=1))
+    y = g.node("Concat", [a, b], axis=1)
+    y = g.node("Reshape", [y, g.init(np.array([1, 2, C // 2, H, H]), "shape")])
+    y = g.node("Transpose", [y], perm=[0, 2, 1, 3, 4])
+    y = g.node("Reshape", [y, g.init(np.array([1, C, H, H]), "shape")])
+    return g.model(g.head(y, C))

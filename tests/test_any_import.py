@@ -239,3 +239,25 @@ def test_weight_transforms_at_run_time_are_reported_apart_from_activations():
     assert prof.input_bytes == 3 * any_import_models.H ** 2 * 4  # the image only
     bound = tvm_memflat.profile(_flatten("bias_bn", "onnx")[0], with_tvm=False, predict=False)
     assert bound.weight_only_bytes == 0
+
+
+def test_shape_arithmetic_of_an_exporter_is_folded_until_the_module_is_static():
+    # torch.onnx.export's shufflenet: TVM's importer leaves shape arithmetic that makes
+    # every later tensor dynamic; folded on constants, the module is static again
+    model = any_import_models.shape_computed_shuffle()
+    mod = from_onnx(model)
+    canonical = canonicalize(mod)
+    assert canonical.refused is None, canonical.refused
+    changes = dict(canonical.changes)
+    assert changes["shape of a static tensor made a constant"] >= 1
+    assert changes["strided slice with constant bounds made static"] == 2
+    assert changes["channel shuffle into take"] == 1
+    pass_ = tvm_memflat.FlattenMemoryPeaks()
+    new = tvm.transform.Sequential([pass_])(mod)
+    assert pass_.decisions, pass_.stop_reason
+    x = np.random.default_rng(5).standard_normal((1, 3, 32, 32)).astype("float32")
+    oracle = onnx_models.onnxruntime_outputs(model, {"x": x})[0]
+    _, allocation, outputs = build_and_measure(new, [x])
+    assert np.abs(_output(outputs) - oracle).max() <= TOL * np.abs(oracle).max()
+    assert allocation.device_bytes == predict_device_bytes(new).total_bytes
+    assert allocation.device_bytes < predict_device_bytes(canonical.mod).total_bytes

@@ -133,10 +133,15 @@ class FlattenMemoryPeaks:
                                          latency_budget=self.latency_budget, halo=self.halo)
             self.stop_reason = f"tuner: {self.tune_result.reason}"
             return new if self.tune_result.chosen.path else mod
-        new, self.decisions = flatten_peaks(search_mod, max_mac_overhead=self.max_mac_overhead,
-                                            memory_budget=self.memory_budget, halo=self.halo,
-                                            evaluate=self.device_bytes,
-                                            on_stop=self._stopped)
+        try:
+            new, self.decisions = flatten_peaks(
+                search_mod, max_mac_overhead=self.max_mac_overhead,
+                memory_budget=self.memory_budget, halo=self.halo, evaluate=self.device_bytes,
+                on_stop=self._stopped)
+        except NotImplementedError as err:  # an op our analysis cannot profile yet
+            self.stop_reason = f"module returned unchanged: {err}"
+            logger.warning("FlattenMemoryPeaks: %s", self.stop_reason)
+            return mod
         return new if self.decisions else mod
 
     def _stopped(self, reason: str) -> None:

@@ -54,6 +54,7 @@ _Constant = tvm.ir.expr.Constant
 #: Normalisation rounds until a fixed point (canonical form must be one: the analyses
 #: canonicalise the module they are given and must find it unchanged).
 _MAX_ROUNDS = 32
+_DYNAMIC = "; the pass needs static shapes"
 #: Module attribute on what :func:`canonicalize` changed: the analyses canonicalise
 #: every module they are given, and a marked one (the pass's rewrites keep the mark,
 #: emitting nothing canonicalisation would change) is taken as it is, without a visit.
@@ -102,6 +103,10 @@ def refusal(mod: tvm.IRModule) -> str | None:
                 "build it either (TVM's ONNX importer writes this for initializers that are also "
                 "graph inputs, with keep_params_in_input=True); import with "
                 "keep_params_in_input=False or tvm_memflat.load_model")
+    return _dynamic(main)
+
+
+def _dynamic(main: relax.Function) -> str | None:
     dynamic = []
 
     def visit(expr):
@@ -113,8 +118,8 @@ def refusal(mod: tvm.IRModule) -> str | None:
 
     relax.analysis.post_order_visit(main, visit)
     if dynamic:
-        return (f"{len(dynamic)} tensor(s) without a static shape (first: {dynamic[0]}); "
-                "the pass needs static shapes")
+        return (f"{len(dynamic)} tensor(s) without a static shape (first: {dynamic[0]})"
+                + _DYNAMIC)
     return None
 
 
@@ -160,8 +165,9 @@ def canonicalize(mod: tvm.IRModule) -> Canonical:
     if isinstance(mod, tvm.IRModule) and mod.attrs is not None and CANONICAL_ATTR in mod.attrs:
         return Canonical(mod, (), None)  # ours, canonical already (rewrites keep the mark)
     reason = refusal(mod)
-    if reason is not None:
-        return Canonical(mod, (), reason)
+    if reason is not None and not reason.endswith(_DYNAMIC):
+        return Canonical(mod, (), reason)  # dynamic shapes: folding may make them static
+    given = mod
     counts: Counter = Counter()
     mod, first = _normalize(mod)  # folds batch norms into their convs, among others
     counts.update(first)
@@ -171,12 +177,22 @@ def canonicalize(mod: tvm.IRModule) -> Canonical:
         counts["batch_norm decomposed into per-channel ops"] += n_bn
     for _ in range(_MAX_ROUNDS):  # a round can expose more (a folded bound enables a clip)
         mod, round_counts = _normalize(mod)
-        if not round_counts:
-            break
         counts.update(round_counts)
-    if _has_constant_calls(mod):
-        mod = relax.transform.FoldConstant()(mod)
+        if round_counts:
+            continue
+        if not _has_constant_calls(mod):
+            break
+        # what numpy does not evaluate here, by TVM (which cannot build every kernel of
+        # a module whose shapes are still dynamic: then what is left stays)
+        try:
+            mod = relax.transform.FoldConstant()(mod)
+        except Exception:  # noqa: BLE001 - TVM's build errors vary; leave the calls as they are
+            break
         counts["constant subexpressions folded by FoldConstant"] += 1
+        if _has_constant_calls(mod):
+            break
+    if _dynamic(mod["main"]) is not None:  # shape arithmetic left that we cannot fold
+        return Canonical(given, (), _dynamic(mod["main"]))
     if _count_ops(mod, "relax.permute_dims") and _count_ops(mod, "relax.matmul"):
         # a Gemm on weights kept as parameters: transpose inside the matmul kernel
         # rather than into a run-time copy of the weight (TVM's own pass)
@@ -331,8 +347,23 @@ def _numpy_eval(call):
         # same dtype arithmetic as the kernel would do (no float64 promotion)
         dtype = _dtype(call)
         return binary[name](x.astype(dtype), args[1].astype(dtype))
+    compare = {"relax.less": np.less, "relax.greater": np.greater, "relax.equal": np.equal,
+               "relax.not_equal": np.not_equal, "relax.less_equal": np.less_equal,
+               "relax.greater_equal": np.greater_equal, "relax.logical_and": np.logical_and,
+               "relax.logical_or": np.logical_or}
+    if name in compare and len(args) == 2:
+        return compare[name](args[0], args[1])
+    if name == "relax.floor_divide" and len(args) == 2 and x.dtype.kind in "iu":
+        return np.floor_divide(x, args[1])
+    if name == "relax.take" and len(args) == 2 and args[1].dtype.kind in "iu":
+        return np.take(x, args[1].astype(np.int64), axis=int(attrs.axis))
     if name == "relax.where" and len(args) == 3:
         return np.where(*args)
+    if (name == "relax.scatter_elements" and len(args) == 3 and x.ndim == 1
+            and str(attrs.reduction) == "update"):
+        out = x.copy()  # shape arithmetic: one dim of a shape vector replaced
+        out[args[1].astype(np.int64)] = args[2]
+        return out
     return None
 
 
@@ -396,7 +427,7 @@ def _normalize(mod: tvm.IRModule) -> tuple[tvm.IRModule, Counter]:
 
         def visit_var_binding_(self, binding):
             value = self.visit_expr(binding.value)
-            if isinstance(value, _Constant):
+            if isinstance(value, (_Constant, relax.ShapeExpr)):
                 self.consts[binding.var] = value  # every use sees the constant
                 return
             if value.same_as(binding.value):
@@ -443,6 +474,22 @@ def _normalize(mod: tvm.IRModule) -> tuple[tvm.IRModule, Counter]:
                 counts["call_tir kernel back to its Relax op"] += 1
                 return op
             return None
+        if name == "relax.shape_of" and _shape(call.args[0]) is not None:
+            counts["shape of a static tensor made a constant"] += 1
+            return relax.ShapeExpr(_shape(call.args[0]))
+        if name == "relax.shape_to_tensor" and isinstance(call.args[0], relax.ShapeExpr):
+            values = [int(v) for v in call.args[0].values]
+            return _const(np.array(values, dtype="int64"), "int64")
+        if name == "relax.dynamic_strided_slice" and all(_value(a) is not None
+                                                         for a in call.args[1:4]):
+            begin, end, strides = (_value(a).reshape(-1).tolist() for a in call.args[1:4])
+            shape = _shape(call.args[0])
+            if shape is not None and len(shape) == len(begin) and min(strides) > 0:
+                counts["strided slice with constant bounds made static"] += 1
+                return _static_slice(call.args[0], shape, begin, end, strides)
+        if name == "relax.tensor_to_shape" and _value(call.args[0]) is not None:
+            counts["shape computed from a constant tensor made static"] += 1
+            return relax.ShapeExpr([int(v) for v in _value(call.args[0]).reshape(-1)])
         folded = _numpy_eval(call)
         if folded is not None and _dtype(call) is not None:
             counts["constant subexpressions folded"] += 1
@@ -530,6 +577,24 @@ def _legalized(call, cache):
         result = None
     cache[key] = result
     return result
+
+
+def _static_slice(x, shape, begin, end, strides):
+    """``x[begin:end:strides]`` as a ``strided_slice`` of only the axes it cuts (a
+    channel split stays a slice of axis 1, which the tiler reads per pixel)."""
+    axes, b_out, e_out, s_out = [], [], [], []
+    for axis, (dim, b, e, st) in enumerate(zip(shape, begin, end, strides, strict=True)):
+        b = min(max(b + dim if b < 0 else b, 0), dim)
+        e = min(max(e + dim if e < 0 else e, 0), dim)
+        if (b, e, st) == (0, dim, 1):
+            continue
+        axes.append(axis)
+        b_out.append(b)
+        e_out.append(e)
+        s_out.append(st)
+    if not axes:
+        return x
+    return relax.op.strided_slice(x, axes=axes, begin=b_out, end=e_out, strides=s_out)
 
 
 def _split_slice(split, index: int):
@@ -719,8 +784,13 @@ def _affine(call):
     if name == "relax.divide" and not np.all(c != 0):
         return None  # x / 0 stays a division
     one, zero = np.ones_like(c), np.zeros_like(c)
-    return x, {"relax.add": (one, c), "relax.subtract": (one, -c),
-               "relax.multiply": (c, zero), "relax.divide": (1 / c, zero)}[name]
+    if name == "relax.add":
+        return x, (one, c)
+    if name == "relax.subtract":
+        return x, (one, -c)
+    if name == "relax.multiply":
+        return x, (c, zero)
+    return x, (1 / c, zero)
 
 
 def _merge_affine(call, value_of, uses):

@@ -34,7 +34,7 @@ from tvm import relax
 from .. import naming
 from ..frontend.canonicalize import weight_only_vars
 from .regions import bindings, use_counts
-from .tiling import _CONV, _POOLS, _UNARY, _ints, _is_const, _out_dtype, window_of
+from .tiling import _BINARY, _CONV, _POOLS, _UNARY, _ints, _is_const, _out_dtype, window_of
 
 
 class SplitRefused(ValueError):
@@ -136,7 +136,7 @@ def _per_channel_data(call, channels: int) -> int | None:
         return None
     if name in _UNARY:
         return info[1]
-    if len(call.args) != 2:  # a channel gather or slice moves channels: not per channel
+    if name not in _BINARY:  # a channel gather or slice moves channels: not per channel
         return None
     const = call.args[1 - info[1]]
     shape = _ints(const.ty.shape.values)
