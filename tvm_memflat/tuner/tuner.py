@@ -51,6 +51,7 @@ import tvm_ffi
 from .._io import write_json_atomic
 from ..analysis.memory_profile import profile
 from ..errors import MemflatError
+from ..frontend.canonicalize import marked_canonical
 from ..hardware.cost_model import SpecCostModel
 from ..planner.pipeline import compile_llvm
 from ..planner.sram_plan import plan_for_spec
@@ -421,6 +422,8 @@ def tune(mod: tvm.IRModule, *, spec=None, latency_budget=None, halo: str = "auto
         raise MemflatError(f"halo must be recompute, cache or auto, got {halo!r}")
     t0 = time.perf_counter()
     say = progress or (lambda _msg: None)
+    # the pass's canonical form, marked: one cache key whether the caller canonicalised
+    mod = marked_canonical(mod)
     if spec is not None and not isinstance(spec, AcceleratorSpec):
         spec = load_spec(spec)
     budget = LatencyBudget.parse(latency_budget) if latency_budget is not None else None
