@@ -29,7 +29,7 @@ import tvm
 
 from .analysis.device_bytes import Accounting
 from .errors import MemflatError
-from .frontend.canonicalize import canonicalize, marked_canonical
+from .frontend.canonicalize import canonicalize
 from .planner.device_bytes import predict_device_bytes
 from .spec import AcceleratorSpec, load_spec
 from .transform.flatten_memory_peaks import DEFAULT_MAC_OVERHEAD, Decision, flatten_peaks
@@ -127,7 +127,7 @@ class FlattenMemoryPeaks:
             self.stop_reason = f"module returned unchanged: {canonical.refused}"
             logger.warning("FlattenMemoryPeaks: %s", self.stop_reason)
             return mod
-        search_mod = marked_canonical(canonical.mod)
+        search_mod = canonical.marked()  # no second visit of an unchanged module
         if self.uses_tuner:
             new, self.tune_result = tune(search_mod, spec=self.spec,
                                          latency_budget=self.latency_budget, halo=self.halo)

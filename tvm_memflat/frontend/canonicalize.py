@@ -77,6 +77,15 @@ class Canonical:
     def changed(self) -> bool:
         return bool(self.changes)
 
+    def marked(self) -> tvm.IRModule:
+        """The canonical module with the mark (:data:`CANONICAL_ATTR`) even when nothing
+        changed, so the analyses of it and of its rewrites skip the visit; a refused
+        module as given."""
+        if self.refused is not None or (self.mod.attrs is not None
+                                        and CANONICAL_ATTR in self.mod.attrs):
+            return self.mod
+        return self.mod.with_attr(CANONICAL_ATTR, True)
+
 
 def num_inputs(func: relax.Function) -> int:
     """How many leading parameters are network inputs (the rest are weights)."""
@@ -144,13 +153,7 @@ def _has_const(expr) -> bool:
 def marked_canonical(mod: tvm.IRModule) -> tvm.IRModule:
     """:func:`canonicalize`'s module, marked canonical even when nothing changed (so
     the analyses of everything derived from it skip the visit)."""
-    canonical = canonicalize(mod)
-    if canonical.refused is not None:
-        return mod
-    out = canonical.mod
-    if out.attrs is None or CANONICAL_ATTR not in out.attrs:
-        out = out.with_attr(CANONICAL_ATTR, True)
-    return out
+    return canonicalize(mod).marked()
 
 
 def canonical_form(mod: tvm.IRModule) -> tvm.IRModule:
@@ -191,8 +194,9 @@ def canonicalize(mod: tvm.IRModule) -> Canonical:
         counts["constant subexpressions folded by FoldConstant"] += 1
         if _has_constant_calls(mod):
             break
-    if _dynamic(mod["main"]) is not None:  # shape arithmetic left that we cannot fold
-        return Canonical(given, (), _dynamic(mod["main"]))
+    dynamic = _dynamic(mod["main"])
+    if dynamic is not None:  # shape arithmetic left that we cannot fold
+        return Canonical(given, (), dynamic)
     if _count_ops(mod, "relax.permute_dims") and _count_ops(mod, "relax.matmul"):
         # a Gemm on weights kept as parameters: transpose inside the matmul kernel
         # rather than into a run-time copy of the weight (TVM's own pass)

@@ -8,8 +8,10 @@ folder. Two foldings make real-world exports buildable and cheap:
 * static shape arithmetic (``Shape -> Gather -> ... -> Slice``) is folded in ONNX
   once every input shape is known, because otherwise the importer emits
   ``dynamic_strided_slice`` with unknown shapes, which then fails to build;
-* Relax ``FoldConstant`` runs after import, because otherwise a ``Gemm`` weight is
-  transposed at every run (VGG16's fc6: 392 MiB of activations).
+* constants are folded after import (by the pass's canonical form,
+  :mod:`.canonicalize`: numpy first, Relax ``FoldConstant`` for the rest), because
+  otherwise a ``Gemm`` weight is transposed at every run (VGG16's fc6: 392 MiB of
+  activations).
 """
 
 from __future__ import annotations
@@ -368,14 +370,13 @@ def to_relax(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, ...]]
         if isinstance(value, (relax.Call, relax.TupleGetItem, relax.DataflowVar)):
             names.setdefault(value, _SAFE_NAME.sub("_", onnx_name).strip("_") or "t")
     mod = _rename_bindings(mod, names)
-    mod = _fold_cheap_constants(mod)
-    mod = relax.transform.FoldConstant()(mod)
-    mod = relax.transform.DeadCodeElimination()(mod)
+    # the pass's canonical form: constants folded (numpy first, FoldConstant for the
+    # rest), importer idioms normalised, and marked, so the analyses of this module
+    # and of its rewrites skip the visit
+    mod = marked_canonical(mod)
     _require_static(mod)
     relax.analysis.well_formed(mod)
-    # the pass's canonical form (a no-op on what the foldings above leave, but marked,
-    # so the analyses of this module and of its rewrites skip the visit)
-    return marked_canonical(mod)
+    return mod
 
 
 def _importer_class():
@@ -436,54 +437,6 @@ def _rename_bindings(mod, names):
         if isinstance(func, relax.Function):
             renamer.builder_.update_func(gv, renamer.visit_expr(func))
     return renamer.builder_.get()
-
-
-def _fold_cheap_constants(mod):
-    """Evaluate cheap ops on constants with numpy before ``FoldConstant``.
-
-    ``FoldConstant`` JIT-compiles a kernel per folded call (~20 ms each); the
-    importer emits hundreds of them for conv biases (reshape), Gemm weights
-    (permute_dims) and Clip bounds (where(isnan(c), inf, c)).
-    """
-    import tvm
-    from tvm import relax
-
-    def const_value(expr):
-        return expr.value.numpy() if isinstance(expr, tvm.ir.expr.Constant) else None
-
-    def evaluate(call):
-        name = call.op.name if isinstance(call.op, tvm.ir.Op) else None
-        if name == "relax.reshape" and isinstance(call.args[1], relax.ShapeExpr):
-            x = const_value(call.args[0])
-            shape = [int(v) for v in call.args[1].values]
-            return None if x is None else x.reshape(shape)
-        if name == "relax.permute_dims":
-            x = const_value(call.args[0])
-            axes = None if call.attrs.axes is None else [int(a) for a in call.attrs.axes]
-            return None if x is None else np.transpose(x, axes)
-        if name == "relax.isnan":
-            x = const_value(call.args[0])
-            return None if x is None else np.isnan(x)
-        if name == "relax.where":
-            c, a, b = (const_value(arg) for arg in call.args)
-            return None if c is None or a is None or b is None else np.where(c, a, b)
-        return None
-
-    @relax.expr_functor.mutator
-    class _Folder(relax.PyExprMutator):
-        def visit_call_(self, call):
-            call = super().visit_call_(call)
-            value = evaluate(call) if isinstance(call, relax.Call) else None
-            if value is None:
-                return call
-            dtype = str(call.ty.dtype)
-            return relax.const(np.array(value, dtype=dtype, order="C"), dtype)
-
-    folder = _Folder(mod)
-    for gv, func in list(mod.functions_items()):
-        if isinstance(func, relax.Function):
-            folder.builder_.update_func(gv, folder.visit_expr(func))
-    return folder.builder_.get()
 
 
 def _require_static(mod) -> None:

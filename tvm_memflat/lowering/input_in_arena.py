@@ -18,6 +18,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax, te
 
+from ..frontend.canonicalize import num_inputs
 from .concat_in_place import copy_module, flat_bindings, rebuild
 
 #: Name of the copy kernel added per input shape.
@@ -40,21 +41,11 @@ def _copy_func(shape: tuple[int, ...], dtype: str) -> tvm.tirx.PrimFunc:
     return te.create_prim_func([src, dst])
 
 
-def network_inputs(func: relax.Function) -> int:
-    """How many leading parameters of ``func`` are network inputs: TVM's importers
-    mark the rest as weights with the ``num_input`` attribute (``from_onnx(...,
-    keep_params_in_input=True)``, ``from_exported_program(..., keep_params_as_input=True)``);
-    without it every parameter is an input."""
-    attrs = func.attrs
-    if attrs is not None and "num_input" in attrs:
-        return int(attrs["num_input"])
-    return len(func.params)
-
-
 def input_into_arena(mod: tvm.IRModule) -> tvm.IRModule:
     """``mod`` whose ``main`` copies every static tensor network input (not the
-    weights an importer kept as parameters, see :func:`network_inputs`) into an
-    allocated tensor first, and reads that copy everywhere else.
+    weights an importer kept as parameters after ``num_input``, see
+    :func:`~tvm_memflat.frontend.canonicalize.num_inputs`) into an allocated tensor
+    first, and reads that copy everywhere else.
 
     The parameters keep their names and types (the caller's signature is unchanged);
     the old parameter variables become the allocated slots, so no use is rewritten.
@@ -62,9 +53,10 @@ def input_into_arena(mod: tvm.IRModule) -> tvm.IRModule:
     func = mod["main"]
     params, head, kernels = [], [], {}
     builder = relax.BlockBuilder(copy_module(mod))
+    n_inputs = num_inputs(func)
     for i, p in enumerate(func.params):
         info = static_tensor_type(p.ty)
-        if info is None or i >= network_inputs(func):
+        if info is None or i >= n_inputs:
             params.append(p)
             continue
         shape, dtype = info
