@@ -89,10 +89,9 @@ def test_over_capacity_spills_and_reports_the_excess():
     assert "required" in summary.splitlines()[0]
 
 
-def test_a_plan_that_fits_only_by_spilling_to_unwritable_memory_does_not_fit():
-    # int8: a (2000 B) is written at step 0 and read again at step 3; b (2000 B) lives
-    # through steps 1-2 while a is idle. 2560 B hold one of them: the planner spills a
-    # around b. That is a fit only where spills can be written at run time.
+def _idle_schedule():
+    """int8: a (2000 B) is written at step 0 and read again at step 3; b (2000 B) lives
+    through steps 1-2 while a is idle. 2560 B hold one of them at a time."""
     steps = (KernelStep(0, "k0", ("x",), ("a",), 0, 1, 0),
              KernelStep(1, "k1", (), ("b",), 0, 1, 0),
              KernelStep(2, "k2", ("b",), (), 0, 1, 0),
@@ -102,13 +101,80 @@ def test_a_plan_that_fits_only_by_spilling_to_unwritable_memory_does_not_fit():
         ActivationBuffer("a", "a", (2000,), "float32", 8000, 0, 3, "intermediate", (0, 3)),
         ActivationBuffer("b", "b", (2000,), "float32", 8000, 1, 2, "intermediate", (1, 2)),
         ActivationBuffer("y", "output", (100,), "float32", 400, 3, 3, "output", (3,)))
-    schedule = LoweredSchedule(steps, buffers)
+    return LoweredSchedule(steps, buffers)
+
+
+def test_spills_go_only_to_writable_memory():
+    # Writable DRAM: the planner spills a around b, and that is a fit.
+    schedule = _idle_schedule()
     writable = plan_for_spec(schedule, _spec(act_bytes=2560, dram_writable=True))
-    assert writable.spilled_bytes > 0 and writable.fits
+    assert writable.spilled_bytes > 0 and writable.fits and writable.why == ()
+    # A scratchpad machine has nowhere to spill: no spill, no fit, and the reason.
     readonly = plan_for_spec(schedule, _spec(act_bytes=2560, dram_writable=False))
-    assert readonly.spilled_bytes > 0 and not readonly.fits and readonly.unwritable_spill
-    assert "no memory that is writable at run time" in plan_summary(readonly, schedule)
-    assert readonly.to_dict()["fits"] is False
+    assert readonly.spilled_bytes == 0 and not readonly.fits
+    assert readonly.activation.plan.arena_bytes == 4000  # a + b (2000 B each), no spill
+    assert readonly.why and "no memory writable at run time" in readonly.why[0]
+    assert "act" in readonly.why[0] and "1440 B over" in readonly.why[0]
+    summary = plan_summary(readonly, schedule)
+    assert "does NOT fit toy" in summary and "1440 B over" in summary
+    assert readonly.to_dict()["fits"] is False and readonly.to_dict()["why"] == list(readonly.why)
+
+
+def _weight_spec(location, sizes=(4096, 2048), shared=False):
+    memories = [{"name": "sram", "size_bytes": sizes[0], "alignment_bytes": 4,
+                 "holds": ["activations", "accumulators"] + (["weights"] if shared else [])}]
+    if not shared:
+        memories.append({"name": "flash", "size_bytes": sizes[1], "holds": ["weights"],
+                         "writable": False})
+    return parse_spec({
+        "name": "mcu", "description": "toy", "source": "test",
+        "machine": {"kind": "scratchpad"},
+        "compute": {"kind": "cpu_simd", "macs_per_cycle": 2, "clock_hz": 1000,
+                    "activation_dtype": "int8", "weight_dtype": "int8",
+                    "accumulator_dtype": "int32"},
+        "dram": {"bandwidth_bytes_per_cycle": 4, "latency_cycles": 0, "writable": False},
+        "memory": memories,
+        "weights": {"location": location, "memory": "sram" if shared else "flash"}})
+
+
+def _weighted_schedule():
+    """Two convs of 16 output channels; int8 weights 1200 B and 1600 B."""
+    from tvm_memflat.planner.live_ranges import GemmShape
+
+    steps = (KernelStep(0, "k0", ("x",), ("a",), 4800, 10, 0, (GemmShape(100, 75, 16),), 0,
+                        1200),
+             KernelStep(1, "k1", ("a",), ("y",), 6400, 10, 0, (GemmShape(100, 100, 16),), 0,
+                        1600))
+    buffers = (
+        ActivationBuffer("x", "input", (1000,), "int8", 1000, 0, 0, "input", (0,)),
+        ActivationBuffer("a", "a", (1000,), "int8", 1000, 0, 1, "intermediate", (0, 1)),
+        ActivationBuffer("y", "output", (100,), "int8", 100, 1, 1, "output", (1,)))
+    return LoweredSchedule(steps, buffers)
+
+
+def test_resident_weights_must_fit_their_memory_together():
+    fits = plan_for_spec(_weighted_schedule(), _weight_spec("resident", (4096, 4096)))
+    flash = next(m for m in fits.memories if m.memory == "flash")
+    assert flash.plan.arena_bytes == 2800 and fits.fits  # both layers, whole run
+    assert not fits.activation_view  # int8 tensors: real bytes, not a view
+    short = plan_for_spec(_weighted_schedule(), _weight_spec("resident", (4096, 2048)))
+    assert not short.fits and short.spilled_bytes == 0
+    assert short.why == ("flash (resident weights) needs 2800 B and has 2048 B: 752 B over",)
+
+
+def test_streamed_weight_chunks_are_chosen_beside_the_activations():
+    # Shared 2300 B SRAM: step 0 holds x + a (2000 B), so k0's 1200 B of weights come in
+    # chunks of whole output channels (75 B each, 76 aligned) in the 300 B left: 3
+    # channels per chunk, 16 channels in 6 chunks.
+    plan = plan_for_spec(_weighted_schedule(), _weight_spec("streamed", (2300, 0), True))
+    per_step = {t.step: t for t in plan.traffic}
+    assert per_step[0].weight_chunks == 6 and per_step[0].weight_read_bytes == 1200
+    # step 1: a + y = 1100 B live, 1200 B free, k1's 1600 B at 100 B per channel: 12 per chunk
+    assert per_step[1].weight_chunks == 2
+    assert plan.fits and plan.arena_bytes <= 2300
+    # One channel that cannot fit beside the activations: no fit, and why.
+    tight = plan_for_spec(_weighted_schedule(), _weight_spec("streamed", (2040, 0), True))
+    assert not tight.fits and "sram" in tight.why[0]
 
 
 def test_csv_rows_have_percent_of_peak(tmp_path):
@@ -124,3 +190,67 @@ def test_occupancy_plot(tmp_path):
     assert "act: arena" in text and "capacity" in text
     with pytest.raises(ValueError, match=".png or .svg"):
         plot_occupancy(plan, tmp_path / "occ.pdf")
+
+
+# ------------------------------------------------------------------ property: honest fit
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def _spec_and_schedule(draw):
+    steps_n = draw(st.integers(2, 7))
+    steps, buffers = [], []
+    for i in range(steps_n):
+        w = draw(st.sampled_from([0, 40, 400, 4000]))
+        steps.append(KernelStep(i, f"k{i}", (), (), w * 4, 1, draw(st.sampled_from([0, 64])),
+                                (), 0, w))
+    for j in range(draw(st.integers(1, 8))):
+        start = draw(st.integers(0, steps_n - 1))
+        end = draw(st.integers(start, steps_n - 1))
+        uses = tuple(sorted({start, end, draw(st.integers(start, end))}))
+        size = draw(st.integers(1, 3000))
+        role = "input" if j == 0 else "intermediate"
+        buffers.append(ActivationBuffer(f"b{j}", f"b{j}", (size,), "int8", size,
+                                        0 if role == "input" else start, end, role,
+                                        uses))
+    shared = draw(st.booleans())
+    memories = [{"name": "sram", "size_bytes": draw(st.sampled_from([512, 2048, 8192])),
+                 "holds": ["activations", "accumulators"] + (["weights"] if shared else []),
+                 "alignment_bytes": draw(st.sampled_from([1, 4, 16]))}]
+    if not shared:
+        memories.append({"name": "wmem", "size_bytes": draw(st.sampled_from([1024, 16384])),
+                         "holds": ["weights"], "writable": draw(st.booleans())})
+    location = draw(st.sampled_from(["resident", "streamed"]))
+    if location == "streamed" and not shared:
+        memories[1]["writable"] = True
+    spec = parse_spec({
+        "name": "rand", "description": "random", "source": "test",
+        "machine": {"kind": "scratchpad"},
+        "compute": {"kind": "cpu_simd", "macs_per_cycle": 2, "clock_hz": 1000,
+                    "activation_dtype": "int8", "weight_dtype": "int8",
+                    "accumulator_dtype": "int32"},
+        "dram": {"bandwidth_bytes_per_cycle": 4, "latency_cycles": 0,
+                 "writable": draw(st.booleans())},
+        "memory": memories,
+        "weights": {"location": location, "memory": "sram" if shared else "wmem"}})
+    return spec, LoweredSchedule(tuple(steps), tuple(buffers))
+
+
+@settings(max_examples=150, deadline=None)
+@given(_spec_and_schedule())
+def test_property_no_spill_lands_in_read_only_memory(case):
+    spec, schedule = case
+    plan = plan_for_spec(schedule, spec)
+    writable = {m.name: m.writable for m in spec.memories}
+    for m in plan.memories:
+        if m.plan.spills:  # spilled to DRAM, which must be writable, from a writable memory
+            assert spec.dram.writable and writable[m.memory]
+        if not writable[m.memory]:  # read-only memory: weights only, never written
+            assert all(p.name.endswith("/weights") for p in m.plan.placements)
+        if spec.weights_location == "resident" and m.memory == spec.weights_memory:
+            assert not m.plan.spills
+    # fits exactly when every memory holds what is placed in it, and why says otherwise
+    assert plan.fits == all(m.plan.arena_bytes <= m.size_bytes for m in plan.memories)
+    assert plan.fits == (plan.why == ())

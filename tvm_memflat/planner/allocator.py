@@ -657,7 +657,7 @@ def greedy_by_size(ranges: Iterable[LiveRange], alignment_bytes: int = 1,
 
 def allocate(ranges: Iterable[LiveRange], *, alignment_bytes: int = 1,
              capacity_bytes: int | None = None, max_iterations: int = 200,
-             seed: int = 0) -> Plan:
+             seed: int = 0, spill: bool = True) -> Plan:
     """Place ``ranges`` in one SRAM arena, spilling to DRAM if ``capacity_bytes`` is short.
 
     Parameters
@@ -668,6 +668,9 @@ def allocate(ranges: Iterable[LiveRange], *, alignment_bytes: int = 1,
         Power of two for offsets and sizes.
     capacity_bytes : int, optional
         SRAM size. Without it nothing is spilled.
+    spill : bool
+        False: never spill (a scratchpad machine has no writable memory to spill to);
+        over ``capacity_bytes`` the plan does not fit and says by how much.
     max_iterations : int
         Hill-climbing moves per placement (each is one re-evaluation of the order).
     seed : int
@@ -729,7 +732,7 @@ def allocate(ranges: Iterable[LiveRange], *, alignment_bytes: int = 1,
 
     spilled: dict[str, LiveRange] = {}  # filled in by _spill_and_place, read by place
     packing = place(ranges)
-    if capacity_bytes is not None and packing.arena > capacity_bytes:
+    if spill and capacity_bytes is not None and packing.arena > capacity_bytes:
         packing = _spill_and_place(ranges, a, capacity_bytes, packing, place, spilled)
 
     items = _resident(ranges, spilled)

@@ -77,6 +77,9 @@ class KernelStep:
     gemms: tuple[GemmShape, ...] = ()
     #: iterations of the kernel's other blocks (pooling windows, elementwise, copies)
     vector_ops: int = 0
+    #: elements of the weights (``weight_bytes`` is at the module's own dtypes; a spec
+    #: stores them at its weight dtype)
+    weight_elements: int = 0
 
 
 @dataclass(frozen=True)
@@ -239,6 +242,13 @@ def kernel_work(prim_func, weight_buffers=()) -> tuple[tuple[GemmShape, ...], in
     return tuple(gemms), vector[0]
 
 
+def _elements(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
 def lowered_schedule(mod: tvm.IRModule) -> LoweredSchedule:
     """Kernel steps and buffer live ranges of a lowered module's ``main``."""
     func = mod["main"]
@@ -285,10 +295,15 @@ def lowered_schedule(mod: tvm.IRModule) -> LoweredSchedule:
                                for a in value.args if isinstance(a, _CONSTANT))
             weight_bytes += sum(tensor_bytes(*static_tensor_type(a.ty))
                                 for a in value.args if a in weight_params)
+            weight_elements = sum(_elements(a.value.shape) for a in value.args
+                                  if isinstance(a, _CONSTANT))
+            weight_elements += sum(_elements(static_tensor_type(a.ty)[0])
+                                   for a in value.args if a in weight_params)
             steps.append(KernelStep(step, name,
                                     tuple(r.name for r in args[:-1] if r is not None),
                                     tuple(r.name for r in args[-1:] if r is not None),
-                                    weight_bytes, macs, scratch, gemms, vector_ops))
+                                    weight_bytes, macs, scratch, gemms, vector_ops,
+                                    weight_elements))
             continue
         # Anything else (``lv = alloc``, reshape views, tuples) aliases what it reads.
         found = roots_in(value)

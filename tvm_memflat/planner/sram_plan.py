@@ -4,19 +4,29 @@ Mapping (documented, not configurable, so reports are comparable):
 
 * activations (network input, intermediates, outputs) go to the first memory
   that holds ``activations``, at the spec's activation dtype (an fp32 tensor of N
-  elements is N bytes on an int8 accelerator);
+  elements is N bytes on an int8 accelerator: a *view*, labelled so in the plan,
+  used only where no quantized model is planned);
 * kernel scratch (what a kernel still allocates after TVM's lowering, e.g. a
   reduction's accumulator) goes to the first memory that holds ``accumulators``,
   or to the activation memory when there is none, at the accumulator dtype;
-* each layer's weights go through the first memory that holds ``weights``: one
-  buffer live for that step, read from DRAM once per step and streamed in
-  ``ceil(weights / capacity)`` chunks when they do not fit. Without such a
-  memory the weights are streamed from DRAM and take no SRAM.
+* weights, at the spec's weight dtype, go where ``[weights]`` says:
+
+  - ``resident``: every layer's weights sit in the weights memory for the whole
+    run (flash on an MCU: executed in place), so they must all fit there together;
+  - ``streamed``: each layer's weights are read from DRAM once, in chunks staged
+    in the weights memory while that layer runs. On a memory the activations share,
+    the chunk is chosen, not the whole memory: the largest whole number of output
+    channels that fits beside what is live at that step (at least one channel).
 
 The network input is read from DRAM before step 0 and the outputs are written
-back after the last step. Over capacity, the allocator spills to DRAM (furthest
-next use first); a plan never silently exceeds a memory: it reports ``fits``
-and the excess.
+back after the last step.
+
+Honest fit (design.md §2): over capacity, the allocator spills activations to DRAM
+(furthest next use first) only when the spec's DRAM is writable at run time; a
+scratchpad machine (MCU, edge NPU) has nowhere to spill, and a memory that holds
+resident weights never spills. A plan never silently exceeds a memory: ``fits`` is
+true only when every memory holds what is placed in it, and ``why`` says in one
+line per memory what does not fit, by how much.
 """
 
 from __future__ import annotations
@@ -30,7 +40,7 @@ from ..analysis.tir_stats import dtype_bytes
 from ..spec import AcceleratorSpec
 from .allocator import LiveRange, Plan, allocate, no_reuse_arena
 from .check import verify_plan
-from .live_ranges import LoweredSchedule
+from .live_ranges import KernelStep, LoweredSchedule
 
 
 @dataclass(frozen=True)
@@ -96,6 +106,11 @@ class SpecPlan:
     #: whether the spec has writable memory to spill to (its DRAM); without it a
     #: plan that spills does not fit (design.md §2, honest fit)
     spill_writable: bool = True
+    #: why the plan does not fit: one line per memory over capacity (empty: it fits)
+    why: tuple[str, ...] = ()
+    #: activations are float tensors counted at the spec's activation dtype (a view:
+    #: no quantized model was planned)
+    activation_view: bool = False
 
     @property
     def activation(self) -> MemoryPlan:
@@ -106,12 +121,7 @@ class SpecPlan:
         """Every memory holds what is placed in it, and nothing spills to memory that
         is not writable at run time."""
         return all(m.plan.fits for m in self.memories) and (
-            self.spill_writable or self.spilled_bytes == 0)
-
-    @property
-    def unwritable_spill(self) -> bool:
-        """The plan spills, but the spec has no writable memory to spill to."""
-        return not self.spill_writable and self.spilled_bytes > 0
+            self.spill_writable or self.spilled_bytes == 0)  # no spill where none can go
 
     @property
     def arena_bytes(self) -> int:
@@ -131,7 +141,8 @@ class SpecPlan:
 
     def to_dict(self) -> dict:
         return {"spec": self.spec, "activation_dtype": self.activation_dtype,
-                "fits": self.fits, "arena_bytes": self.arena_bytes,
+                "fits": self.fits, "why": list(self.why),
+                "activation_view": self.activation_view, "arena_bytes": self.arena_bytes,
                 "lower_bound_bytes": self.lower_bound_bytes,
                 "spilled_bytes": self.spilled_bytes,
                 "dram_traffic_bytes": self.dram_traffic_bytes,
@@ -149,6 +160,16 @@ def _scaled(nbytes: int, from_dtype: str, to_dtype: str) -> int:
     return max(1, nbytes * dtype_bytes(to_dtype) // dtype_bytes(from_dtype))
 
 
+def weight_bytes_at(step: KernelStep, dtype: str) -> int:
+    """``step``'s weights stored at ``dtype`` (0 without weights). Schedules made
+    before :attr:`KernelStep.weight_elements` existed count fp32 weights."""
+    if not step.weight_bytes:
+        return 0
+    if step.weight_elements:
+        return step.weight_elements * dtype_bytes(dtype)
+    return _scaled(step.weight_bytes, "float32", dtype)
+
+
 def activation_ranges(schedule: LoweredSchedule, dtype: str | None,
                       accounting: Accounting | None = None) -> list[LiveRange]:
     """Live ranges of the activation buffers at ``dtype``: intermediates, and the
@@ -160,6 +181,32 @@ def activation_ranges(schedule: LoweredSchedule, dtype: str | None,
     return [LiveRange(b.name, b.start, b.end,
                       _scaled(b.size_bytes, b.dtype, dtype or b.dtype), b.uses)
             for b in schedule.buffers if b.role not in streamed]
+
+
+def _live_per_step(ranges: list[LiveRange], steps: int, alignment: int) -> list[int]:
+    live = [0] * max(steps, 1)
+    for r in ranges:
+        size = -(-r.size_bytes // alignment) * alignment
+        for s in range(r.start, min(r.end, steps - 1) + 1):
+            live[s] += size
+    return live
+
+
+def _output_channels(step: KernelStep, weight_bytes: int) -> int:
+    """How many parts ``step``'s weights stream in at the finest: its output channels,
+    or, when its TIR shows no GEMM, every byte."""
+    return max((g.n * g.groups for g in step.gemms), default=weight_bytes)
+
+
+def weight_chunk_bytes(weight_bytes: int, channels: int, free_bytes: int,
+                       alignment: int = 1) -> int:
+    """The chunk a streamed layer's weights are staged in: the largest whole number of
+    output channels (of ``weight_bytes / channels`` each) that fits in ``free_bytes``,
+    at least one channel, at most all of them. Pure."""
+    per_channel = -(-weight_bytes // max(channels, 1))
+    per_channel = -(-per_channel // alignment) * alignment
+    fitting = max(1, free_bytes // per_channel)
+    return min(weight_bytes, fitting * per_channel)
 
 
 def plan_for_spec(schedule: LoweredSchedule, spec: AcceleratorSpec, *,
@@ -175,44 +222,82 @@ def plan_for_spec(schedule: LoweredSchedule, spec: AcceleratorSpec, *,
     act_mem = spec.memories_for("activations")[0]
     acc_mems = spec.memories_for("accumulators")
     acc_mem = acc_mems[0] if acc_mems else act_mem
-    wgt_mems = spec.memories_for("weights")
-    wgt_mem = wgt_mems[0] if wgt_mems else None
+    by_name = {m.name: m for m in spec.memories}
+    wgt_name = getattr(spec, "weights_memory", None)
+    if wgt_name is None:
+        holders = spec.memories_for("weights")
+        wgt_name = holders[0].name if holders else None
+    wgt_mem = by_name.get(wgt_name) if wgt_name is not None else None
+    resident = getattr(spec, "weights_location", "streamed") == "resident"
+    spill_writable = bool(getattr(spec.dram, "writable", True))
 
     per_memory: dict[str, list[LiveRange]] = {m.name: [] for m in spec.memories}
     labels = {b.name: b.label for b in schedule.buffers}
-    per_memory[act_mem.name] += activation_ranges(schedule, act_dtype, accounting)
+    activations = activation_ranges(schedule, act_dtype, accounting)
+    view = any(b.dtype != act_dtype for b in schedule.buffers
+               if b.role not in {"input"} and b.dtype.startswith("float"))
+    per_memory[act_mem.name] += activations
     for s in schedule.steps:
         if s.scratch_bytes:
             name = f"{s.kernel}@{s.step}/scratch"
             per_memory[acc_mem.name].append(LiveRange(
                 name, s.step, s.step, _scaled(s.scratch_bytes, "float32", acc_dtype), (s.step,)))
             labels[name] = f"{s.kernel} scratch"
-    # Weights are fp32 constants in the module; the spec stores them at its weight dtype.
-    weights = {s.step: _scaled(s.weight_bytes, "float32", spec.compute.weight_dtype)
+    weights = {s.step: weight_bytes_at(s, spec.compute.weight_dtype)
                for s in schedule.steps if s.weight_bytes}
-    chunks = {}
+    chunks: dict[int, int] = {}
+    last = max(len(schedule.steps) - 1, 0)
     if wgt_mem is not None:
+        shared = _live_per_step(per_memory[wgt_mem.name], len(schedule.steps),
+                                wgt_mem.alignment_bytes)
         for s in schedule.steps:
             wbytes = weights.get(s.step, 0)
-            if wbytes:
-                chunks[s.step] = math.ceil(wbytes / wgt_mem.size_bytes)
-                name = f"{s.kernel}@{s.step}/weights"
-                per_memory[wgt_mem.name].append(LiveRange(
-                    name, s.step, s.step, min(wbytes, wgt_mem.size_bytes), (s.step,)))
-                labels[name] = f"{s.kernel} weights"
+            if not wbytes:
+                continue
+            name = f"{s.kernel}@{s.step}/weights"
+            labels[name] = f"{s.kernel} weights"
+            if resident:  # in their memory for the whole run
+                per_memory[wgt_mem.name].append(LiveRange(name, 0, last, wbytes,
+                                                          tuple(range(last + 1))))
+                continue
+            chunk = weight_chunk_bytes(wbytes, _output_channels(s, wbytes),
+                                       wgt_mem.size_bytes - shared[s.step],
+                                       wgt_mem.alignment_bytes)
+            chunks[s.step] = math.ceil(wbytes / chunk)
+            per_memory[wgt_mem.name].append(LiveRange(name, s.step, s.step, chunk, (s.step,)))
 
     memories = []
     for m in spec.memories:
         ranges = per_memory[m.name]
+        may_spill = spill_writable and m.writable and not (resident and m is wgt_mem)
         plan = allocate(ranges, alignment_bytes=m.alignment_bytes, capacity_bytes=m.size_bytes,
-                        max_iterations=max_iterations)
+                        max_iterations=max_iterations, spill=may_spill)
         verify_plan(plan, ranges)  # every plan, in production: a failure is a planner bug
         memories.append(MemoryPlan(m.name, m.holds, m.size_bytes, m.alignment_bytes, plan,
                                    no_reuse_arena(ranges, m.alignment_bytes) if ranges else 0,
                                    labels, tuple(ranges)))
     traffic = _traffic(schedule, spec, memories, weights, chunks)
+    why = _why(memories, spec, resident, wgt_mem, spill_writable)
     return SpecPlan(spec.name, act_dtype, tuple(memories), traffic, time.perf_counter() - t0,
-                    spill_writable=bool(getattr(spec.dram, "writable", True)))
+                    spill_writable=spill_writable, why=why, activation_view=view)
+
+
+def _why(memories, spec, resident, wgt_mem, spill_writable) -> tuple[str, ...]:
+    """One line per memory that does not hold what is placed in it."""
+    out = []
+    for m in memories:
+        if m.plan.fits:
+            continue
+        held = "resident weights" if resident and wgt_mem is not None and \
+            m.memory == wgt_mem.name else "/".join(m.holds)
+        reason = (f"{m.memory} ({held}) needs {m.plan.arena_bytes} B and has "
+                  f"{m.size_bytes} B: {m.plan.excess_bytes} B over")
+        if m.plan.spills:
+            reason += f" even after spilling {m.plan.spilled_bytes} B to DRAM"
+        elif not spill_writable and "activations" in m.holds:
+            reason += f" ({spec.name} has no memory writable at run time to spill to)"
+        out.append(reason)
+    return tuple(out)
 
 
 def _traffic(schedule, spec, memories, weights, chunks) -> tuple[StepTraffic, ...]:

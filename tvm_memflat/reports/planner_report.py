@@ -37,18 +37,16 @@ def plan_summary(plan: SpecPlan, schedule: LoweredSchedule, *, top: int = 8) -> 
     lines.append(f"\nDRAM traffic: {format_bytes(plan.dram_traffic_bytes)} "
                  f"(weights read {format_bytes(weights)}, activations read "
                  f"{format_bytes(act_r)}, written {format_bytes(act_w)})")
+    if plan.activation_view:
+        lines.append(f"activations: float tensors counted at {plan.activation_dtype} "
+                     "(a view: no quantized model was planned)")
     if plan.fits:
-        lines.append(f"fits {plan.spec}: every memory is within capacity")
-    elif plan.unwritable_spill and all(m.plan.fits for m in plan.memories):
-        lines.append(f"does NOT fit {plan.spec}: it fits only by spilling "
-                     f"{format_bytes(plan.spilled_bytes)}, and {plan.spec} has no memory "
-                     "that is writable at run time to spill to")
+        lines.append(f"fits {plan.spec}: every memory holds what is placed in it")
     else:
-        over = [f"{m.memory} by {format_bytes(m.plan.excess_bytes)}" for m in plan.memories
-                if not m.plan.fits]
-        lines.append(f"does NOT fit {plan.spec}: over capacity in {', '.join(over)} even after "
-                     "spilling; tile the network (memflat plan --optimized) or pick a larger "
-                     "spec")
+        lines.append(f"does NOT fit {plan.spec}:")
+        lines += [f"  {reason}" for reason in plan.why]
+        lines.append("  tile the network (memflat plan --optimized), quantize it, "
+                     "or pick a larger spec")
     lines.append(f"planned in {plan.planner_s * 1000:.0f} ms")
     return "\n".join(lines)
 

@@ -49,7 +49,7 @@ from ..planner.allocator import align_up
 from ..planner.check import check_plan
 from ..planner.live_ranges import LoweredSchedule
 from ..planner.pipeline import BuildRecord, compile_llvm
-from ..planner.sram_plan import SpecPlan, plan_for_spec
+from ..planner.sram_plan import SpecPlan, plan_for_spec, weight_bytes_at
 from ..spec import AcceleratorSpec, load_spec
 
 
@@ -209,11 +209,10 @@ def traffic_bounds(schedule: LoweredSchedule, spec: AcceleratorSpec) -> TrafficB
         return max(1, nbytes * dtype_bytes(to_dtype) // dtype_bytes(from_dtype))
 
     size = {b.name: scaled(b.size_bytes, b.dtype, act) for b in schedule.buffers}
-    weights = sum(scaled(s.weight_bytes, "float32", wgt) for s in schedule.steps
-                  if s.weight_bytes)
+    weights = sum(weight_bytes_at(s, wgt) for s in schedule.steps)
     ends = sum(size[b.name] for b in schedule.buffers if b.role in ("input", "output"))
     per_layer = sum(sum(size.get(n, 0) for n in (*s.reads, *s.writes))
-                    + (scaled(s.weight_bytes, "float32", wgt) if s.weight_bytes else 0)
+                    + weight_bytes_at(s, wgt)
                     for s in schedule.steps)
     compute = sum(math.ceil(s.macs / spec.compute.macs_per_cycle) for s in schedule.steps)
     return TrafficBounds(weights + ends, per_layer, compute)
