@@ -400,8 +400,7 @@ def plan(model, *, spec=None, optimized: bool = False, input: str | None = None,
     given the spec (no budget: the tuner fits the spec at the least latency, as
     ``memflat optimize --spec``).
     """
-    from .lowering.pipeline import lower
-    from .planner.live_ranges import lowered_schedule
+    from .planner.pipeline import lower_and_plan
     from .planner.sram_plan import plan_for_spec
 
     progress = progress or _quiet
@@ -424,6 +423,6 @@ def plan(model, *, spec=None, optimized: bool = False, input: str | None = None,
         steps = tuple(pass_.tune_result.chosen.path) if pass_.tune_result is not None else \
             tuple(d.step for d in pass_.decisions)
     progress("lowering and planning ...")
-    schedule = lowered_schedule(lower(mod, tvm.target.Target("llvm")))
+    _, _, schedule = lower_and_plan(mod, tvm.target.Target("llvm"))
     spec_plan = plan_for_spec(schedule, spec, accounting=acc)
     return PlanResult(config, spec_plan, schedule, steps, mod)

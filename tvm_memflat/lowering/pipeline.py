@@ -6,7 +6,7 @@ Stock (``relax.get_default_pipeline(llvm)``)::
     RewriteDataflowReshape, ToNonDataflow, RemovePurityChecking, CallTIRRewrite,
     StaticPlanBlockMemory, LowerAllocTensor, KillAfterLastUse, ... AttachGlobalSymbol
 
-Ours differs in four places, each because of a measured effect (design.md,
+Ours differs in five places, each because of a measured effect (design.md,
 "Making the saving real in TVM"):
 
 1. after AnnotateTIROpPattern, concatenations are marked opaque so FuseOps keeps
@@ -21,7 +21,11 @@ Ours differs in four places, each because of a measured effect (design.md,
    planner's: :func:`tvm_memflat.planner.pipeline.memflat_pipeline` runs
    :func:`lower`, plans and applies the arena, then :func:`finalize_passes`;
 4. after FuseTIR, :mod:`~tvm_memflat.lowering.shrink_scratch` schedules away the
-   kernels' own scratch (``pad_temp`` copies, whole conv results inside fused kernels).
+   kernels' own scratch (``pad_temp`` copies, whole conv results inside fused kernels);
+5. last, :func:`~tvm_memflat.lowering.inplace_depthwise.depthwise_in_place` lets a
+   stride-1 depthwise convolution whose input dies there write its output over that
+   input (channel by channel through a one-channel temporary), so the two share one
+   storage.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from ..frontend.canonicalize import canonical_form
 from ..fusion_passes.legalize_cache import cached_legalize_ops
 from ..fusion_passes.opaque_marks import with_concat_opaque
 from .concat_in_place import concat_in_place
+from .inplace_depthwise import depthwise_in_place
 from .input_in_arena import input_into_arena
 from .shrink_scratch import shrink_kernel_scratch
 
@@ -49,6 +54,7 @@ class BuildRecord:
     :func:`~tvm_memflat.planner.pipeline.memflat_pipeline` the plan and schedule."""
 
     concats_removed: int = 0
+    depthwise_in_place: int = 0   # depthwise convs writing over their input
     plan: object = None        # planner.allocator.Plan of the intermediates
     schedule: object = None    # planner.live_ranges.LoweredSchedule
 
@@ -72,10 +78,13 @@ def finalize_passes(target: tvm.target.Target) -> list:
 
 def lower(mod: tvm.IRModule, target: tvm.target.Target, *, in_place_concat: bool = True,
           shrink_scratch: bool = True, input_in_arena: bool = False,
+          in_place_depthwise: bool = True,
           record: BuildRecord | None = None) -> tvm.IRModule:
-    """``mod`` legalized, fused, in DPS form, with concatenations done in place, and
-    with ``input_in_arena`` the network inputs copied into slots of their own
-    (:mod:`.input_in_arena`), so the arena planner places them with the rest.
+    """``mod`` legalized, fused, in DPS form, with concatenations done in place, with
+    ``input_in_arena`` the network inputs copied into slots of their own
+    (:mod:`.input_in_arena`), so the arena planner places them with the rest, and with
+    ``in_place_depthwise`` each stride-1 depthwise convolution whose input dies there
+    writing over that input (:mod:`.inplace_depthwise`; an input slot counts too).
 
     The module is first brought to the pass's canonical form
     (:func:`~tvm_memflat.frontend.canonicalize.canonicalize`: batch norms folded into
@@ -91,4 +100,8 @@ def lower(mod: tvm.IRModule, target: tvm.target.Target, *, in_place_concat: bool
             record.concats_removed = removed
     if input_in_arena:
         lowered = input_into_arena(lowered)
+    if in_place_depthwise:
+        lowered, count = depthwise_in_place(lowered)
+        if record is not None:
+            record.depthwise_in_place = count
     return lowered

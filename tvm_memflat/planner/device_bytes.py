@@ -1,8 +1,9 @@
 """Predict a module's device bytes from the build's own lowered schedule.
 
 :func:`predict_device_bytes` runs exactly what ``tvm_memflat.build`` runs up to
-code generation (our lowering, with the input placed in the arena under the
-``sram`` convention, then the offset plan of the intermediates, checked by
+code generation (:func:`~tvm_memflat.planner.pipeline.lower_and_plan`: our lowering,
+with the input placed in the arena under the ``sram`` convention and the in-place
+depthwise convolutions that pay, then the offset plan of the intermediates, checked by
 :func:`~tvm_memflat.planner.check.verify_plan`) and adds the parts up as
 :class:`~tvm_memflat.analysis.device_bytes.DeviceBytes`. Because the build applies
 the same plan, the prediction equals what the built module allocates at run time;
@@ -14,22 +15,19 @@ from __future__ import annotations
 import tvm
 
 from ..analysis.device_bytes import Accounting, DeviceBytes
-from ..lowering.pipeline import lower
 from .allocator import Plan
-from .apply_arena import plan_intermediates
-from .check import verify_plan
-from .live_ranges import LoweredSchedule, lowered_schedule
+from .live_ranges import LoweredSchedule
+from .pipeline import lower_and_plan
 
 
 def predict_device_bytes(mod: tvm.IRModule, *, input: str = "sram", output: str = "sram",
-                         target=None) -> DeviceBytes:
-    """Device bytes of ``mod`` built by ``tvm_memflat.build`` (llvm), without building it."""
+                         target=None, in_place_depthwise: bool | str = True) -> DeviceBytes:
+    """Device bytes of ``mod`` built by ``tvm_memflat.build`` (llvm), without building it
+    (with the same ``in_place_depthwise`` as the build)."""
     accounting = Accounting(input, output)
     target = tvm.target.Target(target or "llvm")
-    lowered = lower(mod, target, input_in_arena=accounting.input_in_arena)
-    schedule = lowered_schedule(lowered)
-    plan = plan_intermediates(schedule)
-    verify_plan(plan, schedule.live_ranges())
+    _, plan, schedule = lower_and_plan(mod, target, input_in_arena=accounting.input_in_arena,
+                                       in_place_depthwise=in_place_depthwise)
     return device_bytes_of(plan, schedule, accounting)
 
 

@@ -5,7 +5,10 @@ Read from lowered Relax (after ``CallTIRRewrite``, and after
 ``kernel(inputs..., out)`` and every activation is an ``R.builtin.alloc_tensor``.
 A buffer is live from the first to the last step that touches it, through
 aliases (``lv = alloc``, reshapes, tuples). Kernel scratch (``pad_temp``, fused
-intermediates) lives for its kernel's step only.
+intermediates) lives for its kernel's step only. An in-place kernel
+(:mod:`~tvm_memflat.lowering.inplace_depthwise`) reads and writes its last argument,
+and its output is an alias of that input (``out = x``), so the two are one buffer
+live to the output's last use.
 
 Each step also carries the GEMM shape of its multiply-accumulate blocks
 (:class:`GemmShape`, read from the kernel's TIR by :func:`kernel_work`) and the
@@ -25,6 +28,7 @@ from tvm import relax, s_tir, tirx
 from ..analysis.tir_stats import kernel_stats, tensor_bytes
 from ..frontend.canonicalize import num_inputs
 from ..lowering.concat_in_place import flat_bindings, is_alloc_tensor, is_kernel_call
+from ..lowering.inplace_depthwise import is_in_place_kernel
 from ..lowering.input_in_arena import static_tensor_type
 from ..lowering.shrink_scratch import lowered_scratch_bytes
 from .allocator import LiveRange
@@ -291,6 +295,8 @@ def lowered_schedule(mod: tvm.IRModule) -> LoweredSchedule:
                                                     lowered_scratch_bytes(kernel),
                                                     *kernel_work(kernel, weights))
             macs, scratch, gemms, vector_ops = stats_cache[name, constant_args]
+            # an in-place kernel (inplace_depthwise) reads its last argument too
+            read_args = args if is_in_place_kernel(mod[value.op]) else args[:-1]
             weight_bytes = sum(tensor_bytes(a.value.shape, str(a.value.dtype))
                                for a in value.args if isinstance(a, _CONSTANT))
             weight_bytes += sum(tensor_bytes(*static_tensor_type(a.ty))
@@ -300,16 +306,17 @@ def lowered_schedule(mod: tvm.IRModule) -> LoweredSchedule:
             weight_elements += sum(_elements(static_tensor_type(a.ty)[0])
                                    for a in value.args if a in weight_params)
             steps.append(KernelStep(step, name,
-                                    tuple(r.name for r in args[:-1] if r is not None),
+                                    tuple(r.name for r in read_args if r is not None),
                                     tuple(r.name for r in args[-1:] if r is not None),
                                     weight_bytes, macs, scratch, gemms, vector_ops,
                                     weight_elements))
             continue
-        # Anything else (``lv = alloc``, reshape views, tuples) aliases what it reads.
+        # Anything else (``lv = alloc``, reshape views, tuples, the output of an in-place
+        # kernel bound to its input) aliases what it reads.
         found = roots_in(value)
         if found:
             root[b.var] = found[0]
-            if b.var.name and not b.var.name.startswith(("lv", "gv", "_")):
+            if b.var.name and not b.var.name.startswith(("lv", "gv", "_", "alloc")):
                 names.setdefault(found[0], b.var.name)
     outputs = set(roots_in(func.body.body))
     last = max(len(steps) - 1, 0)

@@ -3,9 +3,11 @@
 :func:`memflat_pipeline` is what ``tvm_memflat.build`` hands to
 ``tvm.compile(..., relax_pipeline=...)``: :func:`~tvm_memflat.lowering.pipeline.lower`
 (TVM's legalization and fusion with our marks, kernel scratch scheduled away,
-concatenations in place), then our offset plan in place of
-``StaticPlanBlockMemory`` (:func:`~tvm_memflat.planner.apply_arena.plan_and_apply`:
-one arena, every intermediate at its planned offset), then TVM's finalisation
+concatenations in place), the in-place depthwise convolutions that lower device
+bytes (:func:`choose_in_place_depthwise`), then our offset plan in place of
+``StaticPlanBlockMemory`` (:func:`lower_and_plan`, then
+:func:`~tvm_memflat.planner.apply_arena.apply_arena`: one arena, every intermediate at
+its planned offset), then TVM's finalisation
 without ``StaticPlanBlockMemory`` (:func:`~tvm_memflat.lowering.pipeline.finalize_passes`).
 
 It lives at the planner level because it applies the planner's plan; lowering
@@ -17,24 +19,96 @@ from __future__ import annotations
 import tvm
 from tvm import relax, tirx
 
+from ..lowering.inplace_depthwise import depthwise_candidates, depthwise_in_place
 from ..lowering.pipeline import BuildRecord, finalize_passes, lower
 from ..lowering.tir_views import accept_byte_offsets
-from .apply_arena import plan_and_apply
+from .allocator import Plan, live_bytes_per_step
+from .apply_arena import HOST_ALIGNMENT_BYTES, apply_arena, plan_intermediates
+from .check import verify_plan
+from .live_ranges import LoweredSchedule, lowered_schedule
 
-__all__ = ["BuildRecord", "compile_llvm", "memflat_pipeline"]
+__all__ = ["BuildRecord", "compile_llvm", "lower_and_plan", "memflat_pipeline"]
+
+
+def _planned(lowered: tvm.IRModule) -> tuple[Plan, LoweredSchedule, int]:
+    """Plan of ``lowered``'s intermediates, its schedule, and arena + largest scratch."""
+    schedule = lowered_schedule(lowered)
+    plan = plan_intermediates(schedule, HOST_ALIGNMENT_BYTES)
+    return plan, schedule, plan.arena_bytes + schedule.max_scratch_bytes
+
+
+def choose_in_place_depthwise(lowered: tvm.IRModule, record: BuildRecord | None = None
+                              ) -> tuple[tvm.IRModule, Plan, LoweredSchedule]:
+    """``lowered`` with the in-place depthwise convolutions that lower its device bytes.
+
+    Writing over the input saves the output's bytes at that kernel's step only, and
+    costs a one-channel temporary as the kernel's scratch; so it pays only when the
+    step is at the arena's peak, and only if the temporary does not raise the largest
+    scratch by more. The live bytes of every other step are unchanged, so when the
+    arena is already at its lower bound and some peak step is not a candidate, no
+    choice can lower the arena, and none is made. Otherwise every threshold on the
+    temporary's size (all candidates up to that size in place) is planned, and the
+    cheapest (arena + largest scratch; ties: fewer in place) is kept.
+    """
+    plan, schedule, cost = _planned(lowered)
+    best = (cost, lowered, plan, schedule, 0)
+    candidates = depthwise_candidates(lowered)
+    if candidates:
+        live = live_bytes_per_step(schedule.live_ranges(), HOST_ALIGNMENT_BYTES)
+        peak = max(live.values(), default=0)
+        peak_steps = {step for step, nbytes in live.items() if nbytes == peak}
+        if plan.arena_bytes > plan.lower_bound_bytes or \
+                peak_steps <= {c.step for c in candidates}:
+            for level in sorted({c.temp_bytes for c in candidates}):
+                variant, count = depthwise_in_place(lowered, level, candidates)
+                if not count:
+                    continue
+                plan_v, schedule_v, cost_v = _planned(variant)
+                if cost_v < best[0]:
+                    best = (cost_v, variant, plan_v, schedule_v, count)
+    _, chosen, plan, schedule, count = best
+    if record is not None:
+        record.depthwise_in_place = count
+    return chosen, plan, schedule
+
+
+def lower_and_plan(mod: tvm.IRModule, target: tvm.target.Target, *,
+                   in_place_concat: bool = True, shrink_scratch: bool = True,
+                   input_in_arena: bool = False, in_place_depthwise: bool | str = True,
+                   record: BuildRecord | None = None
+                   ) -> tuple[tvm.IRModule, Plan, LoweredSchedule]:
+    """:func:`~tvm_memflat.lowering.pipeline.lower`, the in-place depthwise convolutions
+    (``in_place_depthwise``: ``True`` those that pay, :func:`choose_in_place_depthwise`;
+    ``"all"`` every one possible; ``False`` none), and the offset plan, checked
+    independently (:func:`~.check.verify_plan`: a failure is a bug, raised as
+    ``PlanError``). What the build applies and what the prediction counts."""
+    if in_place_depthwise not in (True, False, "all"):
+        raise ValueError(f"in_place_depthwise must be True, False or 'all', "
+                         f"not {in_place_depthwise!r}")
+    lowered = lower(mod, target, in_place_concat=in_place_concat,
+                    shrink_scratch=shrink_scratch, input_in_arena=input_in_arena,
+                    in_place_depthwise=in_place_depthwise == "all", record=record)
+    if in_place_depthwise is True:
+        lowered, plan, schedule = choose_in_place_depthwise(lowered, record)
+    else:
+        plan, schedule, _ = _planned(lowered)
+    verify_plan(plan, schedule.live_ranges())
+    return lowered, plan, schedule
 
 
 def memflat_pipeline(target: tvm.target.Target, *, in_place_concat: bool = True,
                      shrink_scratch: bool = True, input_in_arena: bool = False,
+                     in_place_depthwise: bool | str = True,
                      record: BuildRecord | None = None) -> tvm.transform.Pass:
     """The whole Relax pipeline as one pass, for ``tvm.compile(..., relax_pipeline=...)``."""
 
     @tvm.transform.module_pass(opt_level=0, name="MemflatPipeline")
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        lowered = lower(mod, target, in_place_concat=in_place_concat,
-                        shrink_scratch=shrink_scratch, input_in_arena=input_in_arena,
-                        record=record)
-        planned, plan, schedule = plan_and_apply(lowered)
+        lowered, plan, schedule = lower_and_plan(
+            mod, target, in_place_concat=in_place_concat, shrink_scratch=shrink_scratch,
+            input_in_arena=input_in_arena, in_place_depthwise=in_place_depthwise,
+            record=record)
+        planned = apply_arena(lowered, schedule, plan)
         for gv, func in list(planned.functions_items()):
             if isinstance(func, tirx.PrimFunc):
                 planned[gv] = accept_byte_offsets(func)
@@ -48,6 +122,7 @@ def memflat_pipeline(target: tvm.target.Target, *, in_place_concat: bool = True,
 
 def compile_llvm(mod: tvm.IRModule, target=None, *, in_place_concat: bool = True,
                  shrink_scratch: bool = True, input_in_arena: bool = False,
+                 in_place_depthwise: bool | str = True,
                  record: BuildRecord | None = None) -> relax.VMExecutable:
     """``mod`` compiled for llvm with :func:`memflat_pipeline` (what
     ``tvm_memflat.build(mod, "llvm")`` does once its options are resolved)."""
@@ -57,4 +132,5 @@ def compile_llvm(mod: tvm.IRModule, target=None, *, in_place_concat: bool = True
                        relax_pipeline=memflat_pipeline(target, in_place_concat=in_place_concat,
                                                        shrink_scratch=shrink_scratch,
                                                        input_in_arena=input_in_arena,
+                                                       in_place_depthwise=in_place_depthwise,
                                                        record=record))

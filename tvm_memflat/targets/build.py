@@ -24,7 +24,7 @@ TARGETS = ("llvm", "vta_like")
 
 def build(mod: tvm.IRModule, target="llvm", *, spec=None, in_place_concat: bool = True,
           shrink_scratch: bool = True, input: str = "sram", output: str = "sram",
-          record: BuildRecord | None = None):
+          in_place_depthwise: bool | str = True, record: BuildRecord | None = None):
     """Compile ``mod`` with tvm_memflat's pipeline.
 
     Parameters
@@ -47,9 +47,16 @@ def build(mod: tvm.IRModule, target="llvm", *, spec=None, in_place_concat: bool 
         the network input gets a slot in the arena (copied there by the first
         kernel), so the planner reuses its bytes after its last use and the arena
         is what the device holds; see :mod:`tvm_memflat.analysis.device_bytes`.
+    in_place_depthwise
+        Let a stride-1 depthwise convolution whose input dies there write its output
+        over that input (one storage for both; the kernel's one-channel temporary is
+        counted as its scratch): ``True`` where that lowers device bytes (the input
+        and output are at the arena's peak), ``"all"`` wherever possible, ``False``
+        nowhere.
     record
         Optional :class:`~tvm_memflat.lowering.pipeline.BuildRecord` filled with the
-        offset plan, the lowered schedule and how many concats were removed.
+        offset plan, the lowered schedule, how many concats were removed and how
+        many depthwise convolutions run in place.
 
     Returns
     -------
@@ -68,7 +75,7 @@ def build(mod: tvm.IRModule, target="llvm", *, spec=None, in_place_concat: bool 
             return build_vta_like(mod, "vta_like" if spec is None else spec,
                                   in_place_concat=in_place_concat,
                                   shrink_scratch=shrink_scratch, input=input, output=output,
-                                  record=record)
+                                  in_place_depthwise=in_place_depthwise, record=record)
         target = tvm.target.Target(target)
     if spec is not None:
         raise MemflatError("spec= applies to target='vta_like' only")
@@ -76,7 +83,8 @@ def build(mod: tvm.IRModule, target="llvm", *, spec=None, in_place_concat: bool 
         raise MemflatError(f"target kind {target.kind.name!r} is not supported (llvm only)")
     return compile_llvm(mod, target, in_place_concat=in_place_concat,
                         shrink_scratch=shrink_scratch,
-                        input_in_arena=accounting.input_in_arena, record=record)
+                        input_in_arena=accounting.input_in_arena,
+                        in_place_depthwise=in_place_depthwise, record=record)
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,8 @@ class MemflatAllocation:
     concats_removed: int
     #: device bytes measured on this run (alloc_storage as recorded at run time)
     device: DeviceBytes | None = None
+    #: depthwise convolutions that write over their input
+    depthwise_in_place: int = 0
 
     @property
     def device_bytes(self) -> int:
@@ -110,8 +120,9 @@ class MemflatAllocation:
 
 
 def build_and_measure(mod: tvm.IRModule, inputs, *, input: str = "sram",
-                      output: str = "sram") -> tuple[relax.VMExecutable, MemflatAllocation,
-                                                     list]:
+                      output: str = "sram",
+                      in_place_depthwise: bool | str = True) -> tuple[relax.VMExecutable,
+                                                                MemflatAllocation, list]:
     """Build with :func:`build`, run once on ``inputs``; return executable, bytes, outputs.
 
     The bytes include the measured device bytes (``.device``): what
@@ -122,7 +133,8 @@ def build_and_measure(mod: tvm.IRModule, inputs, *, input: str = "sram",
 
     accounting = Accounting(input, output)
     record = BuildRecord()
-    executable = build(mod, record=record, input=input, output=output)
+    executable = build(mod, record=record, input=input, output=output,
+                       in_place_depthwise=in_place_depthwise)
     runtime, outputs = measure_runtime_storage(executable, inputs)
     device = device_bytes_of(record.plan, record.schedule, accounting,
                              runtime_alloc_storage_bytes=runtime)
@@ -132,5 +144,6 @@ def build_and_measure(mod: tvm.IRModule, inputs, *, input: str = "sram",
         lower_bound_bytes=record.plan.lower_bound_bytes,
         output_bytes=record.schedule.output_bytes,
         max_scratch_bytes=record.schedule.max_scratch_bytes,
-        concats_removed=record.concats_removed, device=device)
+        concats_removed=record.concats_removed, device=device,
+        depthwise_in_place=record.depthwise_in_place)
     return executable, allocation, outputs

@@ -235,6 +235,7 @@ class VtaLikeExecutable:
 def build_vta_like(mod: tvm.IRModule, spec: AcceleratorSpec | str | Path = "vta_like", *,
                    in_place_concat: bool = True, shrink_scratch: bool = True,
                    input: str = "sram", output: str = "sram",
+                   in_place_depthwise: bool | str = True,
                    record: BuildRecord | None = None) -> VtaLikeExecutable:
     """Build ``mod`` for llvm with tvm_memflat's pipeline and simulate it on ``spec``.
 
@@ -251,6 +252,6 @@ def build_vta_like(mod: tvm.IRModule, spec: AcceleratorSpec | str | Path = "vta_
     # host build's ``input_in_arena``), and the simulated schedule has no such step.
     executable = compile_llvm(mod, in_place_concat=in_place_concat,
                               shrink_scratch=shrink_scratch, input_in_arena=False,
-                              record=record)
+                              in_place_depthwise=in_place_depthwise, record=record)
     plan = plan_for_spec(record.schedule, spec)
     return VtaLikeExecutable(executable, simulate(record.schedule, spec, plan), plan, record)

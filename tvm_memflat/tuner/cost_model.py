@@ -23,7 +23,7 @@ import numpy as np
 import tvm
 
 from ..hardware.cost_model import CostEstimate, StepCost
-from ..planner.live_ranges import KernelStep, LoweredSchedule, lowered_schedule
+from ..planner.live_ranges import KernelStep, LoweredSchedule
 
 # --------------------------------------------------------------------------- llvm model
 
@@ -109,14 +109,15 @@ def nnls_relative(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def _lower_llvm(mod: tvm.IRModule) -> tuple[tvm.IRModule, LoweredSchedule]:
     from ..lowering.concat_in_place import copy_module
-    from ..lowering.pipeline import lower
+    from ..planner.pipeline import lower_and_plan
 
-    low = lower(copy_module(mod), tvm.target.Target("llvm"))
-    return low, lowered_schedule(low)
+    low, _, schedule = lower_and_plan(copy_module(mod), tvm.target.Target("llvm"))
+    return low, schedule
 
 
 def lowered(mod: tvm.IRModule) -> LoweredSchedule:
-    """The schedule ``tvm_memflat.build`` plans (``lower`` on llvm, as in ``BuildRecord``)."""
+    """The schedule ``tvm_memflat.build`` plans (``lower_and_plan`` on llvm, as in
+    ``BuildRecord``)."""
     return _lower_llvm(mod)[1]
 
 
