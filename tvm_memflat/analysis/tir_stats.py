@@ -57,11 +57,18 @@ class KernelStats:
         return sum(b.bytes for b in self.scratch)
 
 
+def _uncast(expr):
+    while isinstance(expr, tirx.Cast):
+        expr = expr.value
+    return expr
+
+
 def _has_product_of_loads(expr) -> bool:
     found = []
 
     def on_mul(node):
-        if isinstance(node.a, _LOAD) or isinstance(node.b, _LOAD):
+        # int8 kernels multiply widened loads: Cast(int32, A[...]) * Cast(int32, B[...])
+        if isinstance(_uncast(node.a), _LOAD) or isinstance(_uncast(node.b), _LOAD):
             loads = []
             tvm_ffi.structural_walk(node, [(_LOAD, loads.append)], order="post")
             if len(loads) >= 2:

@@ -22,11 +22,11 @@ def load_model(source, input_shapes: Mapping[str, tuple[int, ...]] | None = None
     """Load ``source`` (an ``.onnx`` path, a zoo name or a ``ModelProto``) into Relax."""
     from .. import zoo
 
-    if isinstance(source, str) and source in (*zoo.NAMES, *zoo.FAMILIES):
+    if isinstance(source, str) and source in (*zoo.NAMES, *zoo.FAMILIES, *zoo.COMPARISONS):
         return load_onnx(zoo.build(source), input_shapes)
     if isinstance(source, str) and not source.endswith(".onnx") and not os.path.exists(source):
         raise MemflatError(
             f"no such file or zoo model: {source!r} "
-            f"(zoo models: {', '.join((*zoo.NAMES, *zoo.FAMILIES))})"
+            f"(zoo models: {', '.join((*zoo.NAMES, *zoo.FAMILIES, *zoo.COMPARISONS))})"
         )
     return load_onnx(source, input_shapes)

@@ -19,6 +19,10 @@ the build see it only after :func:`canonicalize`, which rewrites, exactly:
 * ``matmul(x, permute_dims(W))`` with ``W`` a parameter (a Gemm kept as inputs) into
   one kernel by TVM's ``FuseTransposeMatmul``, instead of a transposed copy of the
   weight made at run time.
+* ONNX QDQ int8 groups (``R.quantize``/``R.dequantize`` around float ops, as
+  onnxruntime's ``quantize_static`` writes them) into integer kernels: int8 x int8
+  convs and matmuls with int32 accumulation, then requantize to int8
+  (:mod:`.qdq`), before ``FoldConstant`` would make the int8 weights float.
 * identities: ``dropout(x)[0]`` (inference), ``broadcast_to``/``reshape``/``astype``
   to what ``x`` already is, and ``conv2d(..., out_dtype=<its input dtype>)``.
 * N-ary sums (``Sum`` imported as ``sum(stack(broadcast_to(a), ...))``) into a
@@ -45,6 +49,8 @@ import numpy as np
 import tvm
 import tvm_ffi
 from tvm import relax
+
+from .qdq import lower_qdq
 
 __all__ = ["CANONICAL_ATTR", "Canonical", "canonical_form", "canonicalize", "marked_canonical",
            "num_inputs", "refusal", "weight_only_vars"]
@@ -182,6 +188,12 @@ def canonicalize(mod: tvm.IRModule) -> Canonical:
         mod, round_counts = _normalize(mod)
         counts.update(round_counts)
         if round_counts:
+            continue
+        # QDQ int8 groups into integer kernels, once Clip is R.clip and before
+        # FoldConstant would turn the int8 weights' dequantize into float weights
+        mod, qdq_counts = lower_qdq(mod)
+        if qdq_counts:
+            counts.update(qdq_counts)
             continue
         if not _has_constant_calls(mod):
             break

@@ -25,7 +25,7 @@ _CONV = "relax.nn.conv2d"
 _POOLS = ("relax.nn.max_pool2d", "relax.nn.avg_pool2d")
 _UNARY = {"relax.nn.relu", "relax.clip", "relax.sigmoid", "relax.tanh", "relax.nn.silu",
           "relax.nn.gelu", "relax.negative", "relax.abs", "relax.nn.leakyrelu",
-          "relax.nn.relu6", "relax.exp", "relax.sqrt"}
+          "relax.nn.relu6", "relax.exp", "relax.sqrt", "relax.round", "relax.astype"}
 _BINARY = {"relax.add", "relax.multiply", "relax.subtract", "relax.divide", "relax.maximum",
            "relax.minimum"}
 #: NCHW axis of each tiling direction.

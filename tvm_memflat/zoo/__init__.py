@@ -9,7 +9,9 @@ called ``"input"`` and the output ``"logits"`` with shape ``(1, 1000)``.
 `NAMES` are the paper's five models (the benchmarks iterate them);
 `FAMILIES` are eight more CNN families (bottleneck ResNet, DenseNet,
 MobileNet V3, ShuffleNet V2, RegNetY, EfficientNet, GoogLeNet), built and
-counted by the same functions.
+counted by the same functions. `COMPARISONS` are other papers' networks built
+as those papers built them (msf-CNN's MobileNet V2 w0.35 at 144, whose
+``"logits"`` are its last conv's ``(1, 448, 5, 5)`` map; ``docs/msf_cnn.md``).
 
 `build` also takes ``resolution`` (a smaller square input, for fast tests),
 ``width`` (a channel multiplier, for the MobileNets and EfficientNet) and
@@ -50,7 +52,8 @@ from .googlenet import googlenet
 from .inception import INPUT_SHAPE as _INCEPTION_SHAPE
 from .inception import inception_v3
 from .mobilenet import INPUT_SHAPE as _MOBILENET_SHAPE
-from .mobilenet import mobilenet_v2
+from .mobilenet import MSF_INPUT_SHAPE as _MSF_SHAPE
+from .mobilenet import mobilenet_v2, mobilenet_v2_msf
 from .mobilenetv3 import INPUT_SHAPE as _MOBILENETV3_SHAPE
 from .mobilenetv3 import mobilenet_v3_large, mobilenet_v3_small
 from .regnet import INPUT_SHAPE as _REGNET_SHAPE
@@ -65,9 +68,11 @@ from .vgg import INPUT_SHAPE as _VGG_SHAPE
 from .vgg import vgg16
 
 __all__ = [
+    "COMPARISONS",
     "FAMILIES",
     "NAMES",
     "PUBLISHED",
+    "PUBLISHED_COMPARISONS",
     "PUBLISHED_FAMILIES",
     "build",
     "count_macs",
@@ -90,6 +95,13 @@ FAMILIES = (
     "googlenet",
 )
 
+#: Other papers' networks, built as they built them so that their published
+#: points can stand beside ours (``docs/msf_cnn.md``; not part of the benchmarks).
+#: ``mobilenet_v2_w035_r144`` is msf-CNN's ``MBV2-w0.35-r144``: channels
+#: ``int(c * 0.35)``, no residual additions, ends at the 448-channel 1x1 conv
+#: (output ``(1, 448, 5, 5)``, no classifier); see `mobilenet.mobilenet_v2_msf`.
+COMPARISONS = ("mobilenet_v2_w035_r144",)
+
 _BUILDERS: dict[str, Callable[..., onnx.ModelProto]] = {
     "vgg16": vgg16,
     "squeezenet1_1": squeezenet1_1,
@@ -104,6 +116,7 @@ _BUILDERS: dict[str, Callable[..., onnx.ModelProto]] = {
     "regnet_y_400mf": regnet_y_400mf,
     "efficientnet_b0": efficientnet_b0,
     "googlenet": googlenet,
+    "mobilenet_v2_w035_r144": mobilenet_v2_msf,
 }
 
 _INPUT_SHAPES: dict[str, tuple[int, ...]] = {
@@ -120,6 +133,7 @@ _INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "regnet_y_400mf": _REGNET_SHAPE,
     "efficientnet_b0": _EFFICIENTNET_SHAPE,
     "googlenet": _GOOGLENET_SHAPE,
+    "mobilenet_v2_w035_r144": _MSF_SHAPE,
 }
 
 #: Models whose builder takes a channel multiplier ``width`` (torchvision's ``width_mult``).
@@ -152,10 +166,21 @@ PUBLISHED_FAMILIES: dict[str, tuple[float, float]] = {
     "googlenet": (6.624e6, 1.50e9),
 }
 
+#: Published sizes of the `COMPARISONS`: ``name -> (conv weights, MACs per image)``,
+#: exact. msf-CNN (TinyPART/msf-CNN): the MACs are the ``"Common"`` field of every
+#: ``msf_CNN_eval_models/MBV2-w0.35-r144_*/result.json`` (the baseline of its
+#: ``"Overhead Factor"``), the weights the int8 weight inputs of its deployed
+#: graphs (``metadata.json`` of ``default.tar``). `count_params` is larger by
+#: the batch norms' gamma and beta, which msf-CNN's bare int8 convs do not have.
+PUBLISHED_COMPARISONS: dict[str, tuple[int, int]] = {
+    "mobilenet_v2_w035_r144": (280_140, 18_909_490),
+}
+
 
 def _check_name(name: str) -> None:
     if name not in _BUILDERS:
-        raise ValueError(f"unknown zoo model {name!r}; choose from {', '.join(NAMES + FAMILIES)}")
+        known = ", ".join(NAMES + FAMILIES + COMPARISONS)
+        raise ValueError(f"unknown zoo model {name!r}; choose from {known}")
 
 
 def build(
@@ -164,6 +189,7 @@ def build(
     old_style: bool = False,
     width: float | None = None,
     resolution: int | None = None,
+    dtype: str = "float32",
 ) -> onnx.ModelProto:
     """Build a zoo model with its fixed-seed random weights.
 
@@ -183,6 +209,11 @@ def build(
         a multiple of 7, e.g. 32; Inception V3 needs at least 75; ceil-mode
         pools reject ambiguous sizes); 64 works for all but VGG-16 (32
         works) and Inception V3 (75 works).
+    dtype : {"float32", "int8"}, optional
+        ``"int8"``: the same network (batch norms folded) quantized by
+        onnxruntime's ``quantize_static`` in ONNX QDQ form: int8 weights per
+        output channel, int8 activations calibrated on seeded random inputs,
+        all zero points 0 (see :mod:`tvm_memflat.zoo.quantize`).
 
     Returns
     -------
@@ -209,7 +240,14 @@ def build(
         if int(resolution) != resolution or resolution < 1:
             raise ValueError(f"resolution must be a positive integer, got {resolution!r}")
         kwargs["resolution"] = int(resolution)
-    return _BUILDERS[name](**kwargs)
+    if dtype == "float32":
+        return _BUILDERS[name](**kwargs)
+    if dtype != "int8":
+        raise ValueError(f"dtype must be 'float32' or 'int8', got {dtype!r}")
+    from .quantize import quantize_qdq
+
+    key = (name, tuple(sorted(kwargs.items())))
+    return quantize_qdq(key, lambda: _BUILDERS[name](**kwargs))
 
 
 def input_shape(name: str, resolution: int | None = None) -> tuple[int, ...]:
