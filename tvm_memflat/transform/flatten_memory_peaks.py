@@ -277,6 +277,75 @@ def _halo_modes(halo: str) -> tuple[str, ...]:
     return HALO_MODES if halo == "auto" else (halo,)
 
 
+@dataclass(frozen=True)
+class RoundOptions:
+    """What one round of the search looks at (see :func:`flatten_peaks`)."""
+
+    mac_limit: float
+    tile_counts: tuple = TILE_COUNTS
+    modes: tuple = HALO_MODES
+    splits: bool = True
+    w_tiles: bool = True
+    in_place_concat: bool = False
+
+
+def round_candidates(mod: tvm.IRModule, prof: MemoryProfile,
+                     opts: RoundOptions) -> tuple[list[Evaluated], list[Evaluated]]:
+    """Every candidate rewrite of one round at ``prof``'s peak, and those estimated
+    below the peak within the MAC limit, best first (peak, then MACs).
+
+    The round estimates every candidate region, tile count and halo mode with the
+    region model (H-tiles on every region, W-tiles on the :data:`W_REGIONS` that did
+    best along H), and profiles the channel splits that could beat the best tiling.
+    """
+    modes, ipc, mac_limit = opts.modes, opts.in_place_concat, opts.mac_limit
+    evaluated = []
+    regions = _candidates(mod, prof)
+    for region in regions:
+        evaluated += _evaluate_region(mod, region, prof, mac_limit, opts.tile_counts,
+                                      modes[-1], in_place_concat=ipc)
+    if len(modes) > 1:  # auto: recompute on the regions cached halos did best on
+        for region in _best_regions(regions, evaluated)[:AUTO_RECOMPUTE_REGIONS]:
+            evaluated += _evaluate_region(mod, region, prof, mac_limit, opts.tile_counts,
+                                          modes[0], in_place_concat=ipc)
+    # W-tiles on the regions H did best on, and on every region that computes the
+    # peak layer (H-tiles may have nothing to cut there: a tile a few rows tall)
+    peak_names = {prof.peak_layer.name} | {m.name for m in prof.peak_layer.members}
+    w_regions = list(_best_regions(regions, evaluated)[:W_REGIONS])
+    w_regions += [r for r in regions if r not in w_regions
+                  and {v.name for v in r.vars} & peak_names]
+    for region in w_regions if opts.w_tiles else ():
+        if _mirrored(region):
+            continue  # its W-tiles would only repeat its H-tiles' estimates
+        # the halo modes H did best with; all of them where H-tiles gave nothing (a
+        # region only a few rows tall can still be cut along W)
+        tried = dict.fromkeys(e.halo for e in evaluated if e.region is region)
+        for mode in tried or modes:
+            evaluated += _evaluate_region(mod, region, prof, mac_limit, opts.tile_counts,
+                                          mode, AXES["W"], in_place_concat=ipc)
+    # a split is profiled in full, so skip those that cannot beat the best tiling
+    floor = min((e.peak_bytes for e in evaluated if e.macs <= mac_limit),
+                default=prof.peak_bytes)
+    for family in _families(mod, prof) if opts.splits else ():
+        if _split_floor(prof, family) > floor:
+            logger.debug("FlattenMemoryPeaks: split of %s skipped: cannot beat %d B",
+                         family.key[0], floor)
+            continue
+        evaluated += _evaluate_family(mod, family, mac_limit, in_place_concat=ipc)
+    ranked = sorted((e for e in evaluated
+                     if e.macs <= mac_limit and e.peak_bytes < prof.peak_bytes),
+                    key=lambda e: (e.peak_bytes, e.macs, e.local_peak or e.peak_bytes))
+    return evaluated, ranked
+
+
+def decision_of(e: Evaluated, score_before: int, score_after: int, macs: int) -> Decision:
+    """The :class:`Decision` recording ``e`` accepted."""
+    region = e.region
+    start = region.head if e.halo == CHANNELS else region.source
+    return Decision(region.key[0], len(region.vars), e.tiles, e.halo, score_before,
+                    score_after, macs, getattr(start, "name", ""), e.axis_name)
+
+
 def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OVERHEAD,
                   memory_budget: int | None = None, max_rounds: int = 8,
                   tile_counts=TILE_COUNTS, halo: str = "auto", splits: bool = True,
@@ -327,6 +396,7 @@ def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OV
     prof = profile(mod, with_tvm=False, in_place_concat=ipc)
     score = evaluate(mod) if evaluate is not None else prof.peak_bytes
     mac_limit = prof.macs * (1 + max_mac_overhead)
+    opts = RoundOptions(mac_limit, tuple(tile_counts), modes, splits, w_tiles, ipc)
     decisions: list[Decision] = []
     path: list[tuple] = []
     stop = f"{max_rounds} rounds done (the most it runs)"
@@ -334,35 +404,9 @@ def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OV
         if memory_budget is not None and score <= memory_budget:
             stop = f"memory budget reached: {score} <= {memory_budget} B"
             break
-        evaluated = []
-        regions = _candidates(mod, prof)
-        for region in regions:
-            evaluated += _evaluate_region(mod, region, prof, mac_limit, tile_counts, modes[-1],
-                                          in_place_concat=ipc)
-        if len(modes) > 1:  # auto: recompute on the regions cached halos did best on
-            for region in _best_regions(regions, evaluated)[:AUTO_RECOMPUTE_REGIONS]:
-                evaluated += _evaluate_region(mod, region, prof, mac_limit, tile_counts,
-                                              modes[0], in_place_concat=ipc)
-        for region in _best_regions(regions, evaluated)[:W_REGIONS] if w_tiles else ():
-            if _mirrored(region):
-                continue  # its W-tiles would only repeat its H-tiles' estimates
-            for mode in dict.fromkeys(e.halo for e in evaluated if e.region is region):
-                evaluated += _evaluate_region(mod, region, prof, mac_limit, tile_counts,
-                                              mode, AXES["W"], in_place_concat=ipc)
-        # a split is profiled in full, so skip those that cannot beat the best tiling
-        floor = min((e.peak_bytes for e in evaluated if e.macs <= mac_limit),
-                    default=prof.peak_bytes)
-        for family in _families(mod, prof) if splits else ():
-            if _split_floor(prof, family) > floor:
-                logger.debug("FlattenMemoryPeaks: split of %s skipped: cannot beat %d B",
-                             family.key[0], floor)
-                continue
-            evaluated += _evaluate_family(mod, family, mac_limit, in_place_concat=ipc)
+        evaluated, ranked = round_candidates(mod, prof, opts)
         if on_round is not None:
             on_round(tuple(path), evaluated)
-        ranked = sorted((e for e in evaluated
-                         if e.macs <= mac_limit and e.peak_bytes < prof.peak_bytes),
-                        key=lambda e: (e.peak_bytes, e.macs, e.local_peak or e.peak_bytes))
         accepted = None
         for e in ranked[:VERIFY_TRIES]:
             cand = e.apply(mod)
@@ -380,11 +424,7 @@ def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OV
             logger.info("FlattenMemoryPeaks: %s", stop)
             break
         best, cand, p, cand_score = accepted
-        region = best.region
-        start = region.head if best.halo == CHANNELS else region.source
-        decision = Decision(region.key[0], len(region.vars), best.tiles, best.halo,
-                            score, cand_score, p.macs, getattr(start, "name", ""),
-                            best.axis_name)
+        decision = decision_of(best, score, cand_score, p.macs)
         decisions.append(decision)
         path.append(best.step)
         logger.info("FlattenMemoryPeaks: %s: %d -> %d B", decision.describe, score, cand_score)
