@@ -131,3 +131,36 @@ def test_predicted_device_bytes_of_front_points_are_measured(convention):
         _, alloc, got = build_and_measure(point.module, [x], input=inp, output=out)
         assert alloc.device_bytes == point.bytes  # predicted == measured, exactly
         np.testing.assert_allclose(got[0], ref[0], rtol=1e-5, atol=1e-5)
+
+
+def test_profile_leaves_streamed_ends_out():
+    mod = graphs.chain()  # x 1024 B, c1..c3 2048 B, y 512 B (see graphs.chain)
+    sram = profile(mod, with_tvm=False)
+    streamed = profile(mod, with_tvm=False, stream=("input", "output"))
+    assert sram.live_bytes[0] - streamed.live_bytes[0] == 1024  # x at layer 0
+    assert sram.live_bytes[-1] - streamed.live_bytes[-1] == 512  # y at the last layer
+    assert all(not t.is_input for t in streamed.live_at(0))
+    with pytest.raises(ValueError, match="stream"):
+        profile(mod, with_tvm=False, stream=("weights",))
+
+
+def test_pass_with_the_front_search_is_exact_and_not_above_greedy():
+    import tvm
+
+    from tvm_memflat import FlattenMemoryPeaks
+    from tvm_memflat.errors import MemflatError
+
+    mod = graphs.chain(8, (1, 4, 32, 8))
+    greedy = FlattenMemoryPeaks(input="stream")
+    front = FlattenMemoryPeaks(input="stream", search="front")
+    g, f = greedy(mod), front(mod)
+    assert front.front is not None and front.decisions
+    assert front.device_bytes(f) <= greedy.device_bytes(g) < greedy.device_bytes(mod)
+    x = np.random.default_rng(1).standard_normal((1, 4, 32, 8)).astype("float32")
+    _, _, ref = build_and_measure(mod, [x], input="stream")
+    _, alloc, got = build_and_measure(f, [x], input="stream")
+    assert alloc.device_bytes == front.device_bytes(f)
+    np.testing.assert_allclose(got[0], ref[0], rtol=1e-5, atol=1e-5)
+    with pytest.raises(MemflatError, match="search must be"):
+        FlattenMemoryPeaks(search="exhaustive")
+    assert isinstance(tvm.transform.Sequential([front]), tvm.transform.Pass)

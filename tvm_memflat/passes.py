@@ -14,7 +14,11 @@ behaviour per option:
   (predicted from the build's own lowered schedule and offset plan,
   :func:`tvm_memflat.planner.device_bytes.predict_device_bytes`, under the
   ``input``/``output`` convention) are at or below it;
-* nothing — the greedy search, as low as it goes within ``max_mac_overhead``.
+* nothing — the greedy search, as low as it goes within ``max_mac_overhead``;
+  ``search="front"``: the beam search over rewrite sequences instead
+  (:func:`tvm_memflat.transform.search_front.search_front`), keeping the front of
+  (device bytes, MACs) in ``front`` and returning its lowest point within
+  ``max_mac_overhead`` (never above greedy's, and slower: see docs/fit.md).
 
 ``halo`` restricts either search to that halo mode. Declared with
 ``opt_level=0``: ``tvm.transform.Sequential`` skips passes above the context's
@@ -33,10 +37,14 @@ from .frontend.canonicalize import canonicalize
 from .planner.device_bytes import predict_device_bytes
 from .spec import AcceleratorSpec, load_spec
 from .transform.flatten_memory_peaks import DEFAULT_MAC_OVERHEAD, Decision, flatten_peaks
+from .transform.search_front import Front, search_front
 from .transform.tiling import HALO_MODES
 from .tuner.tuner import LatencyBudget, TuneResult, tune
 
-__all__ = ["FlattenMemoryPeaks"]
+__all__ = ["FlattenMemoryPeaks", "SEARCHES"]
+
+#: The searches the pass runs without a tuner: greedy rounds, or the beam search.
+SEARCHES = ("greedy", "front")
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +76,10 @@ class FlattenMemoryPeaks:
         ``[accounting]``, else ``"sram"``.
     max_mac_overhead
         Largest accepted extra MACs of the greedy search, as a fraction (default 5 %).
+    search
+        ``"greedy"`` (default: one module, the first rewrite that lowers its peak,
+        round after round) or ``"front"`` (beam search; ``front`` holds its Pareto
+        front after a run).
 
     The module may come from any of TVM's importers (``from_onnx``,
     ``from_exported_program``, weights bound or kept as parameters after
@@ -84,7 +96,10 @@ class FlattenMemoryPeaks:
     """
 
     def __init__(self, spec=None, *, memory_budget=None, latency_budget=None, halo="auto",
-                 input=None, output=None, max_mac_overhead=DEFAULT_MAC_OVERHEAD):
+                 input=None, output=None, max_mac_overhead=DEFAULT_MAC_OVERHEAD,
+                 search="greedy"):
+        if search not in SEARCHES:
+            raise MemflatError(f"search must be one of {', '.join(SEARCHES)}, got {search!r}")
         if halo not in (*HALO_MODES, "auto"):
             raise MemflatError(f"halo must be recompute, cache or auto, got {halo!r}")
         if memory_budget is not None and (isinstance(memory_budget, bool)
@@ -105,6 +120,8 @@ class FlattenMemoryPeaks:
         self.halo = halo
         self.input, self.output = accounting.input, accounting.output
         self.max_mac_overhead = max_mac_overhead
+        self.search = search
+        self.front: Front | None = None
         self.decisions: list[Decision] = []
         self.tune_result: TuneResult | None = None
         self.canonical_changes: tuple[tuple[str, int], ...] = ()
@@ -133,16 +150,33 @@ class FlattenMemoryPeaks:
                                          latency_budget=self.latency_budget, halo=self.halo)
             self.stop_reason = f"tuner: {self.tune_result.reason}"
             return new if self.tune_result.chosen.path else mod
+        stream = tuple(end for end, where in (("input", self.input), ("output", self.output))
+                       if where == "stream")
         try:
-            new, self.decisions = flatten_peaks(
-                search_mod, max_mac_overhead=self.max_mac_overhead,
-                memory_budget=self.memory_budget, halo=self.halo, evaluate=self.device_bytes,
-                on_stop=self._stopped)
+            if self.search == "front":
+                new, self.decisions = self._front(search_mod, stream)
+            else:
+                new, self.decisions = flatten_peaks(
+                    search_mod, max_mac_overhead=self.max_mac_overhead,
+                    memory_budget=self.memory_budget, halo=self.halo,
+                    evaluate=self.device_bytes, on_stop=self._stopped, stream=stream)
         except NotImplementedError as err:  # an op our analysis cannot profile yet
             self.stop_reason = f"module returned unchanged: {err}"
             logger.warning("FlattenMemoryPeaks: %s", self.stop_reason)
             return mod
         return new if self.decisions else mod
+
+    def _front(self, mod, stream):
+        self.front = search_front(mod, max_mac_overhead=self.max_mac_overhead, halo=self.halo,
+                                  evaluate=self.device_bytes, stream=stream,
+                                  progress=lambda m: logger.info("FlattenMemoryPeaks: %s", m))
+        point = self.front.best_within(self.max_mac_overhead)
+        if self.memory_budget is not None:  # the fewest MACs within the budget, if any
+            within = [p for p in self.front.points if p.bytes <= self.memory_budget]
+            point = min(within, key=lambda p: (p.macs, p.bytes)) if within else point
+        self.stop_reason = (f"front of {len(self.front.points)} points "
+                            f"({self.front.explored} modules verified): {self.front.stop}")
+        return point.module, list(point.decisions)
 
     def _stopped(self, reason: str) -> None:
         self.stop_reason = reason

@@ -98,6 +98,14 @@ class MemoryProfile:
     #: device bytes predicted from our build's lowered schedule and offset plan
     #: (:func:`tvm_memflat.workflows.profile`; None from this analysis alone)
     device: DeviceBytes | None = field(default=None, compare=False)
+    #: what the live bytes leave out as streamed (``"input"``, ``"output"``)
+    stream: tuple[str, ...] = ()
+
+    def counted(self, t) -> bool:
+        """Whether tensor ``t`` takes memory in this profile's live bytes (not a view,
+        not a streamed network input or output)."""
+        return t.view_of is None and not (t.is_input and "input" in self.stream) and \
+            not (t.is_output and "output" in self.stream)
 
     @property
     def peak_layer(self) -> LayerRow:
@@ -115,8 +123,9 @@ class MemoryProfile:
         return self.tvm.total_bytes if self.tvm is not None else None
 
     def live_at(self, step: int) -> list[TensorLife]:
-        """Tensors holding their own storage at ``step``, largest first."""
-        live = [t for t in self.tensors if t.view_of is None and t.first <= step <= t.last]
+        """Tensors holding their own storage at ``step`` (streamed ones left out),
+        largest first."""
+        live = [t for t in self.tensors if self.counted(t) and t.first <= step <= t.last]
         return sorted(live, key=lambda t: (-t.bytes, t.name))
 
     def live_at_peak(self) -> list[TensorLife]:
@@ -182,6 +191,7 @@ def profile(
     with_tvm: bool = True,
     fused: FusedModules | None = None,
     in_place_concat: bool = False,
+    stream: tuple[str, ...] = (),
 ) -> MemoryProfile:
     """Profile the activation memory of ``mod``'s ``main`` layer by layer.
 
@@ -204,6 +214,11 @@ def profile(
         inputs of a concat that the build writes in place are counted inside its
         output, which is live from the first of them. Off by default (the seed
         paper's definition of live memory); the search ranks its candidates with it.
+    stream
+        ``"input"`` and/or ``"output"``: the network input (outputs) streamed from
+        (to) outside, so they take no memory in the live bytes (the counting
+        convention; the search ranks its candidates under the convention it is
+        judged on).
     """
     if activation_dtype not in (None, *ACTIVATION_DTYPES):
         raise ValueError(f"activation_dtype must be one of {ACTIVATION_DTYPES}")
@@ -211,9 +226,13 @@ def profile(
     steps = steps_of(fused)
     layers, tensors = _lifetimes(fused.kernels["main"], steps, activation_dtype == "int8",
                                  in_place_concat)
+    stream = tuple(sorted(set(stream)))
+    if set(stream) - {"input", "output"}:
+        raise ValueError(f"stream must name 'input' and/or 'output', got {stream}")
     live = [0] * len(layers)
     for t in tensors:
-        if t.view_of is None:
+        if t.view_of is None and not (t.is_input and "input" in stream) and \
+                not (t.is_output and "output" in stream):
             for i in range(t.first, t.last + 1):
                 live[i] += t.bytes
     if not layers:
@@ -238,6 +257,7 @@ def profile(
         input_bytes=sum(t.bytes for t in tensors if t.is_input),
         output_bytes=sum(t.bytes for t in tensors if t.is_output and t.view_of is None),
         tvm=tvm_alloc,
+        stream=stream,
     )
 
 

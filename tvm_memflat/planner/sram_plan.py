@@ -234,8 +234,8 @@ def plan_for_spec(schedule: LoweredSchedule, spec: AcceleratorSpec, *,
     per_memory: dict[str, list[LiveRange]] = {m.name: [] for m in spec.memories}
     labels = {b.name: b.label for b in schedule.buffers}
     activations = activation_ranges(schedule, act_dtype, accounting)
-    view = any(b.dtype != act_dtype for b in schedule.buffers
-               if b.role not in {"input"} and b.dtype.startswith("float"))
+    view = any(b.dtype != act_dtype and b.dtype.startswith("float")
+               for b in schedule.buffers if b.role == "intermediate")
     per_memory[act_mem.name] += activations
     for s in schedule.steps:
         if s.scratch_bytes:

@@ -209,7 +209,7 @@ def _evaluate_region(mod, region, base, mac_limit, tile_counts, halo,
     rows = height(region.sink, axis)
     counts = sorted({min(t, rows) for t in tile_counts} - {0, 1})  # >= 1 row per tile
     for tiles in counts:
-        if tiles > 2 and tiles * len(region.vars) > MAX_TILED_OPS:
+        if tiles > 2 and tiles * region.layers > MAX_TILED_LAYERS:
             break
         try:
             est = model.estimate(tiles)
@@ -226,7 +226,8 @@ def _evaluate_region(mod, region, base, mac_limit, tile_counts, halo,
     return out
 
 
-def _evaluate_family(mod, family, mac_limit, in_place_concat: bool = False) -> list[Evaluated]:
+def _evaluate_family(mod, family, mac_limit, in_place_concat: bool = False,
+                     stream: tuple[str, ...] = ()) -> list[Evaluated]:
     """Profile ``family`` split :data:`SPLIT_COUNTS` ways (a concat: at its parts)."""
     counts = ([len(family.part_bounds) - 1] if family.by_branch else
               sorted({min(k, family.channels) for k in SPLIT_COUNTS} - {1}))
@@ -234,7 +235,7 @@ def _evaluate_family(mod, family, mac_limit, in_place_concat: bool = False) -> l
     for parts in counts:
         try:
             p = profile(split_channels(mod, family, parts), with_tvm=False,
-                        in_place_concat=in_place_concat)
+                        in_place_concat=in_place_concat, stream=stream)
         except SplitRefused as err:
             logger.debug("FlattenMemoryPeaks: %s in %d slices refused: %s",
                          family.key[0], parts, err)
@@ -250,8 +251,8 @@ def _evaluate_family(mod, family, mac_limit, in_place_concat: bool = False) -> l
 
 #: How many of a round's best estimates are verified with a full profile before giving up.
 VERIFY_TRIES = 3
-#: Largest tiles x region ops estimated (bounds the size of each estimate's profile).
-MAX_TILED_OPS = 1024
+#: Largest tiles x region layers estimated (bounds the size of each estimate's profile).
+MAX_TILED_LAYERS = 512
 #: With ``halo="auto"``, recomputed halos are tried on this many of the regions that
 #: did best with cached ones (cached halos never add MACs, so they are tried first).
 AUTO_RECOMPUTE_REGIONS = 4
@@ -287,6 +288,8 @@ class RoundOptions:
     splits: bool = True
     w_tiles: bool = True
     in_place_concat: bool = False
+    #: the convention's streamed ends (``profile(stream=)``): ranked as judged
+    stream: tuple[str, ...] = ()
 
 
 def round_candidates(mod: tvm.IRModule, prof: MemoryProfile,
@@ -331,7 +334,8 @@ def round_candidates(mod: tvm.IRModule, prof: MemoryProfile,
             logger.debug("FlattenMemoryPeaks: split of %s skipped: cannot beat %d B",
                          family.key[0], floor)
             continue
-        evaluated += _evaluate_family(mod, family, mac_limit, in_place_concat=ipc)
+        evaluated += _evaluate_family(mod, family, mac_limit, in_place_concat=ipc,
+                                      stream=opts.stream)
     ranked = sorted((e for e in evaluated
                      if e.macs <= mac_limit and e.peak_bytes < prof.peak_bytes),
                     key=lambda e: (e.peak_bytes, e.macs, e.local_peak or e.peak_bytes))
@@ -350,7 +354,8 @@ def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OV
                   memory_budget: int | None = None, max_rounds: int = 8,
                   tile_counts=TILE_COUNTS, halo: str = "auto", splits: bool = True,
                   w_tiles: bool = True, on_round=None, progress=None,
-                  evaluate=None, on_stop=None) -> tuple[tvm.IRModule, list[Decision]]:
+                  evaluate=None, on_stop=None,
+                  stream: tuple[str, ...] = ()) -> tuple[tvm.IRModule, list[Decision]]:
     """Greedily tile the regions at the peak while the peak drops within the MAC limit.
 
     Each round estimates every candidate region, tile count and halo mode with
@@ -386,6 +391,9 @@ def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OV
         judged on this number, so a rewrite is kept only if the number drops.
     on_stop
         Optional ``on_stop(reason)``: why the search stopped, in one line.
+    stream
+        The counting convention's streamed ends (``"input"``, ``"output"``): the
+        profiles that rank candidates leave them out, as ``evaluate`` does.
 
     Returns the rewritten module and the accepted decisions (empty: unchanged).
     """
@@ -393,10 +401,11 @@ def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OV
     # Judged on the build's device bytes, the candidates are ranked on profiles that
     # lay concats out as the build does (in place); otherwise on the paper's model.
     ipc = evaluate is not None
-    prof = profile(mod, with_tvm=False, in_place_concat=ipc)
+    prof = profile(mod, with_tvm=False, in_place_concat=ipc, stream=stream)
     score = evaluate(mod) if evaluate is not None else prof.peak_bytes
     mac_limit = prof.macs * (1 + max_mac_overhead)
-    opts = RoundOptions(mac_limit, tuple(tile_counts), modes, splits, w_tiles, ipc)
+    opts = RoundOptions(mac_limit, tuple(tile_counts), modes, splits, w_tiles, ipc,
+                        tuple(stream))
     decisions: list[Decision] = []
     path: list[tuple] = []
     stop = f"{max_rounds} rounds done (the most it runs)"
@@ -410,7 +419,7 @@ def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OV
         accepted = None
         for e in ranked[:VERIFY_TRIES]:
             cand = e.apply(mod)
-            p = profile(cand, with_tvm=False, in_place_concat=ipc)
+            p = profile(cand, with_tvm=False, in_place_concat=ipc, stream=stream)
             if p.macs > mac_limit:
                 continue
             cand_score = evaluate(cand) if evaluate is not None else p.peak_bytes

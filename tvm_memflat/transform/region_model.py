@@ -73,13 +73,17 @@ class RegionModel:
         source = self._source_tensor()
         outlives = source is not None and source.last > self.last
         self.local, self.local_region = _region_module(self.region, keep_source=outlives)
+        # a streamed network input stays streamed when it is the region's source
+        is_param = any(self.region.source.same_as(p) for p in self.mod["main"].params)
+        self.local_stream = ("input",) if is_param and "input" in base.stream else ()
         self.local_base = profile(self.local, with_tvm=False,
-                                  in_place_concat=self.in_place_concat)
+                                  in_place_concat=self.in_place_concat,
+                                  stream=self.local_stream)
         across = 0
         for s in range(self.first, self.last + 1):
             across = max(across, sum(
                 t.bytes for t in base.tensors
-                if t.view_of is None and t.first <= s <= t.last and t is not source
+                if base.counted(t) and t.first <= s <= t.last and t is not source
                 and not self.first <= t.producer <= self.last))
         self.across_bytes = across
 
@@ -96,12 +100,12 @@ class RegionModel:
         """The module's estimated peak and exact MACs with the region in ``tiles`` tiles."""
         if self.exact_only:
             p = profile(self._tile_fn(self.mod, self.region, tiles), with_tvm=False,
-                        in_place_concat=self.in_place_concat)
+                        in_place_concat=self.in_place_concat, stream=self.base.stream)
             return RegionEstimate(p.peak_bytes, p.macs)
         if self.local is None:
             self._build_local()
         tiled = profile(self._tile_fn(self.local, self.local_region, tiles), with_tvm=False,
-                        in_place_concat=self.in_place_concat)
+                        in_place_concat=self.in_place_concat, stream=self.local_stream)
         peak = max(self.outside_peak, tiled.peak_bytes + self.across_bytes)
         return RegionEstimate(peak, self.base.macs - self.local_base.macs + tiled.macs)
 

@@ -20,8 +20,12 @@ from tvm import relax
 from ..analysis.tir_stats import tensor_bytes
 from .tiling import is_elementwise, row_inputs, window_of
 
-#: Largest region the sweep grows (members); larger regions only add halo.
-MAX_REGION_OPS = 64
+#: Largest region the sweep grows, in layers (members that are no elementwise op: a
+#: conv with its bias, activation and requantize chain is one); larger regions only
+#: add halo.
+MAX_REGION_LAYERS = 32
+#: ... and in members (bounds the cost of profiling its tiles).
+MAX_REGION_OPS = 256
 #: Most sources kept per sink (see :meth:`RegionIndex.regions_ending_at`).
 MAX_SOURCES_PER_SINK = 4
 
@@ -44,8 +48,18 @@ class Region:
         return (self.sink.name, len(self.vars))
 
     @property
+    def layers(self) -> int:
+        """Members that are no elementwise op (convs, pools, joins): the layers."""
+        return layer_count(self.calls)
+
+    @property
     def is_chain(self) -> bool:
         return all(len(row_inputs(c)) == 1 for c in self.calls)
+
+
+def layer_count(calls) -> int:
+    """How many of ``calls`` are layers (no elementwise op), at least 1."""
+    return max(1, sum(1 for c in calls if not is_elementwise(c)))
 
 
 def bindings(func: relax.Function) -> list:
@@ -130,7 +144,8 @@ class RegionIndex:
         The sweep grows the region backwards, always adding the producer of the
         latest tensor it reads; whenever it reads exactly one outside tensor, that
         tensor can be the source. It stops at a non-tileable producer, at a
-        tensor also read outside the region, or at :data:`MAX_REGION_OPS`.
+        tensor also read outside the region, or at :data:`MAX_REGION_LAYERS` layers
+        (:data:`MAX_REGION_OPS` members).
         Unless ``all_sources``, only the nearest source, the farthest, and those
         whose tensor is smaller than the next one further back are kept (a region
         should start where the tensor is small), at most
@@ -139,6 +154,7 @@ class RegionIndex:
         if self.inputs.get(sink) is None:
             return []
         members = {sink}
+        layers = layer_count([self.value[sink]])
         reads = set(self.inputs[sink])
         found: list[tuple[Region, int]] = []
         while True:
@@ -148,9 +164,11 @@ class RegionIndex:
             latest = max(reads, key=lambda v: self.order.get(v, -1))
             if (self.order.get(latest, -1) < 0 or self.inputs.get(latest) is None
                     or latest in self.outputs or len(members) >= MAX_REGION_OPS
+                    or layers >= MAX_REGION_LAYERS
                     or not self.consumers.get(latest, set()) <= members):
                 break
             members.add(latest)
+            layers += not is_elementwise(self.value[latest])
             reads.discard(latest)
             reads |= set(v for v in self.inputs[latest] if v not in members)
         if all_sources or len(found) <= 2:

@@ -126,7 +126,8 @@ def _to_verify(ranked, base_macs: int, branch: int) -> list:
 def search_front(mod: tvm.IRModule, *, max_mac_overhead: float = 0.30, beam: int = 3,
                  branch: int = 3, max_depth: int = 8, halo: str = "auto",
                  splits: bool = True, w_tiles: bool = True, tile_counts=TILE_COUNTS,
-                 evaluate=None, progress=None, time_budget_s: float | None = None) -> Front:
+                 evaluate=None, progress=None, time_budget_s: float | None = None,
+                 stream: tuple[str, ...] = ()) -> Front:
     """Search rewrite sequences of ``mod`` for the (bytes, MACs) front (module docstring).
 
     Parameters
@@ -144,14 +145,18 @@ def search_front(mod: tvm.IRModule, *, max_mac_overhead: float = 0.30, beam: int
         Optional ``progress(message)``, once per depth.
     time_budget_s
         Stop expanding (keeping what was found) once the search has run this long.
+    stream
+        The convention's streamed ends, left out of the ranking profiles
+        (:func:`~.flatten_memory_peaks.flatten_peaks`).
     """
     t0 = time.perf_counter()
     ipc = evaluate is not None
-    base_prof = profile(mod, with_tvm=False, in_place_concat=ipc)
+    base_prof = profile(mod, with_tvm=False, in_place_concat=ipc, stream=stream)
     score = evaluate(mod) if evaluate is not None else base_prof.peak_bytes
     base = FrontPoint(score, base_prof.macs, (), (), mod, base_prof)
     mac_limit = base_prof.macs * (1 + max_mac_overhead)
-    opts = RoundOptions(mac_limit, tuple(tile_counts), _halo_modes(halo), splits, w_tiles, ipc)
+    opts = RoundOptions(mac_limit, tuple(tile_counts), _halo_modes(halo), splits, w_tiles, ipc,
+                        tuple(stream))
     seen = {tvm_ffi.structural_hash(mod["main"])}
     reached, level = [base], [base]
     explored = expanded = 0
@@ -166,7 +171,7 @@ def search_front(mod: tvm.IRModule, *, max_mac_overhead: float = 0.30, beam: int
             expanded += 1
             _, ranked = round_candidates(state.module, state.profile, opts)
             for e in _to_verify(ranked, base.macs, branch):
-                child = _verify(e, state, seen, mac_limit, evaluate, ipc)
+                child = _verify(e, state, seen, mac_limit, evaluate, ipc, opts.stream)
                 if child is None:
                     continue
                 explored += 1
@@ -196,7 +201,7 @@ def search_front(mod: tvm.IRModule, *, max_mac_overhead: float = 0.30, beam: int
 
 
 def _verify(e, state: FrontPoint, seen: set, mac_limit: float, evaluate,
-            ipc: bool) -> FrontPoint | None:
+            ipc: bool, stream: tuple[str, ...]) -> FrontPoint | None:
     """``e`` applied to ``state``'s module and judged, or None if that module was
     reached before or goes over the MAC limit."""
     cand = e.apply(state.module)
@@ -204,7 +209,7 @@ def _verify(e, state: FrontPoint, seen: set, mac_limit: float, evaluate,
     if key in seen:
         return None
     seen.add(key)
-    p = profile(cand, with_tvm=False, in_place_concat=ipc)
+    p = profile(cand, with_tvm=False, in_place_concat=ipc, stream=stream)
     if p.macs > mac_limit:
         return None
     score = evaluate(cand) if evaluate is not None else p.peak_bytes

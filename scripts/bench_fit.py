@@ -1,0 +1,316 @@
+#!/usr/bin/env python
+"""Fit: the (device bytes, MACs) front of the zoo nets, and what fits the shipped specs.
+
+For each net (the five zoo nets in fp32; their int8 QDQ forms where ``zoo.build(name,
+dtype="int8")`` quantizes them; ``mobilenet_v2_w035_r144`` in both) and each counting
+convention (input/output: ``sram/sram``, ``stream/sram``, ``stream/stream``, the last
+being msf-CNN's), one run of
+:func:`tvm_memflat.transform.search_front.search_front` (MAC limit 30 %, device bytes
+predicted from the build as its number) gives:
+
+* the Pareto front of (device bytes, MACs), as JSON and one plot per net
+  (``docs/img/fit/``);
+* the smallest device bytes at <= 5 %, <= 10 % and <= 30 % more MACs;
+* built vs modelled: the <= 5 % and <= 30 % points built by ``tvm_memflat.build`` and
+  run once (device bytes measured from ``vm.builtin.alloc_storage``), against the
+  prediction, and their outputs against the unmodified network's;
+* for each scratchpad spec (``mcu_256k``, ``edge_npu_1m``; the buffered ``vta_like``
+  is the VTA issue's): the front point with the fewest MACs that fits (plan of
+  :func:`~tvm_memflat.planner.sram_plan.plan_for_spec`, under the record's convention),
+  its MAC overhead and modelled latency (:class:`~tvm_memflat.hardware.cost_model.SpecCostModel`),
+  or why none fits: the plan's reasons, and the smallest need it found. fp32 nets on
+  an int8 spec are a view (fp32 tensors counted at 1 byte per element), labelled so.
+
+For ``mobilenet_v2_w035_r144`` int8 under ``stream/stream``, msf-CNN's published
+points (docs/msf_cnn.md) are listed beside ours: at each of their MAC factors, our
+lowest bytes at no more MACs.
+
+Each (net, dtype, convention) record is cached under ``--cache`` keyed by the commit;
+a rerun resumes. Writes ``docs/data/bench_fit.json`` and ``docs/data/bench_fit.md``.
+
+    python scripts/bench_fit.py [--nets mobilenet_v2:int8,squeezenet1_1:float32]
+        [--conventions sram/sram,stream/stream] [--beam 2] [--fresh]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from _meta import ROOT, bench_meta
+
+NETS = [(n, "float32") for n in ("vgg16", "squeezenet1_1", "mobilenet_v2", "resnet18",
+                                 "inception_v3", "mobilenet_v2_w035_r144")] + \
+       [(n, "int8") for n in ("squeezenet1_1", "mobilenet_v2", "resnet18",
+                              "mobilenet_v2_w035_r144")]
+CONVENTIONS = [("sram", "sram"), ("stream", "sram"), ("stream", "stream")]
+SPECS = ("mcu_256k", "edge_npu_1m")
+LIMITS = (0.05, 0.10, 0.30)
+MAX_MAC_OVERHEAD = 0.30
+#: msf-CNN's MobileNetV2 w0.35 r144 int8 points (docs/msf_cnn.md): name, analytic bytes,
+#: peak_mem_usage of their build, MAC factor over 18,909,490.
+MSF_POINTS = [("vanilla", 194400, 194400, 1.0), ("256K", 181440, 181440, 1.0),
+              ("128K", 83065, 83133, 1.0188), ("F1.1", 67905, 67996, 1.0974),
+              ("64K", 63741, 63603, 1.2295), ("32K", 25674, 25803, 1.2534),
+              ("F1.3", 21288, 21389, 1.2976), ("F1.4", 15340, 15199, 1.3820),
+              ("F1.6", 13926, 14132, 1.5632), ("FInf", 7887, 8560, 1.6795)]
+
+
+def _inputs(mod, seed=0):
+    rng = np.random.default_rng(seed)
+    from tvm_memflat.frontend.canonicalize import num_inputs
+
+    func = mod["main"]
+    return [rng.standard_normal([int(d) for d in p.ty.shape.values]).astype("float32")
+            for p in func.params[:num_inputs(func)]]
+
+
+def _spec_fit(points, base_macs, spec_name, convention, dtype):
+    """The fewest-MAC front point that fits ``spec_name``, or why none does."""
+    import tvm
+
+    from tvm_memflat import load_spec
+    from tvm_memflat.analysis.device_bytes import Accounting
+    from tvm_memflat.hardware.cost_model import SpecCostModel
+    from tvm_memflat.planner.pipeline import lower_and_plan
+    from tvm_memflat.planner.sram_plan import plan_for_spec
+
+    spec = load_spec(spec_name)
+    acc = Accounting(*convention)
+    smallest = None
+    for p in sorted(points, key=lambda p: p.macs):
+        _, _, schedule = lower_and_plan(p.module, tvm.target.Target("llvm"))
+        plan = plan_for_spec(schedule, spec, accounting=acc)
+        act = plan.activation
+        need = act.plan.arena_bytes
+        if smallest is None or need < smallest["activation_arena_bytes"]:
+            smallest = {"activation_arena_bytes": need,
+                        "mac_overhead_pct": round(100 * (p.macs / base_macs - 1), 2),
+                        "why": list(plan.why)}
+        if plan.fits:
+            cost = SpecCostModel(spec).estimate(schedule, plan)
+            return {"spec": spec_name, "fits": True, "activation_view": plan.activation_view,
+                    "mac_overhead_pct": round(100 * (p.macs / base_macs - 1), 2),
+                    "activation_arena_bytes": need, "device_bytes": p.bytes,
+                    "latency_ms": round(cost.latency_ms, 3),
+                    "dram_traffic_bytes": plan.dram_traffic_bytes, "path_len": len(p.path)}
+        weights_why = [w for w in plan.why if "weights" in w.split("(")[1][:20]] \
+            if plan.why else []
+        if weights_why and not any("activations" in w for w in plan.why):
+            return {"spec": spec_name, "fits": False, "weights_fit": False,
+                    "activation_view": plan.activation_view, "why": list(plan.why)}
+    return {"spec": spec_name, "fits": False, "weights_fit": True,
+            "activation_view": dtype != "int8", "smallest_need": smallest}
+
+
+def run_one(name: str, dtype: str, convention, beam: int, progress) -> dict:
+    from tvm_memflat import load_model, zoo
+    from tvm_memflat.frontend.canonicalize import marked_canonical
+    from tvm_memflat.planner.device_bytes import predict_device_bytes
+    from tvm_memflat.targets.build import build_and_measure
+    from tvm_memflat.transform.search_front import search_front
+
+    inp, out = convention
+    mod = marked_canonical(load_model(zoo.build(name, dtype=dtype)))
+
+    def evaluate(m):
+        return predict_device_bytes(m, input=inp, output=out).total_bytes
+
+    stream = tuple(end for end, where in (("input", inp), ("output", out)) if where == "stream")
+    front = search_front(mod, max_mac_overhead=MAX_MAC_OVERHEAD, beam=beam, branch=3,
+                         evaluate=evaluate, progress=progress, stream=stream)
+    base = front.base
+    rec = {"net": name, "dtype": dtype, "input": inp, "output": out,
+           "base_bytes": base.bytes, "base_macs": base.macs, "front": front.to_json()}
+    rec["best"] = {}
+    for lim in LIMITS:
+        p = front.best_within(lim)
+        rec["best"][f"{round(100 * lim)}"] = {
+            "bytes": p.bytes, "saving_pct": round(100 * (1 - p.bytes / base.bytes), 2),
+            "mac_overhead_pct": round(100 * (p.macs / base.macs - 1), 3)}
+    # built vs modelled on the 5 % and 30 % points
+    x = _inputs(mod)
+    _, ref_alloc, ref = build_and_measure(mod, x, input=inp, output=out)
+    built = [{"point": "base", "predicted": base.bytes, "measured": ref_alloc.device_bytes}]
+    for lim in (0.05, 0.30):
+        p = front.best_within(lim)
+        if any(b["predicted"] == p.bytes and b["point"] != "base" for b in built) or not p.path:
+            continue
+        _, alloc, got = build_and_measure(p.module, x, input=inp, output=out)
+        scale = float(np.max(np.abs(ref[0]))) or 1.0
+        err = float(np.max(np.abs(got[0].astype("float64") - ref[0].astype("float64"))))
+        built.append({"point": f"<= {round(100 * lim)} %", "predicted": p.bytes,
+                      "measured": alloc.device_bytes, "max_abs_error": err,
+                      "max_abs_reference": scale,
+                      "exact": bool(np.array_equal(got[0], ref[0]))})
+    rec["built"] = built
+    rec["specs"] = [_spec_fit(front.points, base.macs, s, convention, dtype) for s in SPECS]
+    if name == "mobilenet_v2_w035_r144" and dtype == "int8" and convention == ("stream",
+                                                                                "stream"):
+        rec["msf"] = []
+        for label, analytic, built_bytes, factor in MSF_POINTS:
+            limit = base.macs * factor
+            ours = min((p for p in front.points if p.macs <= limit),
+                       key=lambda p: p.bytes, default=base)
+            rec["msf"].append({"point": label, "msf_bytes": analytic,
+                               "msf_peak_mem_usage": built_bytes, "msf_mac_factor": factor,
+                               "ours_bytes": ours.bytes,
+                               "ours_mac_factor": round(ours.macs / base.macs, 4),
+                               "ours_no_more": ours.bytes <= analytic})
+    return rec
+
+
+def _plot(records, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for rec in records:
+        base = rec["base_macs"]
+        pts = [(0.0, rec["base_bytes"])] + [(p.get("mac_overhead_pct", 0.0), p["bytes"])
+                                             for p in rec["front"]["points"]]
+        pts = sorted(set(pts))
+        xs, ys = zip(*pts, strict=True)
+        ax.step(xs, [y / 1024 for y in ys], where="post", marker="o", ms=3,
+                label=f"input {rec['input']}, output {rec['output']}")
+        del base
+    from tvm_memflat import load_spec
+
+    for s, style in zip(SPECS, ("--", ":"), strict=True):
+        size = load_spec(s).memories_for("activations")[0].size_bytes
+        ax.axhline(size / 1024, color="#c0392b", ls=style, lw=1, label=f"{s} SRAM")
+    r0 = records[0]
+    ax.set_yscale("log")
+    ax.set_xlabel("extra MACs (%)")
+    ax.set_ylabel("device bytes (KiB, log)")
+    ax.set_title(f"{r0['net']} {r0['dtype']}: front of device bytes vs MACs")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def _table(records, meta) -> str:
+    lines = [f"# bench_fit: device-bytes front and fits ({meta['date'][:10]}, commit "
+             f"{meta['commit'][:7]}, {meta['machine']['cpu']}, {meta['machine']['cores']} "
+             "cores)", "",
+             "Device bytes as built by `tvm_memflat.build` (predicted; built points "
+             "measured below), pass alone, MAC limit 30 %. Savings vs the same net built "
+             "by `tvm_memflat.build` unmodified.", "",
+             "| net | dtype | input/output | base B | <= 5 % | <= 10 % | <= 30 % | "
+             "front pts | search s |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        b = r["best"]
+        cells = [f"{b[k]['bytes']} ({b[k]['saving_pct']:.1f} %, +{b[k]['mac_overhead_pct']:.1f}"
+                 " % MACs)" for k in ("5", "10", "30")]
+        lines.append(f"| {r['net']} | {r['dtype']} | {r['input']}/{r['output']} | "
+                     f"{r['base_bytes']} | {' | '.join(cells)} | "
+                     f"{len(r['front']['points'])} | {r['front']['search_s']} |")
+    lines += ["", "## Built vs modelled", "",
+              "| net | dtype | input/output | point | predicted | measured | exact |",
+              "|---|---|---|---|---|---|---|"]
+    for r in records:
+        for b in r["built"]:
+            lines.append(f"| {r['net']} | {r['dtype']} | {r['input']}/{r['output']} | "
+                         f"{b['point']} | {b['predicted']} | {b['measured']} | "
+                         f"{b.get('exact', '-')} |")
+    lines += ["", "## Specs (scratchpad machines)", "",
+              "| net | dtype | input/output | spec | fits | extra MACs | latency ms | "
+              "why not / smallest need |", "|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        for s in r["specs"]:
+            view = " (view)" if s.get("activation_view") else ""
+            if s["fits"]:
+                lines.append(f"| {r['net']} | {r['dtype']}{view} | {r['input']}/{r['output']} "
+                             f"| {s['spec']} | yes | {s['mac_overhead_pct']} % | "
+                             f"{s['latency_ms']} | |")
+            elif not s.get("weights_fit", True):
+                lines.append(f"| {r['net']} | {r['dtype']}{view} | {r['input']}/{r['output']} "
+                             f"| {s['spec']} | no: weights | | | {'; '.join(s['why'])} |")
+            else:
+                n = s["smallest_need"]
+                lines.append(f"| {r['net']} | {r['dtype']}{view} | {r['input']}/{r['output']} "
+                             f"| {s['spec']} | no | | | smallest need "
+                             f"{n['activation_arena_bytes']} B at +{n['mac_overhead_pct']} % "
+                             f"MACs; {'; '.join(n['why'])} |")
+    msf = [r for r in records if "msf" in r]
+    if msf:
+        lines += ["", "## Beside msf-CNN (MobileNetV2 w0.35 r144 int8, input and output "
+                  "not counted)", "",
+                  "| their point | their bytes (peak_mem_usage) | their MAC factor | ours "
+                  "at no more MACs | our MAC factor | no more bytes |",
+                  "|---|---|---|---|---|---|"]
+        for m in msf[0]["msf"]:
+            lines.append(f"| {m['point']} | {m['msf_bytes']} ({m['msf_peak_mem_usage']}) | "
+                         f"{m['msf_mac_factor']} | {m['ours_bytes']} | "
+                         f"{m['ours_mac_factor']} | {m['ours_no_more']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--nets", help="name:dtype,... (default: all of NETS)")
+    ap.add_argument("--conventions", help="input/output,... (default: all three)")
+    ap.add_argument("--beam", type=int, default=2)
+    ap.add_argument("--cache", default=str(ROOT / ".bench_cache" / "fit"))
+    ap.add_argument("--json", default=str(ROOT / "docs" / "data" / "bench_fit.json"))
+    ap.add_argument("--table", default=str(ROOT / "docs" / "data" / "bench_fit.md"))
+    ap.add_argument("--plots", default=str(ROOT / "docs" / "img" / "fit"))
+    ap.add_argument("--fresh", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    nets = [tuple(s.split(":")) for s in args.nets.split(",")] if args.nets else NETS
+    convs = [tuple(s.split("/")) for s in args.conventions.split(",")] if args.conventions \
+        else CONVENTIONS
+    meta = bench_meta()
+    cache = Path(args.cache) / meta["commit"][:12]
+    cache.mkdir(parents=True, exist_ok=True)
+    records = []
+    for name, dtype in nets:
+        per_net = []
+        for conv in convs:
+            key = cache / f"{name}_{dtype}_{conv[0]}_{conv[1]}_b{args.beam}.json"
+            if key.exists() and not args.fresh:
+                rec = json.loads(key.read_text())
+            else:
+                t0 = time.perf_counter()
+                print(f"{name} {dtype} {conv[0]}/{conv[1]} ...", flush=True)
+                try:
+                    rec = run_one(name, dtype, conv, args.beam,
+                                  lambda m: print(f"  {m}", flush=True))
+                except Exception as err:  # noqa: BLE001 - recorded, the bench goes on
+                    rec = {"net": name, "dtype": dtype, "input": conv[0], "output": conv[1],
+                           "error": f"{type(err).__name__}: {err}"[:300]}
+                rec["wall_s"] = round(time.perf_counter() - t0, 1)
+                key.write_text(json.dumps(rec, indent=1))
+            if "error" in rec:
+                print(f"  ERROR {rec['error']}", file=sys.stderr)
+                continue
+            b = rec["best"]
+            print(f"{name:<24}{dtype:<8}{conv[0]}/{conv[1]:<8} base {rec['base_bytes']:>9} "
+                  f"<=5% {b['5']['bytes']:>9} ({b['5']['saving_pct']:5.1f} %) "
+                  f"<=30% {b['30']['bytes']:>9} ({b['30']['saving_pct']:5.1f} %)", flush=True)
+            per_net.append(rec)
+            records.append(rec)
+        if per_net:
+            _plot(per_net, Path(args.plots) / f"{name}_{dtype}.png")
+    out = {**meta, "max_mac_overhead_pct": 100 * MAX_MAC_OVERHEAD, "beam": args.beam,
+           "records": records}
+    Path(args.json).write_text(json.dumps(out, indent=1))
+    Path(args.table).write_text(_table(records, meta))
+    print(f"wrote {args.json} and {args.table}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
