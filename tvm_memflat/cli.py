@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="restrict the search (the tuner's too) to this halo mode")
     o.add_argument("--max-mac-overhead", metavar="PCT", type=_percent, default=5.0,
                    help="greedy pass: largest extra MACs in percent (default 5)")
+    o.add_argument("--dtype", choices=("float32", "int8"), default="float32",
+                   help="int8: optimize a zoo model's QDQ int8 form (integer kernels, int8 "
+                        "activations); default float32")
+    o.add_argument("--search", choices=("greedy", "front"), default="greedy",
+                   help="front: beam search for the device-bytes/MACs front, its lowest point "
+                        "within --max-mac-overhead (slower; never above greedy)")
     _add_accounting_args(o)
     o.add_argument("--measure", action="store_true",
                    help="tuner: also time the candidates on llvm and judge the budget on that")
@@ -102,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="plan after FlattenMemoryPeaks given the spec (the tuner fits it at "
                         "the least latency, as memflat optimize --spec)")
     _add_accounting_args(q)
+    q.add_argument("--dtype", choices=("float32", "int8"), default="float32",
+                   help="int8: plan a zoo model's QDQ int8 form (real int8 tensors, not a "
+                        "view); default float32")
     q.add_argument("--plot", metavar="FILE", help="write the SRAM occupancy map (.png or .svg)")
     q.add_argument("--json", metavar="FILE", help="write the plan as JSON")
     q.add_argument("--csv", metavar="FILE", help="write the per-layer table as CSV")
@@ -253,8 +262,15 @@ def _write_outputs(args, prof, report, capacity, spec) -> None:
         print(f"wrote {args.json}")
 
 
+def _labelled(args) -> str:
+    from .frontend import model_label
+
+    label = model_label(args.model)
+    return f"{label} (int8 QDQ)" if getattr(args, "dtype", "float32") == "int8" else label
+
+
 def cmd_optimize(args) -> int:
-    from .frontend import load_model, model_label, parse_input_shapes
+    from .frontend import load_model, parse_input_shapes
     from .reports.optimize_report import optimize_summary
     from .workflows import optimize
 
@@ -280,13 +296,13 @@ def cmd_optimize(args) -> int:
         rpc = RPCConfig.parse(args.rpc, target=args.rpc_target)
     shapes = parse_input_shapes(args.input_shape)
     progress(f"loading {args.model} ...")
-    mod = load_model(args.model, shapes)
+    mod = load_model(args.model, shapes, dtype=args.dtype)
     result = optimize(mod, spec=args.spec, latency_budget=args.latency_budget,
                       memory_budget=args.memory_budget, halo=args.halo, input=args.input,
                       output=args.output, target=args.target,
                       max_mac_overhead=args.max_mac_overhead / 100.0, measure=args.measure,
                       rpc=rpc, parallel=args.parallel, use_cache=not args.no_cache,
-                      label=model_label(args.model), progress=progress)
+                      label=_labelled(args), progress=progress, search=args.search)
     _echo_config(result.config, width=20)
     print(optimize_summary(result))
     _write_optimize_outputs(args, result)
@@ -337,17 +353,17 @@ def _write_optimize_outputs(args, result) -> None:
 
 
 def cmd_plan(args) -> int:
-    from .frontend import load_model, model_label, parse_input_shapes
+    from .frontend import load_model, parse_input_shapes
     from .reports.planner_report import plan_csv_rows, plan_summary
     from .workflows import plan
 
     _check_outputs(args)
     shapes = parse_input_shapes(args.input_shape)
     progress(f"loading {args.model} ...")
-    mod = load_model(args.model, shapes)
+    mod = load_model(args.model, shapes, dtype=args.dtype)
     result = plan(mod, spec=args.spec or "vta_like", optimized=args.optimized,
                   input=args.input, output=args.output, progress=progress)
-    config = {**result.config, "model": model_label(args.model)}
+    config = {**result.config, "model": _labelled(args)}
     _echo_config(config, width=14)
     for step in result.steps:
         print(step.describe)

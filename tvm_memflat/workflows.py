@@ -255,7 +255,7 @@ def optimize(model, *, spec=None, latency_budget=None, memory_budget: int | None
              target: str = "llvm", max_mac_overhead: float | None = None,
              measure: bool = False, rpc=None, parallel: int = 1, use_cache: bool = True,
              input_shapes=None, label: str | None = None, latency_repeat: int = 3,
-             seed: int = 1, progress=None) -> OptimizeResult:
+             seed: int = 1, progress=None, search: str = "greedy") -> OptimizeResult:
     """Rewrite ``model``, build and run it before and after, and compare.
 
     Parameters
@@ -291,7 +291,7 @@ def optimize(model, *, spec=None, latency_budget=None, memory_budget: int | None
         raise MemflatError(f"max_mac_overhead must be >= 0, got {max_mac_overhead}")
     pass_ = FlattenMemoryPeaks(spec, memory_budget=memory_budget, latency_budget=latency_budget,
                                halo=halo, input=input, output=output,
-                               max_mac_overhead=max_mac_overhead)
+                               max_mac_overhead=max_mac_overhead, search=search)
     acc = Accounting(pass_.input, pass_.output)
     progress("loading the model ...")
     mod, default_label = _module(model, input_shapes)
@@ -307,7 +307,7 @@ def optimize(model, *, spec=None, latency_budget=None, memory_budget: int | None
                        "measure": f"llvm via RPC {rpc}" if rpc else
                                   "llvm, local" if measure else "no"})
     else:
-        config.update({"search": "FlattenMemoryPeaks (greedy, minimises device bytes)",
+        config.update({"search": f"FlattenMemoryPeaks ({search}, minimises device bytes)",
                        "memory_budget": memory_budget or "(minimise device bytes)",
                        "mac_overhead_limit": f"{100 * max_mac_overhead:g} %"})
     config.update({"before": "stock TVM 0.27, llvm, with operator fusion",
