@@ -30,6 +30,8 @@ a rerun resumes. Writes ``docs/data/bench_fit.json`` and ``docs/data/bench_fit.m
 
     python scripts/bench_fit.py [--nets mobilenet_v2:int8,squeezenet1_1:float32]
         [--conventions sram/sram,stream/stream] [--beam 2] [--fresh]
+    python scripts/bench_fit.py --collect   # tables and plots of every cached record
+                                            # (each record names its commit)
 """
 
 from __future__ import annotations
@@ -201,21 +203,22 @@ def _plot(records, path: Path) -> None:
 
 
 def _table(records, meta) -> str:
-    lines = [f"# bench_fit: device-bytes front and fits ({meta['date'][:10]}, commit "
-             f"{meta['commit'][:7]}, {meta['machine']['cpu']}, {meta['machine']['cores']} "
-             "cores)", "",
+    lines = [f"# bench_fit: device-bytes front and fits ({meta['date'][:10]}, "
+             f"{meta['machine']['cpu']}, {meta['machine']['cores']} cores; each record's "
+             "commit in its row)", "",
              "Device bytes as built by `tvm_memflat.build` (predicted; built points "
              "measured below), pass alone, MAC limit 30 %. Savings vs the same net built "
              "by `tvm_memflat.build` unmodified.", "",
              "| net | dtype | input/output | base B | <= 5 % | <= 10 % | <= 30 % | "
-             "front pts | search s |", "|---|---|---|---|---|---|---|---|---|"]
+             "front pts | search s | commit |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         b = r["best"]
         cells = [f"{b[k]['bytes']} ({b[k]['saving_pct']:.1f} %, +{b[k]['mac_overhead_pct']:.1f}"
                  " % MACs)" for k in ("5", "10", "30")]
         lines.append(f"| {r['net']} | {r['dtype']} | {r['input']}/{r['output']} | "
                      f"{r['base_bytes']} | {' | '.join(cells)} | "
-                     f"{len(r['front']['points'])} | {r['front']['search_s']} |")
+                     f"{len(r['front']['points'])} | {r['front']['search_s']} | "
+                     f"{r.get('commit', '?')[:7]} |")
     lines += ["", "## Built vs modelled", "",
               "| net | dtype | input/output | point | predicted | measured | exact |",
               "|---|---|---|---|---|---|---|"]
@@ -267,6 +270,8 @@ def main(argv=None) -> int:
     ap.add_argument("--table", default=str(ROOT / "docs" / "data" / "bench_fit.md"))
     ap.add_argument("--plots", default=str(ROOT / "docs" / "img" / "fit"))
     ap.add_argument("--fresh", action="store_true")
+    ap.add_argument("--collect", action="store_true",
+                    help="run nothing: gather every record cached for this commit")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     nets = [tuple(s.split(":")) for s in args.nets.split(",")] if args.nets else NETS
@@ -276,6 +281,22 @@ def main(argv=None) -> int:
     cache = Path(args.cache) / meta["commit"][:12]
     cache.mkdir(parents=True, exist_ok=True)
     records = []
+    if args.collect:
+        order = {n: i for i, n in enumerate(NETS)}
+        found = {}
+        # every commit's records, the newest file of each (net, dtype, convention) kept
+        for f in sorted(Path(args.cache).glob("*/*.json"), key=lambda f: f.stat().st_mtime):
+            r = json.loads(f.read_text())
+            r.setdefault("commit", f.parent.name)
+            if "error" not in r:
+                found[r["net"], r["dtype"], r["input"], r["output"]] = r
+        found = list(found.values())
+        found.sort(key=lambda r: (order.get((r["net"], r["dtype"]), 99), r["input"], r["output"]))
+        nets = []  # nothing to run
+        for key in dict.fromkeys((r["net"], r["dtype"]) for r in found):
+            per_net = [r for r in found if (r["net"], r["dtype"]) == key]
+            records += per_net
+            _plot(per_net, Path(args.plots) / f"{key[0]}_{key[1]}.png")
     for name, dtype in nets:
         per_net = []
         for conv in convs:
@@ -292,6 +313,7 @@ def main(argv=None) -> int:
                     rec = {"net": name, "dtype": dtype, "input": conv[0], "output": conv[1],
                            "error": f"{type(err).__name__}: {err}"[:300]}
                 rec["wall_s"] = round(time.perf_counter() - t0, 1)
+                rec["commit"], rec["dirty"] = meta["commit"][:12], meta["dirty"]
                 key.write_text(json.dumps(rec, indent=1))
             if "error" in rec:
                 print(f"  ERROR {rec['error']}", file=sys.stderr)
