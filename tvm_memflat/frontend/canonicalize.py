@@ -50,6 +50,9 @@ import tvm
 import tvm_ffi
 from tvm import relax
 
+from ._relax_util import op_name as _op
+from ._relax_util import static_shape as _shape
+from ._relax_util import tensor_dtype as _dtype
 from .qdq import lower_qdq
 
 __all__ = ["CANONICAL_ATTR", "Canonical", "canonical_form", "canonicalize", "marked_canonical",
@@ -290,27 +293,6 @@ def _has_constant_calls(mod) -> bool:
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def _op(expr) -> str | None:
-    if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
-        return expr.op.name
-    return None
-
-
-def _shape(expr) -> list[int] | None:
-    ty = getattr(expr, "ty", None)
-    if isinstance(ty, relax.TensorType) and ty.shape is not None:
-        try:
-            return [int(v) for v in ty.shape.values]
-        except (TypeError, AttributeError):
-            return None
-    return None
-
-
-def _dtype(expr) -> str | None:
-    ty = getattr(expr, "ty", None)
-    return str(ty.dtype) if isinstance(ty, relax.TensorType) else None
 
 
 def _value(expr):

@@ -42,6 +42,10 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from ._relax_util import op_name as _op
+from ._relax_util import static_shape as _shape
+from ._relax_util import tensor_dtype as _dtype
+
 __all__ = ["has_qdq", "lower_qdq"]
 
 _Constant = tvm.ir.expr.Constant
@@ -50,31 +54,10 @@ _DEQUANTIZE = "relax.dequantize"
 _INT8 = "int8"
 
 
-def _op(expr) -> str | None:
-    if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
-        return expr.op.name
-    return None
-
-
 def _value(expr):
     if isinstance(expr, _Constant):
         return expr.value.numpy()
     return None
-
-
-def _shape(expr) -> list[int] | None:
-    ty = getattr(expr, "ty", None)
-    if isinstance(ty, relax.TensorType) and ty.shape is not None:
-        try:
-            return [int(v) for v in ty.shape.values]
-        except (TypeError, AttributeError):
-            return None
-    return None
-
-
-def _dtype(expr) -> str | None:
-    ty = getattr(expr, "ty", None)
-    return str(ty.dtype) if isinstance(ty, relax.TensorType) else None
 
 
 def _f32(x) -> relax.Constant:
