@@ -254,3 +254,24 @@ def test_property_no_spill_lands_in_read_only_memory(case):
     # fits exactly when every memory holds what is placed in it, and why says otherwise
     assert plan.fits == all(m.plan.arena_bytes <= m.size_bytes for m in plan.memories)
     assert plan.fits == (plan.why == ())
+
+
+def test_resident_weights_of_a_tiled_module_are_held_once():
+    # The tiles of a region call kernels on the same weights: flash holds them once.
+    import tvm
+
+    from tvm_memflat import load_spec
+    from tvm_memflat.planner.pipeline import lower_and_plan
+    from tvm_memflat.transform.flatten_memory_peaks import flatten_peaks
+
+    from . import graphs
+
+    mod = graphs.chain(8, (1, 4, 32, 8))
+    tiled, decisions = flatten_peaks(mod)
+    assert decisions
+    flash = []
+    for m in (mod, tiled):
+        _, _, schedule = lower_and_plan(m, tvm.target.Target("llvm"))
+        plan = plan_for_spec(schedule, load_spec("mcu_256k"))
+        flash.append(next(p for p in plan.memories if p.memory == "flash").plan.arena_bytes)
+    assert flash[0] == flash[1] == (4 * 8 * 9 + 2 * 8 * 8 * 9) * 1  # int8 conv weights

@@ -84,6 +84,10 @@ class KernelStep:
     #: elements of the weights (``weight_bytes`` is at the module's own dtypes; a spec
     #: stores them at its weight dtype)
     weight_elements: int = 0
+    #: the weight operands themselves (Relax constants, or ``main``'s weight
+    #: parameters): the tiles of a region call kernels on the same weights, which a
+    #: memory holding every weight keeps once (:func:`weight_identity`)
+    weight_refs: tuple = field(default=(), compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -246,6 +250,18 @@ def kernel_work(prim_func, weight_buffers=()) -> tuple[tuple[GemmShape, ...], in
     return tuple(gemms), vector[0]
 
 
+def weight_identity(ref) -> tuple:
+    """What makes two weight operands the same stored weight: a parameter by its name,
+    a constant by its dtype, shape and content (a digest of its bytes)."""
+    import hashlib
+
+    if not isinstance(ref, _CONSTANT):
+        return ("param", ref.name)
+    array = ref.value.numpy()
+    return ("const", str(array.dtype), array.shape,
+            hashlib.blake2b(array.tobytes(), digest_size=16).hexdigest())
+
+
 def _elements(shape) -> int:
     n = 1
     for d in shape:
@@ -305,11 +321,13 @@ def lowered_schedule(mod: tvm.IRModule) -> LoweredSchedule:
                                   if isinstance(a, _CONSTANT))
             weight_elements += sum(_elements(static_tensor_type(a.ty)[0])
                                    for a in value.args if a in weight_params)
+            refs = tuple(a for a in value.args
+                         if isinstance(a, _CONSTANT) or a in weight_params)
             steps.append(KernelStep(step, name,
                                     tuple(r.name for r in read_args if r is not None),
                                     tuple(r.name for r in args[-1:] if r is not None),
                                     weight_bytes, macs, scratch, gemms, vector_ops,
-                                    weight_elements))
+                                    weight_elements, refs))
             continue
         # Anything else (``lv = alloc``, reshape views, tuples, the output of an in-place
         # kernel bound to its input) aliases what it reads.

@@ -183,6 +183,27 @@ def activation_ranges(schedule: LoweredSchedule, dtype: str | None,
             for b in schedule.buffers if b.role not in streamed]
 
 
+def _unseen_weights(step: KernelStep, seen: set, dtype: str) -> int:
+    """Bytes at ``dtype`` of ``step``'s weights not already counted in ``seen`` (the
+    tiles of a region share their weights; a resident memory holds them once)."""
+    from .live_ranges import weight_identity
+
+    if not step.weight_refs:  # a hand-made schedule: its weights are its own
+        return weight_bytes_at(step, dtype)
+    total = 0
+    for ref in step.weight_refs:
+        key = weight_identity(ref)
+        if key in seen:
+            continue
+        seen.add(key)
+        shape = key[2] if key[0] == "const" else tuple(int(d) for d in ref.ty.shape.values)
+        n = 1
+        for d in shape:
+            n *= int(d)
+        total += n * dtype_bytes(dtype)
+    return total
+
+
 def _live_per_step(ranges: list[LiveRange], steps: int, alignment: int) -> list[int]:
     live = [0] * max(steps, 1)
     for r in ranges:
@@ -246,6 +267,7 @@ def plan_for_spec(schedule: LoweredSchedule, spec: AcceleratorSpec, *,
     weights = {s.step: weight_bytes_at(s, spec.compute.weight_dtype)
                for s in schedule.steps if s.weight_bytes}
     chunks: dict[int, int] = {}
+    seen_weights: set = set()
     last = max(len(schedule.steps) - 1, 0)
     if wgt_mem is not None:
         shared = _live_per_step(per_memory[wgt_mem.name], len(schedule.steps),
@@ -256,9 +278,11 @@ def plan_for_spec(schedule: LoweredSchedule, spec: AcceleratorSpec, *,
                 continue
             name = f"{s.kernel}@{s.step}/weights"
             labels[name] = f"{s.kernel} weights"
-            if resident:  # in their memory for the whole run
-                per_memory[wgt_mem.name].append(LiveRange(name, 0, last, wbytes,
-                                                          tuple(range(last + 1))))
+            if resident:  # in their memory for the whole run, each weight once
+                new = _unseen_weights(s, seen_weights, spec.compute.weight_dtype)
+                if new:
+                    per_memory[wgt_mem.name].append(LiveRange(name, 0, last, new,
+                                                              tuple(range(last + 1))))
                 continue
             chunk = weight_chunk_bytes(wbytes, _output_channels(s, wbytes),
                                        wgt_mem.size_bytes - shared[s.step],
