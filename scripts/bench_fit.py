@@ -195,14 +195,17 @@ def _plot(records, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for rec in records:
-        base = rec["base_macs"]
-        pts = [(0.0, rec["base_bytes"])] + [(p.get("mac_overhead_pct", 0.0), p["bytes"])
-                                             for p in rec["front"]["points"]]
-        pts = sorted(set(pts))
-        xs, ys = zip(*pts, strict=True)
-        ax.step(xs, [y / 1024 for y in ys], where="post", marker="o", ms=3,
-                label=f"input {rec['input']}, output {rec['output']}")
-        del base
+        pts = sorted([(0.0, rec["base_bytes"])] + [(p.get("mac_overhead_pct", 0.0), p["bytes"])
+                                                    for p in rec["front"]["points"]])
+        curve, low = [], None
+        for x, y in pts:  # the front: the lowest bytes reached at each MAC overhead
+            if low is None or y < low:
+                low = y
+                curve.append((x, y))
+        xs, ys = zip(*curve, strict=True)
+        line = ax.step([*xs, 30.0], [y / 1024 for y in (*ys, ys[-1])], where="post", marker="o",
+                       ms=3, label=f"input {rec['input']}, output {rec['output']}")[0]
+        ax.plot([0.0], [rec["base_bytes"] / 1024], "s", color=line.get_color(), ms=6)
     from tvm_memflat import load_spec
 
     for s, style in zip(SPECS, ("--", ":"), strict=True):
@@ -210,7 +213,7 @@ def _plot(records, path: Path) -> None:
         ax.axhline(size / 1024, color="#c0392b", ls=style, lw=1, label=f"{s} SRAM")
     r0 = records[0]
     ax.set_yscale("log")
-    ax.set_xlabel("extra MACs (%)")
+    ax.set_xlabel("extra MACs (%) (squares: the unmodified net)")
     ax.set_ylabel("device bytes (KiB, log)")
     ax.set_title(f"{r0['net']} {r0['dtype']}: front of device bytes vs MACs")
     ax.legend(fontsize=7)
