@@ -278,3 +278,17 @@ def test_dtype_int8_applies_to_zoo_names_only(tmp_path, capsys):
     code, out, err = _run(capsys, "plan", path, "--dtype", "int8", "--spec", "mcu_256k",
                           "--json", str(tmp_path / "p.json"))
     _assert_clean_failure(code, err, tmp_path, "applies to zoo names")
+
+
+def test_optimize_with_the_front_search(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MEMFLAT_PROGRESS", "1")  # progress lines, as on a terminal
+    path = _save(tmp_path, onnx_models.small_cnn(h=32))
+    js = str(tmp_path / "r.json")
+    code, out, err = _run(capsys, "optimize", path, "--search", "front", "--input", "stream",
+                          "--json", js)
+    assert code == 0, err
+    report = json.loads(open(js).read())
+    assert report["max_abs_error"] <= 1e-4 * max(1.0, report.get("max_abs_reference", 1.0))
+    assert "front" in report["config"]["search"]
+    assert report["after"]["device_bytes"] == report["after"]["predicted_device_bytes"]
+    assert "depth 1" in err  # the search's progress

@@ -80,6 +80,9 @@ class FlattenMemoryPeaks:
         ``"greedy"`` (default: one module, the first rewrite that lowers its peak,
         round after round) or ``"front"`` (beam search; ``front`` holds its Pareto
         front after a run).
+    progress
+        Optional ``progress(message)``, called once per depth of the front search
+        (default: the log).
 
     The module may come from any of TVM's importers (``from_onnx``,
     ``from_exported_program``, weights bound or kept as parameters after
@@ -97,7 +100,7 @@ class FlattenMemoryPeaks:
 
     def __init__(self, spec=None, *, memory_budget=None, latency_budget=None, halo="auto",
                  input=None, output=None, max_mac_overhead=DEFAULT_MAC_OVERHEAD,
-                 search="greedy"):
+                 search="greedy", progress=None):
         if search not in SEARCHES:
             raise MemflatError(f"search must be one of {', '.join(SEARCHES)}, got {search!r}")
         if halo not in (*HALO_MODES, "auto"):
@@ -121,6 +124,8 @@ class FlattenMemoryPeaks:
         self.input, self.output = accounting.input, accounting.output
         self.max_mac_overhead = max_mac_overhead
         self.search = search
+        #: optional ``progress(message)`` for the front search (the CLI shows it)
+        self.progress = progress
         self.front: Front | None = None
         self.decisions: list[Decision] = []
         self.tune_result: TuneResult | None = None
@@ -169,7 +174,8 @@ class FlattenMemoryPeaks:
     def _front(self, mod, stream):
         self.front = search_front(mod, max_mac_overhead=self.max_mac_overhead, halo=self.halo,
                                   evaluate=self.device_bytes, stream=stream,
-                                  progress=lambda m: logger.info("FlattenMemoryPeaks: %s", m))
+                                  progress=self.progress or (
+                                      lambda m: logger.info("FlattenMemoryPeaks: %s", m)))
         point = self.front.best_within(self.max_mac_overhead)
         if self.memory_budget is not None:  # the fewest MACs within the budget, if any
             within = [p for p in self.front.points if p.bytes <= self.memory_budget]

@@ -291,7 +291,8 @@ def optimize(model, *, spec=None, latency_budget=None, memory_budget: int | None
         raise MemflatError(f"max_mac_overhead must be >= 0, got {max_mac_overhead}")
     pass_ = FlattenMemoryPeaks(spec, memory_budget=memory_budget, latency_budget=latency_budget,
                                halo=halo, input=input, output=output,
-                               max_mac_overhead=max_mac_overhead, search=search)
+                               max_mac_overhead=max_mac_overhead, search=search,
+                               progress=progress if search == "front" else None)
     acc = Accounting(pass_.input, pass_.output)
     progress("loading the model ...")
     mod, default_label = _module(model, input_shapes)
