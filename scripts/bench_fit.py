@@ -72,7 +72,7 @@ def _inputs(mod, seed=0):
             for p in func.params[:num_inputs(func)]]
 
 
-def _spec_fit(points, base_macs, spec_name, convention, dtype):
+def _spec_fit(points, base_macs, spec_name, convention):
     """The fewest-MAC front point that fits ``spec_name``, or why none does.
 
     ``points``: (bytes, macs, module) of the front, the untiled module included. The
@@ -125,12 +125,13 @@ def _refit(rec) -> dict:
     points = [(front["base"]["bytes"], front["base"]["macs"], mod)] + [
         (p["bytes"], p["macs"], replay(mod, p["path"])) for p in front["points"] if p["path"]]
     conv = (rec["input"], rec["output"])
-    return {**rec, "specs": [_spec_fit(points, rec["base_macs"], s, conv, rec["dtype"])
+    return {**rec, "specs": [_spec_fit(points, rec["base_macs"], s, conv)
                              for s in SPECS]}
 
 
 def run_one(name: str, dtype: str, convention, beam: int, progress) -> dict:
     from tvm_memflat import load_model, zoo
+    from tvm_memflat.analysis.device_bytes import Accounting
     from tvm_memflat.frontend.canonicalize import marked_canonical
     from tvm_memflat.planner.device_bytes import predict_device_bytes
     from tvm_memflat.targets.build import build_and_measure
@@ -142,7 +143,7 @@ def run_one(name: str, dtype: str, convention, beam: int, progress) -> dict:
     def evaluate(m):
         return predict_device_bytes(m, input=inp, output=out).total_bytes
 
-    stream = tuple(end for end, where in (("input", inp), ("output", out)) if where == "stream")
+    stream = Accounting(inp, out).streamed
     front = search_front(mod, max_mac_overhead=MAX_MAC_OVERHEAD, beam=beam, branch=3,
                          evaluate=evaluate, progress=progress, stream=stream)
     base = front.base
@@ -171,7 +172,7 @@ def run_one(name: str, dtype: str, convention, beam: int, progress) -> dict:
                       "exact": bool(np.array_equal(got[0], ref[0]))})
     rec["built"] = built
     points = [(p.bytes, p.macs, p.module) for p in (base, *front.points) if p.module]
-    rec["specs"] = [_spec_fit(points, base.macs, s, convention, dtype) for s in SPECS]
+    rec["specs"] = [_spec_fit(points, base.macs, s, convention) for s in SPECS]
     if name == "mobilenet_v2_w035_r144" and dtype == "int8" and convention == ("stream",
                                                                                 "stream"):
         rec["msf"] = []

@@ -251,6 +251,10 @@ def test_plan_over_capacity_says_so(tmp_path, capsys):
     report = json.loads(open(js).read())
     assert report["fits"] is False and "does NOT fit" in out
     assert report["memories"][0]["arena_excess_bytes"] > 0
+    # and says why: an MCU has no writable memory to spill to; fp32 counted as int8
+    assert report["spilled_bytes"] == 0
+    assert report["why"] and "no memory writable at run time" in report["why"][0]
+    assert report["activation_view"] is True and "a view" in out
 
 
 def test_plan_bad_spec_is_one_line_exit_2(tmp_path, capsys):
@@ -259,18 +263,6 @@ def test_plan_bad_spec_is_one_line_exit_2(tmp_path, capsys):
     js = str(tmp_path / "plan.json")
     code, _, err = _run(capsys, "plan", path, "--spec", str(spec), "--json", js)
     _assert_clean_failure(code, err, tmp_path, "memory[0].size_bytes")
-
-
-def test_plan_says_why_it_does_not_fit(tmp_path, capsys):
-    path = _save(tmp_path, onnx_models.small_cnn(h=64))
-    spec = _mcu_spec_with_sram(tmp_path, "4096")
-    js = str(tmp_path / "plan.json")
-    code, out, err = _run(capsys, "plan", path, "--spec", str(spec), "--json", js)
-    assert code == 0, err
-    report = json.loads(open(js).read())
-    assert report["spilled_bytes"] == 0  # an MCU has no writable memory to spill to
-    assert report["why"] and "no memory writable at run time" in report["why"][0]
-    assert report["activation_view"] is True and "a view" in out
 
 
 def test_dtype_int8_applies_to_zoo_names_only(tmp_path, capsys):

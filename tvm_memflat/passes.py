@@ -155,8 +155,7 @@ class FlattenMemoryPeaks:
                                          latency_budget=self.latency_budget, halo=self.halo)
             self.stop_reason = f"tuner: {self.tune_result.reason}"
             return new if self.tune_result.chosen.path else mod
-        stream = tuple(end for end, where in (("input", self.input), ("output", self.output))
-                       if where == "stream")
+        stream = Accounting(self.input, self.output).streamed
         try:
             if self.search == "front":
                 new, self.decisions = self._front(search_mod, stream)

@@ -96,6 +96,12 @@ class Accounting:
                                    f"got {getattr(self, key)!r}")
 
     @property
+    def streamed(self) -> tuple[str, ...]:
+        """The ends that take no memory: ``"input"`` and/or ``"output"`` when streamed
+        (``profile(stream=)``, the search's ranking)."""
+        return tuple(end for end in ("input", "output") if getattr(self, end) == "stream")
+
+    @property
     def input_in_arena(self) -> bool:
         """The build gives the input a slot in the arena (only when it counts)."""
         return self.input == "sram"

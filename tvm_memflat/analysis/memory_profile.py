@@ -104,8 +104,7 @@ class MemoryProfile:
     def counted(self, t) -> bool:
         """Whether tensor ``t`` takes memory in this profile's live bytes (not a view,
         not a streamed network input or output)."""
-        return t.view_of is None and not (t.is_input and "input" in self.stream) and \
-            not (t.is_output and "output" in self.stream)
+        return _counted(t, self.stream)
 
     @property
     def peak_layer(self) -> LayerRow:
@@ -231,8 +230,7 @@ def profile(
         raise ValueError(f"stream must name 'input' and/or 'output', got {stream}")
     live = [0] * len(layers)
     for t in tensors:
-        if t.view_of is None and not (t.is_input and "input" in stream) and \
-                not (t.is_output and "output" in stream):
+        if _counted(t, stream):
             for i in range(t.first, t.last + 1):
                 live[i] += t.bytes
     if not layers:
@@ -259,6 +257,12 @@ def profile(
         tvm=tvm_alloc,
         stream=stream,
     )
+
+
+def _counted(t: TensorLife, stream: tuple[str, ...]) -> bool:
+    """``t`` takes memory in the live bytes: not a view, not a streamed end."""
+    return t.view_of is None and not (t.is_input and "input" in stream) and \
+        not (t.is_output and "output" in stream)
 
 
 @dataclass

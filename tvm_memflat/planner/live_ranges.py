@@ -18,6 +18,7 @@ element operations of its other blocks, for the cost models in
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -253,8 +254,6 @@ def kernel_work(prim_func, weight_buffers=()) -> tuple[tuple[GemmShape, ...], in
 def weight_identity(ref) -> tuple:
     """What makes two weight operands the same stored weight: a parameter by its name,
     a constant by its dtype, shape and content (a digest of its bytes)."""
-    import hashlib
-
     if not isinstance(ref, _CONSTANT):
         return ("param", ref.name)
     array = ref.value.numpy()

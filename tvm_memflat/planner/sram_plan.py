@@ -36,11 +36,12 @@ import time
 from dataclasses import dataclass, field
 
 from ..analysis.device_bytes import Accounting
-from ..analysis.tir_stats import dtype_bytes
+from ..analysis.tir_stats import dtype_bytes, tensor_bytes
+from ..lowering.input_in_arena import static_tensor_type
 from ..spec import AcceleratorSpec
-from .allocator import LiveRange, Plan, allocate, no_reuse_arena
+from .allocator import LiveRange, Plan, allocate, live_bytes_per_step, no_reuse_arena
 from .check import verify_plan
-from .live_ranges import KernelStep, LoweredSchedule
+from .live_ranges import KernelStep, LoweredSchedule, weight_identity
 
 
 @dataclass(frozen=True)
@@ -175,9 +176,7 @@ def activation_ranges(schedule: LoweredSchedule, dtype: str | None,
     """Live ranges of the activation buffers at ``dtype``: intermediates, and the
     network input and outputs unless ``accounting`` streams them (``"stream"``: read
     or written row by row from outside, so they take no SRAM)."""
-    accounting = accounting or Accounting()
-    streamed = {"input"} if accounting.input == "stream" else set()
-    streamed |= {"output"} if accounting.output == "stream" else set()
+    streamed = (accounting or Accounting()).streamed
     return [LiveRange(b.name, b.start, b.end,
                       _scaled(b.size_bytes, b.dtype, dtype or b.dtype), b.uses)
             for b in schedule.buffers if b.role not in streamed]
@@ -186,31 +185,15 @@ def activation_ranges(schedule: LoweredSchedule, dtype: str | None,
 def _unseen_weights(step: KernelStep, seen: set, dtype: str) -> int:
     """Bytes at ``dtype`` of ``step``'s weights not already counted in ``seen`` (the
     tiles of a region share their weights; a resident memory holds them once)."""
-    from .live_ranges import weight_identity
-
     if not step.weight_refs:  # a hand-made schedule: its weights are its own
         return weight_bytes_at(step, dtype)
     total = 0
     for ref in step.weight_refs:
         key = weight_identity(ref)
-        if key in seen:
-            continue
-        seen.add(key)
-        shape = key[2] if key[0] == "const" else tuple(int(d) for d in ref.ty.shape.values)
-        n = 1
-        for d in shape:
-            n *= int(d)
-        total += n * dtype_bytes(dtype)
+        if key not in seen:
+            seen.add(key)
+            total += tensor_bytes(static_tensor_type(ref.ty)[0], dtype)
     return total
-
-
-def _live_per_step(ranges: list[LiveRange], steps: int, alignment: int) -> list[int]:
-    live = [0] * max(steps, 1)
-    for r in ranges:
-        size = -(-r.size_bytes // alignment) * alignment
-        for s in range(r.start, min(r.end, steps - 1) + 1):
-            live[s] += size
-    return live
 
 
 def _output_channels(step: KernelStep, weight_bytes: int) -> int:
@@ -243,14 +226,11 @@ def plan_for_spec(schedule: LoweredSchedule, spec: AcceleratorSpec, *,
     act_mem = spec.memories_for("activations")[0]
     acc_mems = spec.memories_for("accumulators")
     acc_mem = acc_mems[0] if acc_mems else act_mem
-    by_name = {m.name: m for m in spec.memories}
-    wgt_name = getattr(spec, "weights_memory", None)
-    if wgt_name is None:
-        holders = spec.memories_for("weights")
-        wgt_name = holders[0].name if holders else None
-    wgt_mem = by_name.get(wgt_name) if wgt_name is not None else None
-    resident = getattr(spec, "weights_location", "streamed") == "resident"
-    spill_writable = bool(getattr(spec.dram, "writable", True))
+    holders = spec.memories_for("weights")
+    wgt_mem = (spec.memory(spec.weights_memory) if spec.weights_memory is not None
+               else holders[0] if holders else None)
+    resident = spec.weights_location == "resident"
+    spill_writable = spec.dram.writable
 
     per_memory: dict[str, list[LiveRange]] = {m.name: [] for m in spec.memories}
     labels = {b.name: b.label for b in schedule.buffers}
@@ -270,8 +250,7 @@ def plan_for_spec(schedule: LoweredSchedule, spec: AcceleratorSpec, *,
     seen_weights: set = set()
     last = max(len(schedule.steps) - 1, 0)
     if wgt_mem is not None:
-        shared = _live_per_step(per_memory[wgt_mem.name], len(schedule.steps),
-                                wgt_mem.alignment_bytes)
+        shared = live_bytes_per_step(per_memory[wgt_mem.name], wgt_mem.alignment_bytes)
         for s in schedule.steps:
             wbytes = weights.get(s.step, 0)
             if not wbytes:
@@ -285,7 +264,7 @@ def plan_for_spec(schedule: LoweredSchedule, spec: AcceleratorSpec, *,
                                                               tuple(range(last + 1))))
                 continue
             chunk = weight_chunk_bytes(wbytes, _output_channels(s, wbytes),
-                                       wgt_mem.size_bytes - shared[s.step],
+                                       wgt_mem.size_bytes - shared.get(s.step, 0),
                                        wgt_mem.alignment_bytes)
             chunks[s.step] = math.ceil(wbytes / chunk)
             per_memory[wgt_mem.name].append(LiveRange(name, s.step, s.step, chunk, (s.step,)))

@@ -342,6 +342,17 @@ def round_candidates(mod: tvm.IRModule, prof: MemoryProfile,
     return evaluated, ranked
 
 
+def judge(cand: tvm.IRModule, opts: RoundOptions,
+          evaluate=None) -> tuple[MemoryProfile, int] | None:
+    """``cand``'s ranking profile and its number (``evaluate``, else the modelled
+    peak), or None when it goes over the MAC limit. Both searches verify with it."""
+    p = profile(cand, with_tvm=False, in_place_concat=opts.in_place_concat,
+                stream=opts.stream)
+    if p.macs > opts.mac_limit:
+        return None
+    return p, evaluate(cand) if evaluate is not None else p.peak_bytes
+
+
 def decision_of(e: Evaluated, score_before: int, score_after: int, macs: int) -> Decision:
     """The :class:`Decision` recording ``e`` accepted."""
     region = e.region
@@ -419,10 +430,10 @@ def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OV
         accepted = None
         for e in ranked[:VERIFY_TRIES]:
             cand = e.apply(mod)
-            p = profile(cand, with_tvm=False, in_place_concat=ipc, stream=stream)
-            if p.macs > mac_limit:
+            judged = judge(cand, opts, evaluate)
+            if judged is None:
                 continue
-            cand_score = evaluate(cand) if evaluate is not None else p.peak_bytes
+            p, cand_score = judged
             if cand_score < score:
                 accepted = (e, cand, p, cand_score)
                 break

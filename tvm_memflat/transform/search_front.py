@@ -35,12 +35,12 @@ import tvm_ffi
 
 from ..analysis.memory_profile import MemoryProfile, profile
 from .flatten_memory_peaks import (
-    DEFAULT_MAC_OVERHEAD,
     TILE_COUNTS,
     Decision,
     RoundOptions,
     _halo_modes,
     decision_of,
+    judge,
     round_candidates,
 )
 from .rewrite_step import RewriteStep
@@ -164,14 +164,16 @@ def search_front(mod: tvm.IRModule, *, max_mac_overhead: float = 0.30, beam: int
     for depth in range(max_depth):
         children: list[FrontPoint] = []
         greedy = None  # the greedy search's next module: the first state's first improvement
+        out_of_time = False
         for index, state in enumerate(level):
             if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
+                out_of_time = True
                 stop = f"time budget of {time_budget_s:.0f} s spent"
                 break
             expanded += 1
             _, ranked = round_candidates(state.module, state.profile, opts)
             for e in _to_verify(ranked, base.macs, branch):
-                child = _verify(e, state, seen, mac_limit, evaluate, ipc, opts.stream)
+                child = _verify(e, state, seen, opts, evaluate)
                 if child is None:
                     continue
                 explored += 1
@@ -179,8 +181,6 @@ def search_front(mod: tvm.IRModule, *, max_mac_overhead: float = 0.30, beam: int
                     children.append(child)
                     if index == 0 and greedy is None:
                         greedy = child
-        else:
-            stop = ""
         reached += children
         level = _select(children, beam, greedy)
         if progress is not None:
@@ -189,7 +189,7 @@ def search_front(mod: tvm.IRModule, *, max_mac_overhead: float = 0.30, beam: int
                      f"{len(pareto(reached))} points, lowest {best.bytes} B at "
                      f"{100 * (best.macs / base.macs - 1):.1f} % MACs "
                      f"({time.perf_counter() - t0:.0f} s)")
-        if stop:
+        if out_of_time:
             break
         if not level:
             stop = "no rewrite lowers any of the kept states further"
@@ -200,19 +200,20 @@ def search_front(mod: tvm.IRModule, *, max_mac_overhead: float = 0.30, beam: int
                  max_mac_overhead, stop)
 
 
-def _verify(e, state: FrontPoint, seen: set, mac_limit: float, evaluate,
-            ipc: bool, stream: tuple[str, ...]) -> FrontPoint | None:
-    """``e`` applied to ``state``'s module and judged, or None if that module was
-    reached before or goes over the MAC limit."""
+def _verify(e, state: FrontPoint, seen: set, opts: RoundOptions,
+            evaluate) -> FrontPoint | None:
+    """``e`` applied to ``state``'s module and judged
+    (:func:`~.flatten_memory_peaks.judge`), or None if that module was reached before
+    or goes over the MAC limit."""
     cand = e.apply(state.module)
     key = tvm_ffi.structural_hash(cand["main"])
     if key in seen:
         return None
     seen.add(key)
-    p = profile(cand, with_tvm=False, in_place_concat=ipc, stream=stream)
-    if p.macs > mac_limit:
+    judged = judge(cand, opts, evaluate)
+    if judged is None:
         return None
-    score = evaluate(cand) if evaluate is not None else p.peak_bytes
+    p, score = judged
     decision = decision_of(e, state.bytes, score, p.macs)
     return FrontPoint(score, p.macs, (*state.path, e.step), (*state.decisions, decision),
                       cand, p)
@@ -233,4 +234,4 @@ def _select(children: list[FrontPoint], beam: int,
     return kept
 
 
-__all__ = ["DEFAULT_MAC_OVERHEAD", "Front", "FrontPoint", "pareto", "search_front"]
+__all__ = ["Front", "FrontPoint", "pareto", "search_front"]
