@@ -296,7 +296,8 @@ def main(argv=None) -> int:
     ap.add_argument("--fresh", action="store_true")
     ap.add_argument("--collect", action="store_true",
                     help="run no search: gather every cached record (the spec fits are "
-                         "recomputed on each front, rebuilt by replay, with this planner)")
+                         "recomputed on each front, rebuilt by replay, with this planner) "
+                         "and keep the published records of --json that none replaces")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     nets = [tuple(s.split(":")) for s in args.nets.split(",")] if args.nets else NETS
@@ -308,6 +309,12 @@ def main(argv=None) -> int:
     records = []
     if args.collect:
         order = {n: i for i, n in enumerate(NETS)}
+        # the records already published (each names its commit), replaced by any
+        # cached record of the same (net, dtype, convention)
+        published = Path(args.json)
+        kept = {} if not published.exists() else {
+            (r["net"], r["dtype"], r["input"], r["output"]): r
+            for r in json.loads(published.read_text())["records"]}
         found = {}
         # every commit's records, the newest file of each (net, dtype, convention) kept
         for f in sorted(Path(args.cache).glob("*/*.json"), key=lambda f: f.stat().st_mtime):
@@ -319,7 +326,9 @@ def main(argv=None) -> int:
         for r in found.values():
             print(f"refit {r['net']} {r['dtype']} {r['input']}/{r['output']} ...", flush=True)
             refitted.append(_refit(r))
-        found = refitted
+        found = refitted + [r for k, r in kept.items()
+                            if k not in {(f["net"], f["dtype"], f["input"], f["output"])
+                                         for f in refitted}]
         found.sort(key=lambda r: (order.get((r["net"], r["dtype"]), 99), r["input"], r["output"]))
         nets = []  # nothing to run
         for key in dict.fromkeys((r["net"], r["dtype"]) for r in found):

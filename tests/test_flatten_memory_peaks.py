@@ -85,9 +85,10 @@ def reject(reason: str):
     assume(False)
 
 
-def tiles_label(axis: int, halo: str) -> str:
-    """``H-tiles recompute``, ``W-tiles cache``: the rewrite a tiling example compares."""
-    return f"{axis_name(axis)}-tiles {halo}"
+def tiles_label(axis: int, halo: str, strips: int = 1) -> str:
+    """``H-tiles recompute``, ``W-tiles cache``, ``H-tiles cache in strips``: the
+    rewrite a tiling example compares."""
+    return f"{axis_name(axis)}-tiles {halo}" + (" in strips" if strips > 1 else "")
 
 
 def _downsampling_net(h=64, c=16):
@@ -404,7 +405,7 @@ def random_dag(draw):
                         pt=draw(st.integers(0, k - 1)), pb=draw(st.integers(0, k - 1)),
                         cout=draw(st.sampled_from([1, 2, 4])), ceil=draw(st.booleans())))
     return (c, h, w, draw(st.integers(0, 2**16)), ops, draw(AXIS)), draw(st.integers(2, 9)), \
-        draw(st.sampled_from(["recompute", "cache"]))
+        draw(st.sampled_from(["recompute", "cache"])), draw(st.sampled_from([1, 1, 2, 3]))
 
 
 def _shape(t):
@@ -468,8 +469,9 @@ def _build_dag(c, h, w, seed, ops, axis=2):
 @PROPERTY
 @given(random_dag())
 def test_property_random_dags_tile_exactly(case):
-    """Every region of a random DAG that ends at its output, tiled, computes the same."""
-    (c, h, w, seed, ops, axis), tiles, halo = case
+    """Every region of a random DAG that ends at its output, tiled (in one strip or in
+    patches of 2 or 3 strips along the other axis), computes the same."""
+    (c, h, w, seed, ops, axis), tiles, halo, strips = case
     original = _built(_build_dag, c, h, w, seed, ops, axis)
     mod = canonicalize(original).mod  # as the pass sees it (a shuffle becomes a take)
     index = RegionIndex(mod["main"])
@@ -479,11 +481,11 @@ def test_property_random_dags_tile_exactly(case):
     if not regions:  # the output reads two tensors that no single source feeds
         reject("no region ends at the output")
     try:
-        tiled = tile_region(mod, regions[-1], tiles, halo, axis)
+        tiled = tile_region(mod, regions[-1], tiles, halo, axis, strips)
     except TilingRefused as err:
         reject(f"tiling refused ({_refusal_kind(err)})")
     _assert_same_function(original, tiled, seed=seed, random_original=True,
-                          rewrite=tiles_label(axis, halo))
+                          rewrite=tiles_label(axis, halo, strips))
 
 
 def _refusal_kind(err) -> str:

@@ -105,3 +105,38 @@ def test_to_dict_has_contract_keys():
     assert d["tvm_allocated_bytes"] > 0
     assert {"name", "op", "output_bytes", "live_bytes"} <= set(d["layers"][0])
     assert d["layers"][1]["live_pct_of_peak"] == 100.0
+
+
+def _expand_dw_project(stride=1, keep_input=False):
+    """x (1,4,8,8) -> e = conv1x1 16 -> d = depthwise 3x3 (stride) -> p = conv1x1 4
+    (+ e when ``keep_input``: then e is read after the depthwise)."""
+    from tvm import relax
+
+    def body(bb, x, rng):
+        e = graphs.conv(bb, x, rng, 16, k=1, relu=False, name="e")
+        w = relax.const(rng.standard_normal((16, 1, 3, 3)).astype("float32"))
+        d = bb.emit(relax.op.nn.conv2d(e, w, strides=stride, padding=1, groups=16), "d")
+        p = graphs.conv(bb, d, rng, 16, k=1, relu=False, name="p")
+        return bb.emit(relax.op.add(p, e), "y") if keep_input else p
+    return graphs._net(body)
+
+
+def test_ranking_profile_lays_depthwise_in_place():
+    """As the build does: a stride-1 depthwise conv whose input dies there writes over
+    it, so its output is counted in its input's storage (e 4096 B; d a view of it)."""
+    mod = _expand_dw_project()
+    paper = profile(mod, with_tvm=False)
+    build_like = profile(mod, with_tvm=False, in_place_concat=True)
+    d = next(t for t in build_like.tensors if t.name == "d")
+    assert d.view_of == "e"
+    layer = next(r for r in build_like.layers if r.name == "d")
+    assert build_like.live_bytes[layer.index] == 4096  # e and d share one buffer
+    assert paper.live_bytes[layer.index] == 8192
+
+
+@pytest.mark.parametrize("stride, keep_input", [(2, False), (1, True)])
+def test_depthwise_stays_out_of_place_when_it_cannot_overwrite(stride, keep_input):
+    """A stride-2 depthwise changes the shape; an input read later must survive."""
+    build_like = profile(_expand_dw_project(stride, keep_input), with_tvm=False,
+                         in_place_concat=True)
+    assert next(t for t in build_like.tensors if t.name == "d").view_of is None

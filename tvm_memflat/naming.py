@@ -13,6 +13,8 @@ hand-written pattern in another.
   ``<sink>_t<t>_<j>`` (along H) or ``<sink>_w<t>_<j>`` (along W); the slices a
   tile reads are ``<sink>_t<t>_in``, the cached halos it carries
   ``<sink>_t<t>_halo<j>``.
+* **Patches** (H-tiles inside W-strips): strip ``s`` is ``<sink>_w<s>``, and its
+  H-tiles are named as the tiles of that name: ``<sink>_w<s>_t<t>_<j>``.
 * **Channel splits** of a group whose fan-in is ``f``: member ``j`` of slice
   ``g`` is ``<f>_c<g>_<j>``, the slice's partial fan-in conv ``<f>_c<g>``, and the
   running sums ``<f>_chsum<g>`` (kept out of FuseOps' groups by the build).
@@ -65,6 +67,13 @@ def tile_halo(sink: str, axis: str, tile: int, member: int) -> str:
     """The cached halo of ``member`` carried on after tile ``tile``:
     ``<sink>_t<tile>_halo<member>``."""
     return f"{tile_prefix(sink, axis)}{tile}_halo{member}"
+
+
+def tile_strip(sink: str, axis: str, strip: int) -> str:
+    """Strip ``strip`` along ``axis`` of a patch grid: ``<sink>_w<strip>``. Its H-tiles
+    are named as tiles of this name (member ``j`` of H-tile ``t``:
+    ``<sink>_w<strip>_t<t>_<j>``), and the strip's rows are concatenated into it."""
+    return f"{tile_prefix(sink, axis)}{strip}"
 
 
 def untiled(name: str) -> str:

@@ -209,10 +209,12 @@ def profile(
     fused
         Reuse an already fused module (saves lowering twice).
     in_place_concat
-        Model our build's in-place concatenation (:func:`_concats_in_place`): the
-        inputs of a concat that the build writes in place are counted inside its
-        output, which is live from the first of them. Off by default (the seed
-        paper's definition of live memory); the search ranks its candidates with it.
+        Model our build's in-place layouts: concatenation (:func:`_concats_in_place`):
+        the inputs of a concat that the build writes in place are counted inside its
+        output, which is live from the first of them; and depthwise convolution
+        (:func:`_depthwise_in_place`): a stride-1 depthwise conv whose input dies
+        there writes its output over its input. Off by default (the seed paper's
+        definition of live memory); the search ranks its candidates with it.
     stream
         ``"input"`` and/or ``"output"``: the network input (outputs) streamed from
         (to) outside, so they take no memory in the live bytes (the counting
@@ -223,8 +225,9 @@ def profile(
         raise ValueError(f"activation_dtype must be one of {ACTIVATION_DTYPES}")
     fused = fused or fuse(mod, target)
     steps = steps_of(fused)
+    depthwise = _depthwise_vars(mod["main"]) if in_place_concat else frozenset()
     layers, tensors = _lifetimes(fused.kernels["main"], steps, activation_dtype == "int8",
-                                 in_place_concat)
+                                 in_place_concat, depthwise)
     stream = tuple(sorted(set(stream)))
     if set(stream) - {"input", "output"}:
         raise ValueError(f"stream must name 'input' and/or 'output', got {stream}")
@@ -280,8 +283,26 @@ class _Tensor:
     weight_only: bool = False
 
 
+def _depthwise_vars(main: relax.Function) -> frozenset:
+    """The bindings of ``main`` that are depthwise convs (channel multiplier 1)."""
+    out = set()
+    for block in main.body.blocks:
+        for b in block.bindings:
+            call = b.value
+            if not (isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op)
+                    and call.op.name == "relax.nn.conv2d"):
+                continue
+            wty = getattr(call.args[1], "ty", None)
+            if not isinstance(wty, relax.TensorType) or wty.shape is None:
+                continue
+            w = [int(d) for d in wty.shape.values]
+            if int(call.attrs.groups) == w[0] > 1 and w[1] == 1:
+                out.add(b.var)
+    return frozenset(out)
+
+
 def _lifetimes(main: relax.Function, steps: list[Step], one_byte: bool,
-               in_place_concat: bool = False):
+               in_place_concat: bool = False, depthwise: frozenset = frozenset()):
     tensors: list[_Tensor] = []
     values: dict = {}  # relax var -> tensor index, or tuple of those (nested)
 
@@ -359,6 +380,10 @@ def _lifetimes(main: relax.Function, steps: list[Step], one_byte: bool,
         root = tensors[idx].root
         tensors[root].is_output = tensors[idx].is_output = True
         tensors[root].last = n - 1
+    if depthwise:
+        _depthwise_in_place(tensors, layer_io, [
+            any(m in depthwise for m in step.members)
+            for step in steps if step.kernel is not None])
     starts = _concats_in_place(tensors, layer_io) if in_place_concat else {}
     lives = []
     for i, t in enumerate(tensors):
@@ -368,6 +393,35 @@ def _lifetimes(main: relax.Function, steps: list[Step], one_byte: bool,
                                 first, max(t.last, first), t.is_input, t.is_output, view_of,
                                 t.weight_only))
     return layers, lives
+
+
+def _depthwise_in_place(tensors: list[_Tensor], layer_io: list, is_dw: list[bool]) -> None:
+    """Model our build's in-place depthwise conv (:mod:`tvm_memflat.lowering.inplace_depthwise`).
+
+    A depthwise layer that reads one activation tensor of its output's shape and
+    dtype, which nothing reads after it and which is no input or output of the
+    network, writes its output over that input: the output becomes a view of the
+    input, which stays live as long as the output does. (The build keeps only the
+    in-place calls that lower its device bytes, and counts each one's one-channel
+    temporary; for ranking, every eligible layer is taken in place.)
+    """
+    for layer, (reads, outs, is_view, _) in enumerate(layer_io):
+        if not is_dw[layer] or is_view or len(outs) != 1:
+            continue
+        acts = {r for r in reads if not tensors[r].weight_only}
+        o = outs[0]
+        if len(acts) != 1 or tensors[o].root != o:
+            continue
+        r = tensors[next(iter(acts))].root
+        src, dst = tensors[r], tensors[o]
+        if (src.is_input or src.is_output or dst.is_output or src.last != layer
+                or (src.shape, src.dtype) != (dst.shape, dst.dtype)):
+            continue
+        dst.root = r
+        src.last = max(src.last, dst.last)
+        for t in tensors:  # later views of the output now share the input's storage
+            if t.root == o:
+                t.root = r
 
 
 def _concats_in_place(tensors: list[_Tensor], layer_io: list) -> dict[int, int]:

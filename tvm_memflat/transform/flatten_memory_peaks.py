@@ -37,7 +37,7 @@ from ..analysis.memory_profile import MemoryProfile, profile
 from ..errors import MemflatError
 from .region_model import RegionModel
 from .regions import Region, RegionIndex, find_regions
-from .rewrite_step import RewriteStep
+from .rewrite_step import RewriteStep, strips_phrase
 from .split_channels import GroupFamily, SplitRefused, group_families, split_channels
 from .tile_region import tile_region
 from .tiling import (
@@ -74,6 +74,7 @@ class Decision:
     macs_after: int
     source: str = ""
     axis: str = "H"  # "H" or "W" for tilings, "C" for channel splits
+    strips: int = 1  # a patch grid: strips along the other axis (recomputed halos)
 
     @property
     def kind(self) -> str:
@@ -86,7 +87,7 @@ class Decision:
         if self.kind == "split":
             return RewriteStep.split(self.region_output, self.region_ops, self.tiles)
         return RewriteStep.tile(self.region_output, self.region_ops, self.tiles, self.halo,
-                                self.axis)
+                                self.axis, self.strips)
 
     @property
     def describe(self) -> str:
@@ -94,7 +95,8 @@ class Decision:
             return (f"split {self.region_ops} ops from {self.source} to {self.region_output} "
                     f"into {self.tiles} channel slices (partial convs summed)")
         return (f"tiled {self.region_ops} ops from {self.source} to {self.region_output} "
-                f"into {self.tiles} {self.axis}-tiles ({self.halo} halos)")
+                f"into {self.tiles} {self.axis}-tiles ({self.halo} halos)"
+                f"{strips_phrase(self.axis, self.strips)}")
 
 
 def _tensor_names(prof: MemoryProfile, tensor) -> set[str]:
@@ -171,6 +173,7 @@ class Evaluated:
     #: still frees more for the rounds after).
     local_peak: int = 0
     axis: int = H_AXIS  # NCHW axis of a tiling
+    strips: int = 1  # a patch grid: strips along the other axis
 
     @property
     def axis_name(self) -> str:
@@ -182,26 +185,27 @@ class Evaluated:
         output, ops = self.region.key
         if self.halo == CHANNELS:
             return RewriteStep.split(output, ops, self.tiles)
-        return RewriteStep.tile(output, ops, self.tiles, self.halo, self.axis_name)
+        return RewriteStep.tile(output, ops, self.tiles, self.halo, self.axis_name, self.strips)
 
     def apply(self, mod: tvm.IRModule) -> tvm.IRModule:
         """``mod`` with this rewrite."""
         if self.halo == CHANNELS:
             return split_channels(mod, self.region, self.tiles)
-        return tile_region(mod, self.region, self.tiles, self.halo, self.axis)
+        return tile_region(mod, self.region, self.tiles, self.halo, self.axis, self.strips)
 
 
 def _evaluate_region(mod, region, base, mac_limit, tile_counts, halo,
-                     axis: int = H_AXIS, in_place_concat: bool = False) -> list[Evaluated]:
-    """Estimate ``region`` tiled ``tile_counts`` ways along ``axis`` with ``halo``, in
-    increasing order.
+                     axis: int = H_AXIS, in_place_concat: bool = False,
+                     strips: int = 1) -> list[Evaluated]:
+    """Estimate ``region`` tiled ``tile_counts`` ways along ``axis`` with ``halo`` (in
+    patches of ``strips`` strips along the other axis), in increasing order.
 
     More tiles only add recompute (or, cached, more carried halos), so the search
     stops at the first count over the MAC limit, or once the peak has started to
     drop and then stops dropping (a count may need to be large before it moves).
     """
     model = RegionModel(mod, region, base,
-                        lambda m, r, t: tile_region(m, r, t, halo, axis),
+                        lambda m, r, t: tile_region(m, r, t, halo, axis, strips),
                         in_place_concat=in_place_concat)
     if model.cannot_lower:
         return []
@@ -209,7 +213,7 @@ def _evaluate_region(mod, region, base, mac_limit, tile_counts, halo,
     rows = height(region.sink, axis)
     counts = sorted({min(t, rows) for t in tile_counts} - {0, 1})  # >= 1 row per tile
     for tiles in counts:
-        if tiles > 2 and tiles * region.layers > MAX_TILED_LAYERS:
+        if tiles > 2 and tiles * strips * region.layers > MAX_TILED_LAYERS:
             break
         try:
             est = model.estimate(tiles)
@@ -217,12 +221,37 @@ def _evaluate_region(mod, region, base, mac_limit, tile_counts, halo,
             logger.debug("FlattenMemoryPeaks: %s in %d %s-tiles refused: %s",
                          region.sink.name, tiles, axis_name(axis), err)
             break
-        out.append(Evaluated(region, tiles, est.peak_bytes, est.macs, halo, axis=axis))
+        out.append(Evaluated(region, tiles, est.peak_bytes, est.macs, halo, axis=axis,
+                             strips=strips))
         if est.macs > mac_limit:
             break
         if last_peak is not None and last_peak < base.peak_bytes and est.peak_bytes >= last_peak:
             break
         last_peak = est.peak_bytes
+    return out
+
+
+def _evaluate_patches(mod, best: Evaluated, base, mac_limit,
+                      in_place_concat: bool = False) -> list[Evaluated]:
+    """Estimate ``best`` (a tiling) cut into :data:`STRIP_COUNTS` strips along the
+    other axis: a patch grid keeps the tiles' count, axis and halo mode."""
+    region, out = best.region, []
+    model = RegionModel(mod, region, base,
+                        lambda m, r, s: tile_region(m, r, best.tiles, best.halo, best.axis, s),
+                        in_place_concat=in_place_concat)
+    for strips in STRIP_COUNTS if not model.cannot_lower else ():
+        if best.tiles * strips * region.layers > MAX_PATCH_LAYERS:
+            break
+        try:
+            est = model.estimate(strips)
+        except TilingRefused as err:
+            logger.debug("FlattenMemoryPeaks: %s in %d strips refused: %s",
+                         region.sink.name, strips, err)
+            break
+        out.append(Evaluated(region, best.tiles, est.peak_bytes, est.macs, best.halo,
+                             axis=best.axis, strips=strips))
+        if est.macs > mac_limit:
+            break
     return out
 
 
@@ -258,6 +287,13 @@ MAX_TILED_LAYERS = 512
 AUTO_RECOMPUTE_REGIONS = 4
 #: W-tiles are tried on this many of the regions that did best with H-tiles.
 W_REGIONS = 4
+#: Patches (tiles inside strips along the other axis) are tried on this many of the
+#: regions tiles did best on, with the axis and halo mode each did best with.
+PATCH_REGIONS = 2
+#: Strips tried for a patch grid (each strip recomputes its halo along the strip axis).
+STRIP_COUNTS = (2, 4)
+#: Largest tiles x strips x region layers estimated for a patch grid.
+MAX_PATCH_LAYERS = 4 * 512
 
 
 def _best_regions(regions, evaluated) -> list:
@@ -266,6 +302,18 @@ def _best_regions(regions, evaluated) -> list:
     for e in evaluated:
         best[e.region.key] = min(best.get(e.region.key, e.peak_bytes), e.peak_bytes)
     return sorted(regions, key=lambda r: best.get(r.key, 1 << 62))
+
+
+def _best_tilings(evaluated, regions: int) -> list[Evaluated]:
+    """The best tiling (lowest estimate, then MACs) of each of the ``regions`` regions
+    whose tilings estimate lowest."""
+    best: dict = {}
+    for e in evaluated:
+        if e.halo != CHANNELS and e.strips == 1:
+            old = best.get(e.region.key)
+            if old is None or (e.peak_bytes, e.macs) < (old.peak_bytes, old.macs):
+                best[e.region.key] = e
+    return sorted(best.values(), key=lambda e: (e.peak_bytes, e.macs))[:regions]
 
 
 def _mirrored(region: Region) -> bool:
@@ -287,6 +335,8 @@ class RoundOptions:
     modes: tuple = HALO_MODES
     splits: bool = True
     w_tiles: bool = True
+    #: also try patches: tiles inside strips along the other axis
+    patches: bool = True
     in_place_concat: bool = False
     #: the convention's streamed ends (``profile(stream=)``): ranked as judged
     stream: tuple[str, ...] = ()
@@ -326,6 +376,9 @@ def round_candidates(mod: tvm.IRModule, prof: MemoryProfile,
         for mode in tried or modes:
             evaluated += _evaluate_region(mod, region, prof, mac_limit, opts.tile_counts,
                                           mode, AXES["W"], in_place_concat=ipc)
+    # patches on the regions tiles did best on: their best tiling, cut into strips
+    for e in _best_tilings(evaluated, PATCH_REGIONS) if opts.patches else ():
+        evaluated += _evaluate_patches(mod, e, prof, mac_limit, ipc)
     # a split is profiled in full, so skip those that cannot beat the best tiling
     floor = min((e.peak_bytes for e in evaluated if e.macs <= mac_limit),
                 default=prof.peak_bytes)
@@ -358,15 +411,15 @@ def decision_of(e: Evaluated, score_before: int, score_after: int, macs: int) ->
     region = e.region
     start = region.head if e.halo == CHANNELS else region.source
     return Decision(region.key[0], len(region.vars), e.tiles, e.halo, score_before,
-                    score_after, macs, getattr(start, "name", ""), e.axis_name)
+                    score_after, macs, getattr(start, "name", ""), e.axis_name, e.strips)
 
 
 def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OVERHEAD,
                   memory_budget: int | None = None, max_rounds: int = 8,
                   tile_counts=TILE_COUNTS, halo: str = "auto", splits: bool = True,
                   w_tiles: bool = True, on_round=None, progress=None,
-                  evaluate=None, on_stop=None,
-                  stream: tuple[str, ...] = ()) -> tuple[tvm.IRModule, list[Decision]]:
+                  evaluate=None, on_stop=None, stream: tuple[str, ...] = (),
+                  patches: bool = True) -> tuple[tvm.IRModule, list[Decision]]:
     """Greedily tile the regions at the peak while the peak drops within the MAC limit.
 
     Each round estimates every candidate region, tile count and halo mode with
@@ -386,6 +439,9 @@ def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OV
         tilings only.
     w_tiles
         Also try W-tiles (on the regions H-tiles did best on).
+    patches
+        Also try patches: the :data:`PATCH_REGIONS` best tilings cut into
+        :data:`STRIP_COUNTS` strips along the other axis.
     on_round
         Optional ``on_round(path, evaluated)`` called once per round with the
         replay steps accepted so far and every candidate estimated in that round
@@ -415,7 +471,7 @@ def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OV
     prof = profile(mod, with_tvm=False, in_place_concat=ipc, stream=stream)
     score = evaluate(mod) if evaluate is not None else prof.peak_bytes
     mac_limit = prof.macs * (1 + max_mac_overhead)
-    opts = RoundOptions(mac_limit, tuple(tile_counts), modes, splits, w_tiles, ipc,
+    opts = RoundOptions(mac_limit, tuple(tile_counts), modes, splits, w_tiles, patches, ipc,
                         tuple(stream))
     decisions: list[Decision] = []
     path: list[tuple] = []
@@ -481,5 +537,5 @@ def replay(mod: tvm.IRModule, steps) -> tvm.IRModule:
         if match is None:
             raise MemflatError(f"cannot replay tiling step {step.output!r} ({step.ops} ops, "
                                f"{step.parts} tiles): no such region in the module")
-        mod = tile_region(mod, match, step.parts, step.halo, AXES[step.axis])
+        mod = tile_region(mod, match, step.parts, step.halo, AXES[step.axis], step.strips)
     return mod

@@ -12,6 +12,8 @@ survives the rebuild and a JSON round trip (the tuner's disk cache, reports).
 JSON (:meth:`RewriteStep.to_json`)::
 
     {"kind": "tile", "output": "c3", "ops": 4, "parts": 8, "halo": "cache", "axis": "H"}
+    {"kind": "tile", "output": "c3", "ops": 4, "parts": 8, "halo": "cache", "axis": "H",
+     "strips": 2}
     {"kind": "split", "output": "b2_project", "ops": 5, "parts": 4, "halo": null, "axis": "C"}
 
 :meth:`RewriteStep.from_json` also reads the anonymous tuples older versions
@@ -35,6 +37,13 @@ SPLIT_AXIS = "C"
 _LEGACY_SPLIT_HALO = "channels"
 
 
+def strips_phrase(axis: str, strips: int) -> str:
+    """`` in 2 W-strips (recomputed halos)`` for a patch grid, else empty."""
+    if strips <= 1:
+        return ""
+    return f" in {strips} {'W' if axis == 'H' else 'H'}-strips (recomputed halos)"
+
+
 @dataclass(frozen=True, order=True)
 class RewriteStep:
     """One exact rewrite, named by what it rewrites (ordered by its fields, so paths
@@ -56,6 +65,9 @@ class RewriteStep:
         ``"recompute"`` or ``"cache"`` for a tiling; None for a split.
     axis
         ``"H"`` or ``"W"`` for a tiling; ``"C"`` for a split.
+    strips
+        A tiling in patches: the region cut into ``strips`` strips along the other
+        axis (halos recomputed), each in ``parts`` tiles along ``axis``. 1: no strips.
     """
 
     kind: str
@@ -64,6 +76,7 @@ class RewriteStep:
     parts: int
     halo: str | None = None
     axis: str = "H"
+    strips: int = 1
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -74,16 +87,19 @@ class RewriteStep:
         if self.kind == "split" and (self.halo is not None or self.axis != SPLIT_AXIS):
             raise ValueError(f"a split step has no halo and axis {SPLIT_AXIS!r}, got "
                              f"halo={self.halo!r}, axis={self.axis!r}")
-        if int(self.ops) < 1 or int(self.parts) < 1:
+        if self.kind == "split" and self.strips != 1:
+            raise ValueError(f"a split step has no strips: {self}")
+        if int(self.ops) < 1 or int(self.parts) < 1 or int(self.strips) < 1:
             raise ValueError(f"step ops and parts must be positive: {self}")
 
     # ----------------------------------------------------------------- constructors
 
     @classmethod
     def tile(cls, output: str, ops: int, tiles: int, halo: str = "recompute",
-             axis: str = "H") -> RewriteStep:
-        """The region ending at ``output`` (``ops`` bindings) in ``tiles`` tiles."""
-        return cls("tile", str(output), int(ops), int(tiles), halo, axis)
+             axis: str = "H", strips: int = 1) -> RewriteStep:
+        """The region ending at ``output`` (``ops`` bindings) in ``tiles`` tiles (in
+        each of ``strips`` strips along the other axis)."""
+        return cls("tile", str(output), int(ops), int(tiles), halo, axis, int(strips))
 
     @classmethod
     def split(cls, output: str, ops: int, slices: int) -> RewriteStep:
@@ -104,14 +120,17 @@ class RewriteStep:
             return (f"split {self.ops} ops ending at {self.output} into {self.parts} "
                     "channel slices (partial convs summed)")
         return (f"tiled {self.ops} ops ending at {self.output} into {self.parts} "
-                f"{self.axis}-tiles ({self.halo} halos)")
+                f"{self.axis}-tiles ({self.halo} halos){strips_phrase(self.axis, self.strips)}")
 
     # ----------------------------------------------------------------- JSON
 
     def to_json(self) -> dict:
         """A JSON-ready dict (see the module doc)."""
-        return {"kind": self.kind, "output": self.output, "ops": self.ops,
-                "parts": self.parts, "halo": self.halo, "axis": self.axis}
+        out = {"kind": self.kind, "output": self.output, "ops": self.ops,
+               "parts": self.parts, "halo": self.halo, "axis": self.axis}
+        if self.strips > 1:
+            out["strips"] = self.strips
+        return out
 
     @classmethod
     def from_json(cls, data) -> RewriteStep:
@@ -124,14 +143,15 @@ class RewriteStep:
         if isinstance(data, RewriteStep):
             return data
         if isinstance(data, dict):
-            known = {"kind", "output", "ops", "parts", "halo", "axis"}
+            known = {"kind", "output", "ops", "parts", "halo", "axis", "strips"}
             if set(data) - known or not {"kind", "output", "ops", "parts"} <= set(data):
                 raise ValueError(f"not a rewrite step: {data!r}")
             kind = data["kind"]
             if kind == "split":
                 return cls.split(data["output"], data["ops"], data["parts"])
             return cls.tile(data["output"], data["ops"], data["parts"],
-                            data.get("halo") or "recompute", data.get("axis") or "H")
+                            data.get("halo") or "recompute", data.get("axis") or "H",
+                            data.get("strips") or 1)
         if isinstance(data, (list, tuple)) and 3 <= len(data) <= 5:
             output, ops, parts = data[:3]
             halo = data[3] if len(data) > 3 else "recompute"

@@ -127,7 +127,7 @@ def search_front(mod: tvm.IRModule, *, max_mac_overhead: float = 0.30, beam: int
                  branch: int = 3, max_depth: int = 8, halo: str = "auto",
                  splits: bool = True, w_tiles: bool = True, tile_counts=TILE_COUNTS,
                  evaluate=None, progress=None, time_budget_s: float | None = None,
-                 stream: tuple[str, ...] = ()) -> Front:
+                 stream: tuple[str, ...] = (), patches: bool = True) -> Front:
     """Search rewrite sequences of ``mod`` for the (bytes, MACs) front (module docstring).
 
     Parameters
@@ -155,8 +155,8 @@ def search_front(mod: tvm.IRModule, *, max_mac_overhead: float = 0.30, beam: int
     score = evaluate(mod) if evaluate is not None else base_prof.peak_bytes
     base = FrontPoint(score, base_prof.macs, (), (), mod, base_prof)
     mac_limit = base_prof.macs * (1 + max_mac_overhead)
-    opts = RoundOptions(mac_limit, tuple(tile_counts), _halo_modes(halo), splits, w_tiles, ipc,
-                        tuple(stream))
+    opts = RoundOptions(mac_limit, tuple(tile_counts), _halo_modes(halo), splits, w_tiles,
+                        patches, ipc, tuple(stream))
     seen = {tvm_ffi.structural_hash(mod["main"])}
     reached, level = [base], [base]
     explored = expanded = 0

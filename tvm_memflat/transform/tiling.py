@@ -233,14 +233,14 @@ def same_along_h_and_w(call) -> bool:
     return shape[2] == shape[3] and row_inputs(call, H_AXIS) == row_inputs(call, W_AXIS)
 
 
-def with_inputs(call, inputs, pad_top: int | None = None, pad_bottom: int | None = None,
-                axis: int = H_AXIS):
+def with_inputs(call, inputs, pads: dict[int, tuple[int, int]] | None = None):
     """``call`` on new ``inputs`` (in :func:`row_inputs` order), with the tile's own
-    padding along ``axis`` when given (single-input windowed ops only)."""
+    padding ``pads`` (NCHW axis -> (before, after)) when given (single-input
+    windowed ops only)."""
     if window_of(call) is not None:
-        if pad_top is None:
+        if not pads:
             return _on_data(call, inputs[0])
-        return with_padding(call, inputs[0], pad_top, pad_bottom, axis)
+        return with_padding(call, inputs[0], pads)
     if call.op.name == "relax.concat":
         return relax.op.concat(list(inputs), axis=int(call.attrs.axis))
     return relax.Call(call.op, list(inputs), call.attrs)
@@ -251,13 +251,15 @@ def _out_dtype(attrs):
     return None if dtype is None or str(dtype) in ("", "void") else str(dtype)
 
 
-def with_padding(call, data, pad_lo: int, pad_hi: int, axis: int = H_AXIS):
-    """The same op on ``data`` (a tile) with the tile's own padding along ``axis``."""
+def with_padding(call, data, pads: dict[int, tuple[int, int]]):
+    """The same op on ``data`` (a tile) with the tile's own padding ``pads`` (NCHW
+    axis -> (before, after); axes not named keep the op's padding)."""
     name, attrs = call.op.name, call.attrs
     if name not in (_CONV, *_POOLS):
         return _on_data(call, data)
     pad = _ints(attrs.padding)
-    pad[axis - 2], pad[axis] = pad_lo, pad_hi
+    for axis, (lo, hi) in pads.items():
+        pad[axis - 2], pad[axis] = lo, hi
     if name == _CONV:
         return relax.op.nn.conv2d(
             data, call.args[1], strides=_ints(attrs.strides),
