@@ -234,12 +234,19 @@ def _evaluate_region(mod, region, base, mac_limit, tile_counts, halo,
 def _evaluate_patches(mod, best: Evaluated, base, mac_limit,
                       in_place_concat: bool = False) -> list[Evaluated]:
     """Estimate ``best`` (a tiling) cut into :data:`STRIP_COUNTS` strips along the
-    other axis: a patch grid keeps the tiles' count, axis and halo mode."""
+    other axis: a patch grid keeps the tiles' count, axis and halo mode.
+
+    Strips only narrow what the region holds while it runs, so nothing is estimated
+    when ``best``'s estimate is already the peak outside the region, and more strips
+    only when fewer lowered the estimate."""
     region, out = best.region, []
     model = RegionModel(mod, region, base,
                         lambda m, r, s: tile_region(m, r, best.tiles, best.halo, best.axis, s),
                         in_place_concat=in_place_concat)
-    for strips in STRIP_COUNTS if not model.cannot_lower else ():
+    if model.exact_only or model.cannot_lower or best.peak_bytes <= model.outside_peak:
+        return out
+    last = best.peak_bytes
+    for strips in STRIP_COUNTS:
         if best.tiles * strips * region.layers > MAX_PATCH_LAYERS:
             break
         try:
@@ -250,8 +257,9 @@ def _evaluate_patches(mod, best: Evaluated, base, mac_limit,
             break
         out.append(Evaluated(region, best.tiles, est.peak_bytes, est.macs, best.halo,
                              axis=best.axis, strips=strips))
-        if est.macs > mac_limit:
+        if est.macs > mac_limit or est.peak_bytes >= last:
             break
+        last = est.peak_bytes
     return out
 
 
