@@ -9,6 +9,8 @@ within the MAC limit.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from tvm import relax
@@ -50,14 +52,15 @@ def _stem_net(h=16):
 
 
 def _one_step_children(mod, mac_limit):
-    """Every exact rewrite of ``mod`` (no search, no model): (module, profile)."""
+    """Every exact rewrite of ``mod`` (no search, no model): (module, profile).
+    Tilings in one strip and in patches of two strips."""
     out = []
     for region in find_regions(mod["main"]):
         for axis in AXES.values():
             for halo in HALO_MODES:
-                for tiles in COUNTS:
+                for tiles, strips in itertools.product(COUNTS, (1, 2)):
                     try:
-                        cand = tile_region(mod, region, tiles, halo, axis)
+                        cand = tile_region(mod, region, tiles, halo, axis, strips)
                     except (TilingRefused, ValueError):
                         continue
                     p = profile(cand, with_tvm=False)

@@ -296,8 +296,8 @@ AUTO_RECOMPUTE_REGIONS = 4
 #: W-tiles are tried on this many of the regions that did best with H-tiles.
 W_REGIONS = 4
 #: Patches (tiles inside strips along the other axis) are tried on this many of the
-#: regions tiles did best on, with the axis and halo mode each did best with.
-PATCH_REGIONS = 2
+#: best tilings (one per region, axis and halo mode: its best tile count).
+PATCH_TILINGS = 2
 #: Strips tried for a patch grid (each strip recomputes its halo along the strip axis).
 STRIP_COUNTS = (2, 4)
 #: Largest tiles x strips x region layers estimated for a patch grid.
@@ -312,16 +312,17 @@ def _best_regions(regions, evaluated) -> list:
     return sorted(regions, key=lambda r: best.get(r.key, 1 << 62))
 
 
-def _best_tilings(evaluated, regions: int) -> list[Evaluated]:
-    """The best tiling (lowest estimate, then MACs) of each of the ``regions`` regions
-    whose tilings estimate lowest."""
+def _best_tilings(evaluated, count: int) -> list[Evaluated]:
+    """The ``count`` best tilings (lowest estimate, then MACs), at most one per region,
+    axis and halo mode (its best tile count)."""
     best: dict = {}
     for e in evaluated:
         if e.halo != CHANNELS and e.strips == 1:
-            old = best.get(e.region.key)
+            key = (e.region.key, e.axis, e.halo)
+            old = best.get(key)
             if old is None or (e.peak_bytes, e.macs) < (old.peak_bytes, old.macs):
-                best[e.region.key] = e
-    return sorted(best.values(), key=lambda e: (e.peak_bytes, e.macs))[:regions]
+                best[key] = e
+    return sorted(best.values(), key=lambda e: (e.peak_bytes, e.macs))[:count]
 
 
 def _mirrored(region: Region) -> bool:
@@ -385,7 +386,7 @@ def round_candidates(mod: tvm.IRModule, prof: MemoryProfile,
             evaluated += _evaluate_region(mod, region, prof, mac_limit, opts.tile_counts,
                                           mode, AXES["W"], in_place_concat=ipc)
     # patches on the regions tiles did best on: their best tiling, cut into strips
-    for e in _best_tilings(evaluated, PATCH_REGIONS) if opts.patches else ():
+    for e in _best_tilings(evaluated, PATCH_TILINGS) if opts.patches else ():
         evaluated += _evaluate_patches(mod, e, prof, mac_limit, ipc)
     # a split is profiled in full, so skip those that cannot beat the best tiling
     floor = min((e.peak_bytes for e in evaluated if e.macs <= mac_limit),
@@ -448,7 +449,7 @@ def flatten_peaks(mod: tvm.IRModule, *, max_mac_overhead: float = DEFAULT_MAC_OV
     w_tiles
         Also try W-tiles (on the regions H-tiles did best on).
     patches
-        Also try patches: the :data:`PATCH_REGIONS` best tilings cut into
+        Also try patches: the :data:`PATCH_TILINGS` best tilings cut into
         :data:`STRIP_COUNTS` strips along the other axis.
     on_round
         Optional ``on_round(path, evaluated)`` called once per round with the
