@@ -110,8 +110,14 @@ def _live_names(prof: MemoryProfile) -> set[str]:
     """Tensors live at the peak (with the bindings that compute them), the peak
     layer, and what it reads."""
     names = {prof.peak_layer.name} | set(prof.peak_layer.inputs)
-    for t in prof.live_at_peak():
+    live = prof.live_at_peak()
+    for t in live:
         names |= _tensor_names(prof, t)
+    # a depthwise conv written over its input is a view of it, produced later
+    roots = {t.name: t.producer for t in live}
+    for v in prof.tensors:
+        if v.view_of in roots and v.producer > roots[v.view_of]:
+            names |= _tensor_names(prof, v)
     return names
 
 

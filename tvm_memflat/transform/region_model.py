@@ -93,8 +93,15 @@ class RegionModel:
             return next((t for t in base.tensors if t.is_input and t.name == src.name), None)
         layer = next((row.index for row in base.layers
                       if any(m.same_as(src) for m in row.members)), None)
+        if layer is None:
+            return None
         outs = [t for t in base.tensors if t.producer == layer and t.view_of is None]
-        return outs[0] if layer is not None and len(outs) == 1 else None
+        if not outs:  # written in place over an earlier tensor (a depthwise conv):
+            views = [t for t in base.tensors if t.producer == layer]  # its storage's owner
+            roots = [r for t in views for r in base.tensors
+                     if r.name == t.view_of and r.view_of is None and r.producer < layer]
+            outs = roots if len(views) == 1 else []
+        return outs[0] if len(outs) == 1 else None
 
     def estimate(self, tiles: int) -> RegionEstimate:
         """The module's estimated peak and exact MACs with the region in ``tiles`` tiles."""
