@@ -232,7 +232,8 @@ def _search(mod, max_mac_overhead, max_rounds, halo, progress) -> list[Point]:
 
     flatten_peaks(mod, max_mac_overhead=max_mac_overhead, max_rounds=max_rounds,
                   halo=SEARCH_HALO if halo == "auto" else halo, splits=SEARCH_SPLITS,
-                  w_tiles=SEARCH_W_TILES, on_round=on_round, progress=progress)
+                  w_tiles=SEARCH_W_TILES, patches=SEARCH_PATCHES, on_round=on_round,
+                  progress=progress)
     # The pass's own default result (cached halos, channel splits) lies outside the
     # search above; as a point of its own, the tuner never chooses a higher peak
     # than FlattenMemoryPeaks() would whenever that result fits the budget.
@@ -340,12 +341,19 @@ SEARCH_SPLITS = False
 #: 60 s tuning target) and chose the same 651 KiB; without, 56.2 s (2026-11-23).
 SEARCH_W_TILES = False
 
+#: Nor patches (tiles inside strips, :mod:`tvm_memflat.transform.tile_region`), for
+#: the same reason: each round would estimate up to four grids more, on regions the
+#: tuner then costs on the spec one by one. The pass's default point may hold some.
+SEARCH_PATCHES = False
+
 #: Bumped when the pass's search space or the cached format changes (v2: DAG regions
 #: and cached halos; v3: W-tiles, regions or splits that cannot lower the peak are
 #: not estimated, and the pass's default result is a point of the search; v4: paths
-#: are lists of RewriteStep JSON objects, and ``halo`` restricts the search),
+#: are lists of RewriteStep JSON objects, and ``halo`` restricts the search; v5:
+#: the pass's default point may hold patches, and the ranking lays depthwise convs
+#: in place),
 #: so results cached by an older search are not replayed as if current.
-SEARCH_VERSION = 4
+SEARCH_VERSION = 5
 
 
 def default_cache_dir() -> Path:
