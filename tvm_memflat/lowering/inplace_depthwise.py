@@ -42,6 +42,7 @@ from tvm import relax, s_tir, sym, tirx
 
 from ..analysis.tir_stats import tensor_bytes
 from .concat_in_place import copy_module, flat_bindings, is_alloc_tensor, is_kernel_call, rebuild
+from .cpu_schedule import serial_loops
 from .tir_views import buffer_shape
 
 LOG = logging.getLogger(__name__)
@@ -189,6 +190,9 @@ def in_place_kernel(func: tirx.PrimFunc, data_index: int = 0) -> tirx.PrimFunc |
             return None
     except (TypeError, ValueError):   # a symbolic shape
         return None
+    # the default CPU schedule may run the channel loop in parallel; the one-channel
+    # temporary is shared by its iterations, so they run one after the other here
+    func = serial_loops(func)
     sch = s_tir.Schedule(func)
     try:
         names = [b.name_hint for b in _blocks(func.body) if b.name_hint != "root"]

@@ -40,6 +40,7 @@ from ..frontend.canonicalize import canonical_form
 from ..fusion_passes.legalize_cache import cached_legalize_ops
 from ..fusion_passes.opaque_marks import with_concat_opaque
 from .concat_in_place import concat_in_place
+from .cpu_schedule import schedule_cpu_kernels
 from .inplace_depthwise import depthwise_in_place
 from .input_in_arena import input_into_arena
 from .shrink_scratch import shrink_kernel_scratch
@@ -59,15 +60,21 @@ class BuildRecord:
     schedule: object = None    # planner.live_ranges.LoweredSchedule
 
 
-def lowering_passes(target: tvm.target.Target, *, shrink_scratch: bool = True) -> list:
-    """Legalize, fuse and lower to destination-passing Relax (no memory planning yet)."""
+def lowering_passes(target: tvm.target.Target, *, shrink_scratch: bool = True,
+                    cpu_schedule: bool = True) -> list:
+    """Legalize, fuse and lower to destination-passing Relax (no memory planning yet).
+
+    With ``shrink_scratch`` every fused kernel's scratch is scheduled away: by the
+    default CPU schedules (:mod:`.cpu_schedule`, which shrink it to one output tile)
+    when ``cpu_schedule``, else by :mod:`.shrink_scratch` alone (loops left as TVM's
+    legalization wrote them, one thread)."""
     # LegalizeOps memoised per operator signature: the same module, built faster
     # (tiled modules repeat a few signatures many times).
     legalize = [cached_legalize_ops() if p.info.name == "LegalizeOps" else p
                 for p in cpu.legalize_passes(target)]
     legalize = with_concat_opaque(legalize)
     if shrink_scratch:
-        legalize.append(shrink_kernel_scratch)
+        legalize.append(schedule_cpu_kernels if cpu_schedule else shrink_kernel_scratch)
     return cpu.library_dispatch_passes(target) + legalize + cpu.dataflow_lower_passes(target)
 
 
@@ -78,13 +85,14 @@ def finalize_passes(target: tvm.target.Target) -> list:
 
 def lower(mod: tvm.IRModule, target: tvm.target.Target, *, in_place_concat: bool = True,
           shrink_scratch: bool = True, input_in_arena: bool = False,
-          in_place_depthwise: bool = True,
+          in_place_depthwise: bool = True, cpu_schedule: bool = True,
           record: BuildRecord | None = None) -> tvm.IRModule:
     """``mod`` legalized, fused, in DPS form, with concatenations done in place, with
     ``input_in_arena`` the network inputs copied into slots of their own
     (:mod:`.input_in_arena`), so the arena planner places them with the rest, and with
     ``in_place_depthwise`` each stride-1 depthwise convolution whose input dies there
     writing over that input (:mod:`.inplace_depthwise`; an input slot counts too).
+    ``cpu_schedule``: kernels get the default CPU schedules (:mod:`.cpu_schedule`).
 
     The module is first brought to the pass's canonical form
     (:func:`~tvm_memflat.frontend.canonicalize.canonicalize`: batch norms folded into
@@ -93,7 +101,8 @@ def lower(mod: tvm.IRModule, target: tvm.target.Target, *, in_place_concat: bool
     mod = canonical_form(mod)
     with target:
         lowered = tvm.transform.Sequential(
-            lowering_passes(target, shrink_scratch=shrink_scratch))(mod)
+            lowering_passes(target, shrink_scratch=shrink_scratch,
+                            cpu_schedule=cpu_schedule))(mod)
     if in_place_concat:
         lowered, removed = concat_in_place(lowered)
         if record is not None:

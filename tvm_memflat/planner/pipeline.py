@@ -75,7 +75,7 @@ def choose_in_place_depthwise(lowered: tvm.IRModule, record: BuildRecord | None 
 def lower_and_plan(mod: tvm.IRModule, target: tvm.target.Target, *,
                    in_place_concat: bool = True, shrink_scratch: bool = True,
                    input_in_arena: bool = False, in_place_depthwise: bool | str = True,
-                   record: BuildRecord | None = None
+                   cpu_schedule: bool = True, record: BuildRecord | None = None
                    ) -> tuple[tvm.IRModule, Plan, LoweredSchedule]:
     """:func:`~tvm_memflat.lowering.pipeline.lower`, the in-place depthwise convolutions
     (``in_place_depthwise``: ``True`` those that pay, :func:`choose_in_place_depthwise`;
@@ -87,7 +87,8 @@ def lower_and_plan(mod: tvm.IRModule, target: tvm.target.Target, *,
                          f"not {in_place_depthwise!r}")
     lowered = lower(mod, target, in_place_concat=in_place_concat,
                     shrink_scratch=shrink_scratch, input_in_arena=input_in_arena,
-                    in_place_depthwise=in_place_depthwise == "all", record=record)
+                    in_place_depthwise=in_place_depthwise == "all",
+                    cpu_schedule=cpu_schedule, record=record)
     if in_place_depthwise is True:
         lowered, plan, schedule = choose_in_place_depthwise(lowered, record)
     else:
@@ -98,7 +99,7 @@ def lower_and_plan(mod: tvm.IRModule, target: tvm.target.Target, *,
 
 def memflat_pipeline(target: tvm.target.Target, *, in_place_concat: bool = True,
                      shrink_scratch: bool = True, input_in_arena: bool = False,
-                     in_place_depthwise: bool | str = True,
+                     in_place_depthwise: bool | str = True, cpu_schedule: bool = True,
                      record: BuildRecord | None = None) -> tvm.transform.Pass:
     """The whole Relax pipeline as one pass, for ``tvm.compile(..., relax_pipeline=...)``."""
 
@@ -107,7 +108,7 @@ def memflat_pipeline(target: tvm.target.Target, *, in_place_concat: bool = True,
         lowered, plan, schedule = lower_and_plan(
             mod, target, in_place_concat=in_place_concat, shrink_scratch=shrink_scratch,
             input_in_arena=input_in_arena, in_place_depthwise=in_place_depthwise,
-            record=record)
+            cpu_schedule=cpu_schedule, record=record)
         planned = apply_arena(lowered, schedule, plan)
         for gv, func in list(planned.functions_items()):
             if isinstance(func, tirx.PrimFunc):
@@ -122,7 +123,7 @@ def memflat_pipeline(target: tvm.target.Target, *, in_place_concat: bool = True,
 
 def compile_llvm(mod: tvm.IRModule, target=None, *, in_place_concat: bool = True,
                  shrink_scratch: bool = True, input_in_arena: bool = False,
-                 in_place_depthwise: bool | str = True,
+                 in_place_depthwise: bool | str = True, cpu_schedule: bool = True,
                  record: BuildRecord | None = None) -> relax.VMExecutable:
     """``mod`` compiled for llvm with :func:`memflat_pipeline` (what
     ``tvm_memflat.build(mod, "llvm")`` does once its options are resolved)."""
@@ -133,4 +134,5 @@ def compile_llvm(mod: tvm.IRModule, target=None, *, in_place_concat: bool = True
                                                        shrink_scratch=shrink_scratch,
                                                        input_in_arena=input_in_arena,
                                                        in_place_depthwise=in_place_depthwise,
+                                                       cpu_schedule=cpu_schedule,
                                                        record=record))

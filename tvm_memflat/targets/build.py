@@ -18,13 +18,15 @@ from ..analysis.device_bytes import Accounting, DeviceBytes
 from ..errors import MemflatError
 from ..planner.device_bytes import device_bytes_of
 from ..planner.pipeline import BuildRecord, compile_llvm
+from .host import resolve_llvm_target, set_threads
 
 TARGETS = ("llvm", "vta_like")
 
 
 def build(mod: tvm.IRModule, target="llvm", *, spec=None, in_place_concat: bool = True,
           shrink_scratch: bool = True, input: str = "sram", output: str = "sram",
-          in_place_depthwise: bool | str = True, record: BuildRecord | None = None):
+          in_place_depthwise: bool | str = True, schedule: bool = True,
+          threads: int | None = None, record: BuildRecord | None = None):
     """Compile ``mod`` with tvm_memflat's pipeline.
 
     Parameters
@@ -33,7 +35,8 @@ def build(mod: tvm.IRModule, target="llvm", *, spec=None, in_place_concat: bool 
         A Relax IRModule with static shapes (e.g. from :func:`tvm_memflat.load_model`,
         optionally after :class:`tvm_memflat.FlattenMemoryPeaks`).
     target
-        ``"llvm"`` or a ``tvm.target.Target`` of kind llvm; or ``"vta_like"``.
+        ``"llvm"`` (this machine's CPU: :func:`~tvm_memflat.targets.host.host_target`)
+        or a ``tvm.target.Target`` of kind llvm (used as given); or ``"vta_like"``.
     spec
         ``target="vta_like"`` only: the accelerator spec to simulate, a shipped name,
         a TOML path or an :class:`~tvm_memflat.spec.AcceleratorSpec` (default
@@ -53,6 +56,14 @@ def build(mod: tvm.IRModule, target="llvm", *, spec=None, in_place_concat: bool 
         counted as its scratch): ``True`` where that lowers device bytes (the input
         and output are at the arena's peak), ``"all"`` wherever possible, ``False``
         nowhere.
+    schedule
+        Give every kernel the default CPU schedule
+        (:mod:`tvm_memflat.lowering.cpu_schedule`: tiled, vectorised, parallel,
+        bit-exact); ``False``: TVM's legalized loops as they are (one thread).
+    threads
+        Size of TVM's thread pool for running it (default: every CPU this process may
+        use, or ``TVM_NUM_THREADS``): :func:`~tvm_memflat.targets.host.set_threads`,
+        which applies to the whole process.
     record
         Optional :class:`~tvm_memflat.lowering.pipeline.BuildRecord` filled with the
         offset plan, the lowered schedule, how many concats were removed and how
@@ -75,16 +86,19 @@ def build(mod: tvm.IRModule, target="llvm", *, spec=None, in_place_concat: bool 
             return build_vta_like(mod, "vta_like" if spec is None else spec,
                                   in_place_concat=in_place_concat,
                                   shrink_scratch=shrink_scratch, input=input, output=output,
-                                  in_place_depthwise=in_place_depthwise, record=record)
-        target = tvm.target.Target(target)
+                                  in_place_depthwise=in_place_depthwise, schedule=schedule,
+                                  threads=threads, record=record)
+    target = resolve_llvm_target(target)
     if spec is not None:
         raise MemflatError("spec= applies to target='vta_like' only")
     if target.kind.name != "llvm":
         raise MemflatError(f"target kind {target.kind.name!r} is not supported (llvm only)")
+    set_threads(threads)
     return compile_llvm(mod, target, in_place_concat=in_place_concat,
                         shrink_scratch=shrink_scratch,
                         input_in_arena=accounting.input_in_arena,
-                        in_place_depthwise=in_place_depthwise, record=record)
+                        in_place_depthwise=in_place_depthwise, cpu_schedule=schedule,
+                        record=record)
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,14 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
+from .host import resolve_llvm_target
+
 
 def build_stock(mod: tvm.IRModule, target=None):
-    """Compile with stock TVM's fusing llvm pipeline (our baseline)."""
-    target = target or tvm.target.Target("llvm")
+    """Compile with stock TVM's fusing llvm pipeline (our baseline), by default for this
+    machine's CPU as :func:`tvm_memflat.build` does
+    (:func:`~tvm_memflat.targets.host.host_target`), so both round alike: LLVM
+    contracts a multiply and an add into one fused multiply-add where the CPU has one.
+    Pass ``tvm.target.Target("llvm")`` for TVM's generic x86-64."""
+    target = resolve_llvm_target(target or "llvm")
     return tvm.compile(mod, target, relax_pipeline=relax.get_default_pipeline(target))

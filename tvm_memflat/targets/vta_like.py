@@ -51,6 +51,7 @@ from ..planner.live_ranges import LoweredSchedule
 from ..planner.pipeline import BuildRecord, compile_llvm
 from ..planner.sram_plan import SpecPlan, plan_for_spec, weight_bytes_at
 from ..spec import AcceleratorSpec, load_spec
+from .host import host_target, set_threads
 
 
 @dataclass(frozen=True)
@@ -235,14 +236,16 @@ class VtaLikeExecutable:
 def build_vta_like(mod: tvm.IRModule, spec: AcceleratorSpec | str | Path = "vta_like", *,
                    in_place_concat: bool = True, shrink_scratch: bool = True,
                    input: str = "sram", output: str = "sram",
-                   in_place_depthwise: bool | str = True,
+                   in_place_depthwise: bool | str = True, schedule: bool = True,
+                   threads: int | None = None,
                    record: BuildRecord | None = None) -> VtaLikeExecutable:
     """Build ``mod`` for llvm with tvm_memflat's pipeline and simulate it on ``spec``.
 
     The llvm build is ``tvm_memflat.build(mod, "llvm", ...)``'s with the same options
     (:func:`~tvm_memflat.planner.pipeline.compile_llvm`; this module does not import
     :mod:`.build`, which dispatches here). ``input``/``output`` are the counting
-    convention, as for ``build``.
+    convention, as for ``build``; so are ``schedule`` and ``threads`` (its llvm
+    executable runs on this machine's CPU).
     """
     spec = spec if isinstance(spec, AcceleratorSpec) else load_spec(spec)
     record = record if record is not None else BuildRecord()
@@ -250,8 +253,10 @@ def build_vta_like(mod: tvm.IRModule, spec: AcceleratorSpec | str | Path = "vta_
     # A buffered machine keeps activations in DRAM between layers: the first layer
     # reads the input from there, so no kernel copies it into an on-chip slot (the
     # host build's ``input_in_arena``), and the simulated schedule has no such step.
-    executable = compile_llvm(mod, in_place_concat=in_place_concat,
+    set_threads(threads)
+    executable = compile_llvm(mod, host_target(), in_place_concat=in_place_concat,
                               shrink_scratch=shrink_scratch, input_in_arena=False,
-                              in_place_depthwise=in_place_depthwise, record=record)
+                              in_place_depthwise=in_place_depthwise, cpu_schedule=schedule,
+                              record=record)
     plan = plan_for_spec(record.schedule, spec)
     return VtaLikeExecutable(executable, simulate(record.schedule, spec, plan), plan, record)

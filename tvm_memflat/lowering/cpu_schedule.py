@@ -1,0 +1,371 @@
+"""Default CPU schedules: every fused kernel tiled, vectorised and run in parallel.
+
+TVM 0.27 ships no CPU schedule for convolution or pooling: legalization emits plain
+loop nests, one output element at a time, on one thread. :func:`schedule_kernel`
+rewrites one fused PrimFunc with ``s_tir.Schedule`` primitives. It is a pure function
+of the PrimFunc (the same on every llvm target: only LLVM's instruction selection
+depends on the CPU), and it takes the place of
+:func:`~tvm_memflat.lowering.shrink_scratch.shrink_scratch`, doing what that did and
+more, so it keeps our memory guarantees:
+
+* injective intermediates (``pad_temp``, bias adds) are inlined into their consumer,
+  as before; nothing new is materialised;
+* the one reduction (conv, pool, matmul, mean) is computed per *output tile*
+  (``compute_at`` under the tile loop of the block that writes the output), so its
+  intermediate shrinks to one tile, the accumulator. That is the kernel's scratch
+  and is counted as such (:func:`~.shrink_scratch.lowered_scratch_bytes`): at most
+  ``max(TILE_CHANNELS) * max(TILE_WIDTHS)`` elements, 512 B in fp32 or int32. It is a
+  small constant allocation inside the parallel loop, which TVM puts on each
+  worker's stack;
+* inside the tile the reduction loops come first, in their original order, then the
+  tile's spatial loops: each output element is summed in the original order, so
+  results are bit-exact (TVM's LLVM code generator neither reassociates nor
+  contracts floating-point sums);
+* the innermost output axis (width, or a matmul's columns) is vectorised; a
+  convolution's output channels are unrolled inside the tile (:data:`TILE_CHANNELS`
+  of them share each input vector); kernel windows up to :data:`MAX_UNROLL_TAPS` are
+  unrolled;
+* the outer loops run in parallel on TVM's thread pool
+  (:func:`tvm_memflat.targets.threads.set_threads`).
+
+A depthwise convolution or pool (no reduction over channels) keeps its batch and
+channel loops outermost, so :mod:`.inplace_depthwise` can still write it over its
+input channel by channel (and makes that channel loop serial again, since its
+one-channel temporary is shared).
+
+A kernel no rule fits is scheduled as :func:`shrink_scratch` did (``"shrink"``).
+:class:`ScheduledKernel` says which rule ran; the PrimFunc carries it in the attribute
+:data:`RULE_ATTR`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import tvm
+import tvm_ffi
+from tvm import s_tir, tirx
+
+from .shrink_scratch import shrink_scratch
+
+LOG = logging.getLogger(__name__)
+
+#: Output channels per convolution tile, most preferred first (unrolled: each input
+#: vector is reused this often).
+TILE_CHANNELS = (8, 4, 2)
+#: Lengths of the vectorised innermost axis, most preferred first (divisors only: a
+#: ragged split would leave a predicate in the vector loop).
+TILE_WIDTHS = (16, 8, 14, 12, 7, 6, 5, 4)
+#: Reduction loops up to this extent (a kernel window's taps) are unrolled.
+MAX_UNROLL_TAPS = 7
+#: An injective kernel with at least this many elements runs in parallel.
+MIN_PARALLEL_ELEMENTS = 16384
+#: PrimFunc attribute: the rule that scheduled the kernel.
+RULE_ATTR = "memflat.schedule"
+#: Rules, for reports: what each one does.
+RULES = {
+    "conv": "output tile of channels x width; reductions outside, width vectorised, "
+            "channels unrolled; parallel over (batch, channel tiles, rows)",
+    "window": "per-channel window (depthwise conv, pool, mean): width vectorised, taps "
+              "unrolled; parallel over (batch, channels)",
+    "matmul": "output tile of columns; reduction outside, columns vectorised; parallel "
+              "over column tiles",
+    "injective": "loops fused, vectorised, parallel when large",
+    "shrink": "no rule fits: the reduction moved under its consumer (shrink_scratch)",
+}
+
+
+@dataclass(frozen=True)
+class ScheduledKernel:
+    """One kernel after :func:`schedule_kernel`."""
+
+    func: tirx.PrimFunc
+    rule: str   # a key of RULES
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _block_names(func: tirx.PrimFunc) -> list[str]:
+    found: list = []
+    tvm_ffi.structural_walk(func.body, [(s_tir.SBlock, lambda b: found.append(b.name_hint))],
+                            order="pre")
+    return [n for n in found if n != "root"]
+
+
+def _is_reduction(sch: s_tir.Schedule, block) -> bool:
+    return any(int(iv.iter_type) == tirx.IterVar.CommReduce for iv in sch.get(block).iter_vars)
+
+
+def _writes_param(sch: s_tir.Schedule, block) -> bool:
+    params = list(sch.mod["main"].params)
+    return any(any(w.source.same_as(p) for p in params) for w in sch.get(block).writes)
+
+
+def _extent(sch: s_tir.Schedule, loop) -> int | None:
+    ext = sch.get(loop).extent
+    return int(ext) if isinstance(ext, tirx.IntImm) else None
+
+
+def _divisor(n: int, prefs) -> int:
+    """The first of ``prefs`` that divides ``n`` (1 if none does)."""
+    return next((p for p in prefs if p <= n and n % p == 0), 1)
+
+
+def _uses(expr, var) -> bool:
+    hit: list = []
+    tvm_ffi.structural_walk(expr, [(tirx.Var, lambda v: hit.append(v.same_as(var)))],
+                            order="pre")
+    return any(hit)
+
+
+def _loop_kinds(sch: s_tir.Schedule, block, loops) -> list[str]:
+    """For each of ``loops`` (ancestors of ``block``): ``"R"`` if it drives a reduction
+    iteration variable of ``block``, else ``"S"``."""
+    target = sch.get(block)
+    found: list = []
+    tvm_ffi.structural_walk(
+        sch.mod["main"].body,
+        [(s_tir.SBlockRealize, lambda r: found.append(r) if r.block.same_as(target) else None)],
+        order="pre")
+    realize = found[0]
+    kinds = []
+    for loop in loops:
+        var = sch.get(loop).loop_var
+        kind = "S"
+        for iv, value in zip(realize.block.iter_vars, realize.iter_values, strict=True):
+            if int(iv.iter_type) == tirx.IterVar.CommReduce and _uses(value, var):
+                kind = "R"
+        kinds.append(kind)
+    return kinds
+
+
+def _reduces_channels(sch: s_tir.Schedule, block, out_channels: int) -> bool:
+    """``block`` reads a 4-D parameter shaped (out_channels, C_in/groups > 1, kh, kw):
+    a convolution whose outputs sum over several input channels."""
+    params = list(sch.mod["main"].params)
+    for region in sch.get(block).reads:
+        for p in params:
+            if region.source.same_as(p) and len(p.shape) == 4:
+                dims = [int(d) if isinstance(d, tirx.IntImm) else None for d in p.shape]
+                if dims[0] == out_channels and dims[1] is not None and dims[1] > 1:
+                    return True
+    return False
+
+
+# --------------------------------------------------------------------------- rules
+
+
+def _inline_injective(sch: s_tir.Schedule) -> list[str]:
+    """Inline every injective block that writes the kernel's own scratch, except the
+    staging blocks: those that read a kernel parameter and feed the reduction directly
+    (a convolution's or pool's padding). Their names are returned, to be staged per
+    tile (:func:`_stage`); inlined, their bounds test would sit in the vector loop and
+    keep it scalar."""
+    staged = []
+    for name in _block_names(sch.mod["main"]):
+        block = sch.get_sblock(name)
+        if _is_reduction(sch, block) or _writes_param(sch, block):
+            continue
+        if _reads_param(sch, block) and any(_is_reduction(sch, c)
+                                            for c in sch.get_consumers(block)):
+            staged.append(name)
+            continue
+        try:
+            sch.compute_inline(block)
+        except s_tir.ScheduleError:
+            pass
+    return staged
+
+
+def _reads_param(sch: s_tir.Schedule, block) -> bool:
+    params = list(sch.mod["main"].params)
+    return any(any(r.source.same_as(p) for p in params) for r in sch.get(block).reads)
+
+
+def _stage(sch: s_tir.Schedule, staged: list[str], loop) -> None:
+    """Compute each staging block under ``loop`` (so it holds one tile's window: a few
+    rows of one channel), or inline it if that is not possible."""
+    for name in staged:
+        block = sch.get_sblock(name)
+        try:
+            sch.compute_at(block, loop, preserve_unit_loops=False)
+        except s_tir.ScheduleError:
+            sch.compute_inline(block)
+
+
+def _injective(sch: s_tir.Schedule, out) -> str | None:
+    loops = sch.get_loops(out)
+    extents = [_extent(sch, lp) for lp in loops]
+    if not loops or None in extents:
+        return None
+    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+    total = math.prod(extents)
+    lanes = _divisor(total, (16, 8, 4))
+    outer = fused
+    if lanes > 1:
+        outer, inner = sch.split(fused, [None, lanes])
+        sch.vectorize(inner)
+    if total >= MIN_PARALLEL_ELEMENTS:
+        sch.parallel(outer)
+    return "injective"
+
+
+def _tiled_reduction(sch: s_tir.Schedule, reduction, out, staged: list[str]) -> str | None:
+    """The conv / window / matmul rules: ``out`` (the block writing the kernel's output)
+    tiled, ``reduction`` computed per tile with its reduction loops outermost."""
+    loops = sch.get_loops(out)
+    extents = [_extent(sch, lp) for lp in loops]
+    if None in extents or len(loops) not in (2, 4):
+        return None
+    width = _divisor(extents[-1], TILE_WIDTHS)
+    if len(loops) == 4:
+        n, c, h, w = loops
+        w_outer, w_inner = sch.split(w, [None, width])
+        if _reduces_channels(sch, reduction, extents[1]):
+            rule = "conv"
+            c_outer, c_inner = sch.split(c, [None, _divisor(extents[1], TILE_CHANNELS)])
+            sch.reorder(c_outer, h, w_outer, c_inner, w_inner)
+            parallel = [n, c_outer, h]
+        else:
+            rule = "window"
+            parallel = [c]     # n and c stay apart and outermost (in-place depthwise)
+    else:
+        rule = "matmul"
+        n, w = loops
+        w_outer, w_inner = sch.split(w, [None, width])
+        parallel = [n, w_outer]
+    sch.compute_at(reduction, w_outer)
+    # the reduction's loops under the tile: reductions first (original order), then
+    # the tile's spatial loops (vectorised innermost, the rest unrolled)
+    anchor = sch.get(w_outer)
+    red_loops = sch.get_loops(reduction)
+    at = next(i for i, lp in enumerate(red_loops) if sch.get(lp).same_as(anchor))
+    inner = red_loops[at + 1:]
+    kinds = _loop_kinds(sch, reduction, inner)
+    spatial = [lp for lp, k in zip(inner, kinds, strict=True) if k == "S"]
+    reductions = [lp for lp, k in zip(inner, kinds, strict=True) if k == "R"]
+    if spatial and reductions:
+        sch.reorder(*reductions, *spatial)
+    if spatial:
+        sch.vectorize(spatial[-1])
+        for lp in spatial[:-1]:
+            sch.unroll(lp)
+    # padding staged per tile: under the first reduction loop (one input channel's
+    # window) for a convolution, under the tile loop for a window op
+    if staged:
+        _stage(sch, staged, reductions[0] if rule == "conv" and reductions else w_outer)
+    taps = [lp for lp in reductions[1:] if (_extent(sch, lp) or 0) <= MAX_UNROLL_TAPS]
+    if math.prod(_extent(sch, lp) for lp in taps) > MAX_UNROLL_TAPS * 2:
+        taps = taps[-1:]   # a large window: unroll its rows' taps only (code size)
+    for lp in taps:
+        sch.unroll(lp)
+    out_loops = sch.get_loops(out)
+    sch.vectorize(out_loops[-1])
+    if rule == "conv":
+        sch.unroll(out_loops[-2])
+    sch.parallel(sch.fuse(*parallel) if len(parallel) > 1 else parallel[0])
+    return rule
+
+
+def _schedule(func: tirx.PrimFunc) -> tuple[tirx.PrimFunc, str] | None:
+    sch = s_tir.Schedule(func)
+    staged = _inline_injective(sch)
+    names = [n for n in _block_names(sch.mod["main"]) if n not in staged]
+    blocks = [sch.get_sblock(n) for n in names]
+    reductions = [b for b in blocks if _is_reduction(sch, b)]
+    outputs = [b for b in blocks if _writes_param(sch, b)]
+    if len(outputs) != 1 or len(reductions) > 1 or len(blocks) > 2:
+        return None
+    out = outputs[0]
+    if not reductions:
+        if staged:
+            return None
+        rule = _injective(sch, out)
+    else:
+        reduction = reductions[0]
+        if sch.get(reduction).same_as(sch.get(out)):
+            out = sch.cache_write(reduction, 0, "global")
+        elif len(blocks) != 2:
+            return None
+        rule = _tiled_reduction(sch, reduction, out, staged)
+    if rule is None:
+        return None
+    return sch.mod["main"], rule
+
+
+def schedule_kernel(func: tirx.PrimFunc) -> ScheduledKernel:
+    """``func`` with the default CPU schedule (a rule of :data:`RULES`)."""
+    if RULE_ATTR in (func.attrs or {}):
+        return ScheduledKernel(func, str(func.attrs[RULE_ATTR]))
+    try:
+        done = _schedule(func)
+    except (s_tir.ScheduleError, tvm.TVMError, RuntimeError) as err:
+        LOG.debug("no CPU rule fits: %s", err)
+        done = None
+    if done is None:
+        shrunk, _ = shrink_scratch(func)
+        return ScheduledKernel(shrunk.with_attr(RULE_ATTR, "shrink"), "shrink")
+    scheduled, rule = done
+    return ScheduledKernel(scheduled.with_attr(RULE_ATTR, rule), rule)
+
+
+# --------------------------------------------------------------------------- the pass
+
+#: schedule_kernel memo: a tiled module repeats a few kernels many times. Structural
+#: hashes can collide, so a hit is confirmed with structural equality.
+_memo: OrderedDict = OrderedDict()
+_MAX_ENTRIES = 4096
+
+
+def scheduled(func: tirx.PrimFunc) -> ScheduledKernel:
+    """:func:`schedule_kernel`, memoised on the PrimFunc's structure."""
+    key = tvm_ffi.structural_hash(func)
+    for source, result in _memo.get(key, ()):
+        if tvm_ffi.structural_equal(source, func):
+            _memo.move_to_end(key)
+            return result
+    result = schedule_kernel(func)
+    _memo.setdefault(key, []).append((func, result))
+    _memo.move_to_end(key)
+    while len(_memo) > _MAX_ENTRIES:
+        _memo.popitem(last=False)
+    return result
+
+
+@tvm.transform.module_pass(opt_level=0, name="ScheduleCpuKernels")
+def schedule_cpu_kernels(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+    """Apply :func:`schedule_kernel` to every PrimFunc of ``mod``."""
+    out = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)
+    for gv, func in mod.functions_items():
+        if isinstance(func, tirx.PrimFunc):
+            out[gv] = scheduled(func).func
+    return out
+
+
+def rule_counts(mod: tvm.IRModule) -> dict[str, int]:
+    """How many of ``mod``'s PrimFuncs each rule scheduled (``"none"``: unscheduled)."""
+    counts: dict[str, int] = {}
+    for _, func in mod.functions_items():
+        if isinstance(func, tirx.PrimFunc):
+            rule = str(func.attrs[RULE_ATTR]) if func.attrs and RULE_ATTR in func.attrs \
+                else "none"
+            counts[rule] = counts.get(rule, 0) + 1
+    return counts
+
+
+def serial_loops(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """``func`` with every parallel loop made serial (for a kernel that shares a
+    temporary across iterations of a loop a schedule had parallelised)."""
+
+    def on_for(loop):
+        if loop.kind != tirx.ForKind.PARALLEL:
+            return loop
+        return tirx.For(loop.loop_var, loop.min, loop.extent, tirx.ForKind.SERIAL, loop.body,
+                        loop.thread_binding, loop.annotations)
+
+    body = tvm_ffi.structural_map(func.body, [(tirx.For, on_for)])
+    return tirx.PrimFunc(func.params, body, func.ret_type, func.attrs)
