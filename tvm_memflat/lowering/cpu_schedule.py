@@ -59,10 +59,16 @@ TILE_CHANNELS = (8, 4, 2)
 #: Lengths of the vectorised innermost axis, most preferred first (divisors only: a
 #: ragged split would leave a predicate in the vector loop).
 TILE_WIDTHS = (16, 8, 14, 12, 7, 6, 5, 4)
+#: Longest vector loop made from a width no preferred size divides.
+MAX_LANES = 32
 #: Reduction loops up to this extent (a kernel window's taps) are unrolled.
 MAX_UNROLL_TAPS = 7
 #: An injective kernel with at least this many elements runs in parallel.
 MIN_PARALLEL_ELEMENTS = 16384
+#: Block annotation on the blocks a schedule adds or keeps only to stage data (the
+#: padding window, the accumulator's copy-out): not operations of the network, so
+#: the cost models (``planner.live_ranges.kernel_work``) skip them.
+STAGING_ATTR = "memflat.staging"
 #: PrimFunc attribute: the rule that scheduled the kernel.
 RULE_ATTR = "memflat.schedule"
 #: Rules, for reports: what each one does.
@@ -75,6 +81,7 @@ RULES = {
               "over column tiles",
     "injective": "loops fused, vectorised, parallel when large",
     "shrink": "no rule fits: the reduction moved under its consumer (shrink_scratch)",
+    "tuned": "a tiling rule with the tile sizes MetaSchedule measured fastest (cpu_tune)",
 }
 
 
@@ -112,7 +119,33 @@ def _extent(sch: s_tir.Schedule, loop) -> int | None:
 
 def _divisor(n: int, prefs) -> int:
     """The first of ``prefs`` that divides ``n`` (1 if none does)."""
-    return next((p for p in prefs if p <= n and n % p == 0), 1)
+    return _divisors(n, prefs)[0]
+
+
+def _divisors(n: int, prefs) -> list[int]:
+    """Those of ``prefs`` that divide ``n``, in order; if none does, the divisors of
+    ``n`` up to :data:`MAX_LANES`, largest first (13 -> [13, 1]; 55 -> [11, 5, 1])."""
+    return [p for p in prefs if p <= n and n % p == 0] or \
+        [d for d in range(min(n, MAX_LANES), 0, -1) if n % d == 0]
+
+
+@dataclass(frozen=True)
+class Space:
+    """Where a rule's tile sizes come from: the candidates, most preferred first, and
+    ``choose(sch, candidates)``, which returns one of them (an int, or a sampled
+    ``ExprRV`` when tuning: :mod:`.cpu_tune`). The default schedule takes the first."""
+
+    widths: tuple[int, ...] = TILE_WIDTHS
+    channels: tuple[int, ...] = TILE_CHANNELS
+    choose: object = None
+
+    def pick(self, sch: s_tir.Schedule, candidates: list[int]):
+        if self.choose is None or len(candidates) == 1:
+            return candidates[0]
+        return self.choose(sch, candidates)
+
+
+DEFAULT_SPACE = Space()
 
 
 def _uses(expr, var) -> bool:
@@ -170,8 +203,8 @@ def _inline_injective(sch: s_tir.Schedule) -> list[str]:
         block = sch.get_sblock(name)
         if _is_reduction(sch, block) or _writes_param(sch, block):
             continue
-        if _reads_param(sch, block) and any(_is_reduction(sch, c)
-                                            for c in sch.get_consumers(block)):
+        if _reads_param(sch, block) and _has_bounds_test(sch, block) and \
+                any(_is_reduction(sch, c) for c in sch.get_consumers(block)):
             staged.append(name)
             continue
         try:
@@ -179,6 +212,15 @@ def _inline_injective(sch: s_tir.Schedule) -> list[str]:
         except s_tir.ScheduleError:
             pass
     return staged
+
+
+def _has_bounds_test(sch: s_tir.Schedule, block) -> bool:
+    """The block's value has an ``if_then_else`` (padding; a zero-padding copy has not)."""
+    hit: list = []
+    tvm_ffi.structural_walk(sch.get(block).body, [(
+        tvm.ir.Call, lambda c: hit.append(getattr(c.op, "name", "") == "prim.if_then_else"))],
+        order="pre")
+    return any(hit)
 
 
 def _reads_param(sch: s_tir.Schedule, block) -> bool:
@@ -193,6 +235,7 @@ def _stage(sch: s_tir.Schedule, staged: list[str], loop) -> None:
         block = sch.get_sblock(name)
         try:
             sch.compute_at(block, loop, preserve_unit_loops=False)
+            sch.annotate(block, STAGING_ATTR, 1)
         except s_tir.ScheduleError:
             sch.compute_inline(block)
 
@@ -214,20 +257,22 @@ def _injective(sch: s_tir.Schedule, out) -> str | None:
     return "injective"
 
 
-def _tiled_reduction(sch: s_tir.Schedule, reduction, out, staged: list[str]) -> str | None:
+def _tiled_reduction(sch: s_tir.Schedule, reduction, out, staged: list[str],
+                     space: Space) -> str | None:
     """The conv / window / matmul rules: ``out`` (the block writing the kernel's output)
     tiled, ``reduction`` computed per tile with its reduction loops outermost."""
     loops = sch.get_loops(out)
     extents = [_extent(sch, lp) for lp in loops]
     if None in extents or len(loops) not in (2, 4):
         return None
-    width = _divisor(extents[-1], TILE_WIDTHS)
+    width = space.pick(sch, _divisors(extents[-1], space.widths))
     if len(loops) == 4:
         n, c, h, w = loops
         w_outer, w_inner = sch.split(w, [None, width])
         if _reduces_channels(sch, reduction, extents[1]):
             rule = "conv"
-            c_outer, c_inner = sch.split(c, [None, _divisor(extents[1], TILE_CHANNELS)])
+            channels = space.pick(sch, _divisors(extents[1], space.channels))
+            c_outer, c_inner = sch.split(c, [None, channels])
             sch.reorder(c_outer, h, w_outer, c_inner, w_inner)
             parallel = [n, c_outer, h]
         else:
@@ -273,6 +318,14 @@ def _tiled_reduction(sch: s_tir.Schedule, reduction, out, staged: list[str]) -> 
 
 def _schedule(func: tirx.PrimFunc) -> tuple[tirx.PrimFunc, str] | None:
     sch = s_tir.Schedule(func)
+    rule = apply_rules(sch)
+    return None if rule is None else (sch.mod["main"], rule)
+
+
+def apply_rules(sch: s_tir.Schedule, space: Space = DEFAULT_SPACE) -> str | None:
+    """Schedule ``sch`` (one kernel, as legalized and fused) with the rule that fits;
+    returns the rule's name, or ``None`` if none does (``sch`` may then be half done:
+    start again from the PrimFunc)."""
     staged = _inline_injective(sch)
     names = [n for n in _block_names(sch.mod["main"]) if n not in staged]
     blocks = [sch.get_sblock(n) for n in names]
@@ -289,12 +342,11 @@ def _schedule(func: tirx.PrimFunc) -> tuple[tirx.PrimFunc, str] | None:
         reduction = reductions[0]
         if sch.get(reduction).same_as(sch.get(out)):
             out = sch.cache_write(reduction, 0, "global")
+            sch.annotate(out, STAGING_ATTR, 1)
         elif len(blocks) != 2:
             return None
-        rule = _tiled_reduction(sch, reduction, out, staged)
-    if rule is None:
-        return None
-    return sch.mod["main"], rule
+        rule = _tiled_reduction(sch, reduction, out, staged, space)
+    return rule
 
 
 def schedule_kernel(func: tirx.PrimFunc) -> ScheduledKernel:
@@ -303,7 +355,7 @@ def schedule_kernel(func: tirx.PrimFunc) -> ScheduledKernel:
         return ScheduledKernel(func, str(func.attrs[RULE_ATTR]))
     try:
         done = _schedule(func)
-    except (s_tir.ScheduleError, tvm.TVMError, RuntimeError) as err:
+    except (s_tir.ScheduleError, RuntimeError, ValueError) as err:
         LOG.debug("no CPU rule fits: %s", err)
         done = None
     if done is None:
@@ -338,11 +390,19 @@ def scheduled(func: tirx.PrimFunc) -> ScheduledKernel:
 
 @tvm.transform.module_pass(opt_level=0, name="ScheduleCpuKernels")
 def schedule_cpu_kernels(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-    """Apply :func:`schedule_kernel` to every PrimFunc of ``mod``."""
+    """Apply :func:`schedule_kernel` to every PrimFunc of ``mod``; inside
+    ``with cpu_tune.tuned(database):`` a kernel the database holds gets its tuned tile
+    sizes instead (rule ``"tuned"``)."""
+    from .cpu_tune import current_database
+
+    database = current_database()
     out = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)
     for gv, func in mod.functions_items():
-        if isinstance(func, tirx.PrimFunc):
-            out[gv] = scheduled(func).func
+        if not isinstance(func, tirx.PrimFunc):
+            continue
+        tuned = database.schedule(func) if database is not None else None
+        out[gv] = tuned.with_attr(RULE_ATTR, "tuned") if tuned is not None \
+            else scheduled(func).func
     return out
 
 

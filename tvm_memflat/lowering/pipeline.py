@@ -78,6 +78,15 @@ def lowering_passes(target: tvm.target.Target, *, shrink_scratch: bool = True,
     return cpu.library_dispatch_passes(target) + legalize + cpu.dataflow_lower_passes(target)
 
 
+def fused_kernels(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
+    """``mod`` in canonical form, legalized, fused and in DPS form, its kernels as the
+    schedule pass receives them (unscheduled): what tuning measures
+    (:mod:`.cpu_tune`)."""
+    mod = canonical_form(mod)
+    with target:
+        return tvm.transform.Sequential(lowering_passes(target, shrink_scratch=False))(mod)
+
+
 def finalize_passes(target: tvm.target.Target) -> list:
     """TVM's CPU finalisation without ``StaticPlanBlockMemory``."""
     return [p for p in cpu.finalize_passes(target) if p.info.name != "StaticPlanBlockMemory"]

@@ -29,6 +29,7 @@ from tvm import relax, s_tir, tirx
 from ..analysis.tir_stats import kernel_stats, tensor_bytes
 from ..frontend.canonicalize import num_inputs
 from ..lowering.concat_in_place import flat_bindings, is_alloc_tensor, is_kernel_call
+from ..lowering.cpu_schedule import STAGING_ATTR
 from ..lowering.inplace_depthwise import is_in_place_kernel
 from ..lowering.input_in_arena import static_tensor_type
 from ..lowering.shrink_scratch import lowered_scratch_bytes
@@ -230,7 +231,9 @@ def kernel_work(prim_func, weight_buffers=()) -> tuple[tuple[GemmShape, ...], in
     :func:`~tvm_memflat.analysis.tir_stats.kernel_stats`); its :class:`GemmShape`
     is read by :func:`_gemm_shape`. Every other block that stores a value
     (pooling, elementwise, copies, a fused activation) counts its whole iteration
-    domain as vector operations. ``weight_buffers`` are the parameters bound to
+    domain as vector operations, except the blocks a CPU schedule adds only to stage
+    data (:data:`~tvm_memflat.lowering.cpu_schedule.STAGING_ATTR`), so the count is
+    the network's, whatever the schedule. ``weight_buffers`` are the parameters bound to
     constants at the call site.
     """
     gemms: list[GemmShape] = []
@@ -238,7 +241,8 @@ def kernel_work(prim_func, weight_buffers=()) -> tuple[tuple[GemmShape, ...], in
 
     def on_block(block):
         iters = list(block.iter_vars)
-        if not iters or not isinstance(block.body, tirx.BufferStore):
+        if not iters or not isinstance(block.body, tirx.BufferStore) or \
+                STAGING_ATTR in block.annotations:
             return
         reduces = any(int(iv.iter_type) == tirx.IterVar.CommReduce for iv in iters)
         operands = _mac_operands(block) if reduces else None

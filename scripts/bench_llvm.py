@@ -1,0 +1,172 @@
+#!/usr/bin/env python
+"""llvm latency: onnxruntime, stock TVM, and ours with the default CPU schedules.
+
+Per zoo net, in one run, same random input, same thread count:
+
+* ``ort``: onnxruntime's CPU execution provider on the zoo's ONNX model;
+* ``stock``: stock TVM 0.27 as a user gets it, ``tvm.compile(mod, Target("llvm"))``
+  with the default pipeline (generic x86-64, legalized loops, one thread);
+* ``unscheduled``: ``tvm_memflat.build(mod, "llvm", schedule=False)`` (this CPU,
+  legalized loops);
+* ``before`` / ``after``: ``tvm_memflat.build(mod, "llvm")`` with the default CPU
+  schedules (:mod:`tvm_memflat.lowering.cpu_schedule`), on the original module and
+  on ``FlattenMemoryPeaks()``'s rewrite of it.
+
+Also the arena measured at run time (``alloc_storage``) with and without the
+schedules, the schedules' largest kernel scratch, which rules scheduled how many
+kernels, and whether each output is bit-exact against the unscheduled build.
+Prints a table; writes JSON marked with the commit and the machine.
+
+    python scripts/bench_llvm.py [--models ...] [--threads N] [--repeat R]
+                                 [--no-stock] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import numpy as np
+from _meta import bench_meta
+
+
+def _time_ms(run, repeat: int) -> float:
+    run()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        run()
+        times.append(1000 * (time.perf_counter() - t0))
+    return statistics.median(times)
+
+
+def _vm_runner(executable, x):
+    import tvm
+    from tvm import relax
+
+    vm = relax.VirtualMachine(executable, tvm.cpu())
+    arg = tvm.runtime.tensor(x, tvm.cpu())
+    return lambda: vm["main"](arg)
+
+
+def _row(name: str, args) -> dict:
+    import onnxruntime as ort
+    import tvm
+    from tvm import relax
+
+    from tvm_memflat import FlattenMemoryPeaks, build, zoo
+    from tvm_memflat.frontend import load_onnx
+    from tvm_memflat.lowering.cpu_schedule import rule_counts
+    from tvm_memflat.lowering.pipeline import BuildRecord, lower
+    from tvm_memflat.targets.host import host_target
+    from tvm_memflat.targets.runtime import measure_runtime_storage
+
+    model = zoo.build(name)
+    mod = load_onnx(model)
+    x = np.random.default_rng(0).standard_normal(zoo.input_shape(name)).astype("float32")
+    row: dict = {"model": name, "threads": args.threads}
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = args.threads
+    session = ort.InferenceSession(model.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: x}
+    row["ort_ms"] = _time_ms(lambda: session.run(None, feed), args.repeat)
+    reference = session.run(None, feed)[0]
+
+    if args.stock:
+        generic = tvm.target.Target("llvm")
+        stock = tvm.compile(mod, generic, relax_pipeline=relax.get_default_pipeline(generic))
+        row["stock_ms"] = _time_ms(_vm_runner(stock, x), max(1, args.repeat // 3))
+
+    outputs, builds = {}, {}
+    t0 = time.perf_counter()
+    rewritten = FlattenMemoryPeaks()(mod)
+    row["pass_s"] = round(time.perf_counter() - t0, 1)
+    for key, module, schedule in (("unscheduled", mod, False), ("before", mod, True),
+                                  ("after", rewritten, True)):
+        record = BuildRecord()
+        t0 = time.perf_counter()
+        executable = build(mod if key != "after" else rewritten, "llvm", schedule=schedule,
+                           threads=args.threads, record=record)
+        row[f"{key}_build_s"] = round(time.perf_counter() - t0, 1)
+        runtime_bytes, (out,) = measure_runtime_storage(executable, [x])
+        outputs[key] = out
+        builds[key] = (runtime_bytes, record)
+        row[f"{key}_ms"] = _time_ms(_vm_runner(executable, x),
+                                    max(1, args.repeat // 3) if not schedule else args.repeat)
+        del module
+    for key, (runtime_bytes, record) in builds.items():
+        row[f"{key}_runtime_storage_bytes"] = runtime_bytes
+        row[f"{key}_arena_bytes"] = record.plan.arena_bytes
+        row[f"{key}_max_scratch_bytes"] = record.schedule.max_scratch_bytes
+    row["rules"] = rule_counts(lower(mod, host_target()))
+    row["scheduled_bit_exact"] = bool(np.array_equal(outputs["before"], outputs["unscheduled"]))
+    row["after_max_abs_error"] = float(np.abs(outputs["after"].astype("float64")
+                                              - outputs["before"]).max())
+    row["ort_max_abs_error"] = float(np.abs(outputs["before"].astype("float64")
+                                            - reference).max())
+    row["arena_unchanged"] = (builds["before"][0] == builds["unscheduled"][0])
+    row["before_vs_ort"] = round(row["before_ms"] / row["ort_ms"], 2)
+    row["after_vs_before"] = round(row["after_ms"] / row["before_ms"], 3)
+    row["speedup_vs_unscheduled"] = round(row["unscheduled_ms"] / row["before_ms"], 1)
+    if args.stock:
+        row["speedup_vs_stock"] = round(row["stock_ms"] / row["before_ms"], 1)
+    return row
+
+
+def main(argv=None) -> int:
+    from tvm_memflat import zoo
+    from tvm_memflat._io import write_json_atomic
+    from tvm_memflat.targets.host import default_threads, host_target, set_threads
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(zoo.NAMES),
+                        choices=(*zoo.NAMES, *zoo.FAMILIES))
+    parser.add_argument("--threads", type=int, default=default_threads())
+    parser.add_argument("--repeat", type=int, default=10, help="timed runs (median)")
+    parser.add_argument("--no-stock", dest="stock", action="store_false",
+                        help="skip stock TVM (slow: minutes on VGG-16)")
+    parser.add_argument("--json", default="bench_llvm.json")
+    args = parser.parse_args(argv)
+    set_threads(args.threads)
+
+    rows = []
+    for i, name in enumerate(args.models):
+        print(f"[{i + 1}/{len(args.models)}] {name}: onnxruntime, stock, ours ...",
+              file=sys.stderr, flush=True)
+        rows.append(_row(name, args))
+        _print(rows[-1:], args, header=i == 0)
+    before = [r["before_vs_ort"] for r in rows]
+    summary = {"median_before_vs_ort": statistics.median(before),
+               "max_before_vs_ort": max(before),
+               "max_after_vs_before": max(r["after_vs_before"] for r in rows),
+               "all_bit_exact": all(r["scheduled_bit_exact"] for r in rows),
+               "all_arenas_unchanged": all(r["arena_unchanged"] for r in rows)}
+    print(f"median ours/onnxruntime {summary['median_before_vs_ort']:.2f}x, "
+          f"max {summary['max_before_vs_ort']:.2f}x; max after/before "
+          f"{summary['max_after_vs_before']:.3f}; bit-exact {summary['all_bit_exact']}; "
+          f"arenas unchanged {summary['all_arenas_unchanged']}")
+    write_json_atomic(args.json, {**bench_meta(), "target": str(host_target()),
+                                  "threads": args.threads, "repeat": args.repeat,
+                                  "summary": summary, "rows": rows})
+    print(f"wrote {args.json}")
+    return 0
+
+
+def _print(rows, args, header: bool) -> None:
+    if header:
+        print(f"{'model':<14}{'ort ms':>8}{'stock ms':>10}{'unsched':>9}{'before':>8}"
+              f"{'after':>8}{'ours/ort':>9}{'aft/bef':>8}{'arena same':>11}{'exact':>6}")
+    for r in rows:
+        stock = f"{r['stock_ms']:>10.0f}" if "stock_ms" in r else f"{'-':>10}"
+        print(f"{r['model']:<14}{r['ort_ms']:>8.1f}{stock}{r['unscheduled_ms']:>9.0f}"
+              f"{r['before_ms']:>8.1f}{r['after_ms']:>8.1f}{r['before_vs_ort']:>9.2f}"
+              f"{r['after_vs_before']:>8.3f}{str(r['arena_unchanged']):>11}"
+              f"{str(r['scheduled_bit_exact']):>6}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
