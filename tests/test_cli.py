@@ -139,14 +139,19 @@ def test_console_script_and_module_entry_point(tmp_path):
         f"memflat: error: no such file: {tmp_path / 'missing.onnx'}"]
 
 
-def test_optimize_reports_before_after_and_writes_outputs(tmp_path, capsys):
+def test_optimize_reports_before_after_and_writes_outputs(tmp_path, capsys, monkeypatch):
     path = _save(tmp_path, onnx_models.small_cnn(h=64))
     js, png = _outputs(tmp_path)
     out_dir = tmp_path / "opt"
+    monkeypatch.setenv("MEMFLAT_TUNE_DIR", str(tmp_path / "tune"))
     code, out, err = _run(capsys, "optimize", path, "--json", js, "--plot", png,
-                          "--out", str(out_dir))
+                          "--out", str(out_dir), "--tune-trials", "4", "--threads", "1")
     assert code == 0, err
     report = json.loads(open(js).read())
+    # the schedules used are echoed: tuned, on one thread; the database is on disk
+    assert "MetaSchedule (4 trials" in report["config"]["schedules"]
+    assert "1 threads" in report["config"]["schedules"]
+    assert list((tmp_path / "tune").glob("llvm-*.json"))
     for side in ("before", "after"):
         assert {"peak_bytes", "tvm_allocated_bytes", "macs", "latency_ms"} <= set(report[side])
     assert report["after"]["peak_bytes"] < report["before"]["peak_bytes"]
@@ -284,3 +289,17 @@ def test_optimize_with_the_front_search(tmp_path, capsys, monkeypatch):
     assert "front" in report["config"]["search"]
     assert report["after"]["device_bytes"] == report["after"]["predicted_device_bytes"]
     assert "depth 1" in err  # the search's progress
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--tune-trials", "-3", "must be 0 or more"),
+    ("--threads", "0", "must be positive"),
+    ("--threads", "two", "not a whole number"),
+])
+def test_bad_schedule_options_are_one_line_exit_2(tmp_path, capsys, flag, value, message):
+    path = _save(tmp_path, onnx_models.small_cnn())
+    with pytest.raises(SystemExit) as exc:
+        main(["optimize", path, flag, value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]

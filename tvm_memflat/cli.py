@@ -93,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --rpc: candidates measured at once (default 1)")
     o.add_argument("--no-cache", action="store_true",
                    help="tuner: search again even if a cached result exists")
+    o.add_argument("--tune-trials", metavar="N", type=_non_negative_int, default=0,
+                   help="llvm kernels: tune their tile sizes with MetaSchedule, N trials "
+                        "per built module (database on disk: $MEMFLAT_TUNE_DIR or "
+                        "~/.cache/tvm_memflat/tune; resumable). Default 0: the default "
+                        "CPU schedules")
+    o.add_argument("--threads", metavar="N", type=_positive_int, default=None,
+                   help="threads the built kernels run on (default: every core)")
     o.add_argument("--out", metavar="DIR",
                    help="write optimized.py, report.json and the plots (timeline.png, "
                         "occupancy.png with a spec, pareto.png when tuned) here")
@@ -148,9 +155,19 @@ def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number of bytes: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive: {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {value}")
     return value
 
 
@@ -302,7 +319,8 @@ def cmd_optimize(args) -> int:
                       output=args.output, target=args.target,
                       max_mac_overhead=args.max_mac_overhead / 100.0, measure=args.measure,
                       rpc=rpc, parallel=args.parallel, use_cache=not args.no_cache,
-                      label=_labelled(args), progress=progress, search=args.search)
+                      label=_labelled(args), progress=progress, search=args.search,
+                      tune_trials=args.tune_trials, threads=args.threads)
     _echo_config(result.config, width=20)
     print(optimize_summary(result))
     _write_optimize_outputs(args, result)

@@ -211,7 +211,7 @@ def _stock_side(mod, prof: MemoryProfile, inputs, acc: Accounting, latency_repea
 
 
 def _our_side(mod, prof: MemoryProfile, inputs, acc: Accounting, latency_repeat: int,
-              label: str, predicted: DeviceBytes | None = None):
+              label: str, predicted: DeviceBytes | None = None, tune_trials: int = 0):
     from .planner.device_bytes import predict_device_bytes
     from .targets.build import build_and_measure
     from .targets.runtime import measure_latency_ms
@@ -219,7 +219,8 @@ def _our_side(mod, prof: MemoryProfile, inputs, acc: Accounting, latency_repeat:
     if predicted is None:
         predicted = predict_device_bytes(mod, input=acc.input, output=acc.output)
     executable, allocation, outputs = build_and_measure(mod, inputs, input=acc.input,
-                                                        output=acc.output)
+                                                        output=acc.output,
+                                                        tune_trials=tune_trials)
     side = BuiltSide(label, prof.peak_bytes, prof.macs, allocation.device_bytes,
                      predicted.total_bytes, allocation.runtime_storage_bytes,
                      allocation.total_bytes, allocation.max_scratch_bytes,
@@ -255,7 +256,8 @@ def optimize(model, *, spec=None, latency_budget=None, memory_budget: int | None
              target: str = "llvm", max_mac_overhead: float | None = None,
              measure: bool = False, rpc=None, parallel: int = 1, use_cache: bool = True,
              input_shapes=None, label: str | None = None, latency_repeat: int = 3,
-             seed: int = 1, progress=None, search: str = "greedy") -> OptimizeResult:
+             seed: int = 1, progress=None, search: str = "greedy", tune_trials: int = 0,
+             threads: int | None = None) -> OptimizeResult:
     """Rewrite ``model``, build and run it before and after, and compare.
 
     Parameters
@@ -274,6 +276,10 @@ def optimize(model, *, spec=None, latency_budget=None, memory_budget: int | None
     measure, rpc, parallel, use_cache
         The tuner's: time candidates on llvm (locally or through TVM RPC), and
         its disk cache.
+    tune_trials, threads
+        llvm kernels: tune their tile sizes with MetaSchedule first, this many trials
+        for each module built by us (:func:`tvm_memflat.build`); the thread count
+        (default: every core). Latencies are of the scheduled kernels either way.
     progress
         ``progress(message)`` for long work.
     """
@@ -311,8 +317,16 @@ def optimize(model, *, spec=None, latency_budget=None, memory_budget: int | None
         config.update({"search": f"FlattenMemoryPeaks ({search}, minimises device bytes)",
                        "memory_budget": memory_budget or "(minimise device bytes)",
                        "mac_overhead_limit": f"{100 * max_mac_overhead:g} %"})
-    config.update({"before": "stock TVM 0.27, llvm, with operator fusion",
+    from .targets.host import host_target, set_threads
+
+    threads = set_threads(threads)
+    config.update({"before": "stock TVM 0.27, llvm for this CPU, with operator fusion, "
+                             "unscheduled kernels",
                    "before_ours": "the original, tvm_memflat.build",
+                   "schedules": ("default CPU rules (lowering/cpu_schedule.py)"
+                                 + (f", tile sizes tuned with MetaSchedule ({tune_trials} "
+                                    "trials per module)" if tune_trials else ""))
+                                + f"; {host_target()}, {threads} threads",
                    "after": f"the rewritten module, tvm_memflat.build (target {target})",
                    "device_bytes": "alloc_storage at run time + largest kernel workspace"
                                    + (" (input in the arena)" if acc.input_in_arena else
@@ -352,9 +366,11 @@ def optimize(model, *, spec=None, latency_budget=None, memory_budget: int | None
     inputs = random_inputs(mod["main"], seed=seed)
     before, reference = _stock_side(mod, before_prof, inputs, acc, latency_repeat)
     before_ours, ours_out = _our_side(mod, before_prof, inputs, acc, latency_repeat,
-                                      "the original, tvm_memflat.build (llvm)")
+                                      "the original, tvm_memflat.build (llvm)",
+                                      tune_trials=tune_trials)
     after, got = _our_side(new, after_prof, inputs, acc, latency_repeat,
-                           f"the rewritten module, tvm_memflat.build ({target})", reached)
+                           f"the rewritten module, tvm_memflat.build ({target})", reached,
+                           tune_trials=tune_trials)
     err, ref = _max_error(reference, got)
     ours_err, _ = _max_error(reference, ours_out)
     if err > TOLERANCE * max(ref, 1e-12) or ours_err > TOLERANCE * max(ref, 1e-12):

@@ -20,8 +20,10 @@ Ours differs in five places, each because of a measured effect (design.md,
    one arena, every intermediate tensor at its planned offset. That step is the
    planner's: :func:`tvm_memflat.planner.pipeline.memflat_pipeline` runs
    :func:`lower`, plans and applies the arena, then :func:`finalize_passes`;
-4. after FuseTIR, :mod:`~tvm_memflat.lowering.shrink_scratch` schedules away the
-   kernels' own scratch (``pad_temp`` copies, whole conv results inside fused kernels);
+4. after FuseTIR, every kernel is scheduled for the CPU
+   (:mod:`~tvm_memflat.lowering.cpu_schedule`: tiled, vectorised, parallel, bit-exact,
+   its scratch shrunk to one output tile; with ``cpu_schedule=False``
+   :mod:`~tvm_memflat.lowering.shrink_scratch` only schedules the scratch away);
 5. last, :func:`~tvm_memflat.lowering.inplace_depthwise.depthwise_in_place` lets a
    stride-1 depthwise convolution whose input dies there write its output over that
    input (channel by channel through a one-channel temporary), so the two share one
@@ -58,6 +60,7 @@ class BuildRecord:
     depthwise_in_place: int = 0   # depthwise convs writing over their input
     plan: object = None        # planner.allocator.Plan of the intermediates
     schedule: object = None    # planner.live_ranges.LoweredSchedule
+    tuning: object = None      # lowering.cpu_tune.TuneSummary, when build tuned
 
 
 def lowering_passes(target: tvm.target.Target, *, shrink_scratch: bool = True,

@@ -26,7 +26,8 @@ TARGETS = ("llvm", "vta_like")
 def build(mod: tvm.IRModule, target="llvm", *, spec=None, in_place_concat: bool = True,
           shrink_scratch: bool = True, input: str = "sram", output: str = "sram",
           in_place_depthwise: bool | str = True, schedule: bool = True,
-          threads: int | None = None, record: BuildRecord | None = None):
+          threads: int | None = None, tune_trials: int = 0, tune_dir=None,
+          record: BuildRecord | None = None):
     """Compile ``mod`` with tvm_memflat's pipeline.
 
     Parameters
@@ -64,6 +65,13 @@ def build(mod: tvm.IRModule, target="llvm", *, spec=None, in_place_concat: bool 
         Size of TVM's thread pool for running it (default: every CPU this process may
         use, or ``TVM_NUM_THREADS``): :func:`~tvm_memflat.targets.host.set_threads`,
         which applies to the whole process.
+    tune_trials
+        llvm only: first tune the kernels' tile sizes with MetaSchedule, this many
+        trials in all (:mod:`tvm_memflat.lowering.cpu_tune`; progress on stderr). The
+        decisions are kept in a database on disk per target (``tune_dir``, default
+        ``$MEMFLAT_TUNE_DIR`` or ``~/.cache/tvm_memflat/tune``), so a second build
+        reuses them and tuning resumes where it stopped. A kernel the database holds
+        is built with its tuned tile sizes whatever ``tune_trials`` is.
     record
         Optional :class:`~tvm_memflat.lowering.pipeline.BuildRecord` filled with the
         offset plan, the lowered schedule, how many concats were removed and how
@@ -94,11 +102,26 @@ def build(mod: tvm.IRModule, target="llvm", *, spec=None, in_place_concat: bool 
     if target.kind.name != "llvm":
         raise MemflatError(f"target kind {target.kind.name!r} is not supported (llvm only)")
     set_threads(threads)
-    return compile_llvm(mod, target, in_place_concat=in_place_concat,
-                        shrink_scratch=shrink_scratch,
-                        input_in_arena=accounting.input_in_arena,
-                        in_place_depthwise=in_place_depthwise, cpu_schedule=schedule,
-                        record=record)
+    if not isinstance(tune_trials, int) or tune_trials < 0:
+        raise MemflatError(f"tune_trials must be a non-negative integer, got {tune_trials!r}")
+    database = None
+    if schedule and (tune_trials or tune_dir is not None):
+        from ..lowering.cpu_tune import open_database, tune_kernels
+        from ..lowering.pipeline import fused_kernels
+
+        database = open_database(target, tune_dir)
+        if tune_trials:
+            summary = tune_kernels(fused_kernels(mod, target), target, tune_trials, database)
+            if record is not None:
+                record.tuning = summary
+    from ..lowering.cpu_tune import tuned
+
+    with tuned(database):
+        return compile_llvm(mod, target, in_place_concat=in_place_concat,
+                            shrink_scratch=shrink_scratch,
+                            input_in_arena=accounting.input_in_arena,
+                            in_place_depthwise=in_place_depthwise, cpu_schedule=schedule,
+                            record=record)
 
 
 @dataclass(frozen=True)
@@ -134,8 +157,9 @@ class MemflatAllocation:
 
 
 def build_and_measure(mod: tvm.IRModule, inputs, *, input: str = "sram",
-                      output: str = "sram",
-                      in_place_depthwise: bool | str = True) -> tuple[relax.VMExecutable,
+                      output: str = "sram", in_place_depthwise: bool | str = True,
+                      schedule: bool = True, threads: int | None = None,
+                      tune_trials: int = 0, tune_dir=None) -> tuple[relax.VMExecutable,
                                                                 MemflatAllocation, list]:
     """Build with :func:`build`, run once on ``inputs``; return executable, bytes, outputs.
 
@@ -148,7 +172,8 @@ def build_and_measure(mod: tvm.IRModule, inputs, *, input: str = "sram",
     accounting = Accounting(input, output)
     record = BuildRecord()
     executable = build(mod, record=record, input=input, output=output,
-                       in_place_depthwise=in_place_depthwise)
+                       in_place_depthwise=in_place_depthwise, schedule=schedule,
+                       threads=threads, tune_trials=tune_trials, tune_dir=tune_dir)
     runtime, outputs = measure_runtime_storage(executable, inputs)
     device = device_bytes_of(record.plan, record.schedule, accounting,
                              runtime_alloc_storage_bytes=runtime)

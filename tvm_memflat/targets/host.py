@@ -47,9 +47,13 @@ def resolve_llvm_target(target) -> tvm.target.Target:
     return tvm.target.Target(target)
 
 
+#: The user's TVM_NUM_THREADS when this module was imported (set_threads rewrites it).
+_USER_THREADS = os.environ.get("TVM_NUM_THREADS", "")
+
+
 def default_threads() -> int:
-    """``TVM_NUM_THREADS`` if set, else the CPUs this process may run on."""
-    env = os.environ.get("TVM_NUM_THREADS", "").strip()
+    """The user's ``TVM_NUM_THREADS`` if set, else the CPUs this process may run on."""
+    env = _USER_THREADS.strip()
     if env.isdigit() and int(env) > 0:
         return int(env)
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
