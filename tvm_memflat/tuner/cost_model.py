@@ -9,7 +9,8 @@ LLVM model (:class:`LlvmCostModel`)
 -----------------------------------
 ``ms per call = a·MACs + b·bytes + c`` with non-negative coefficients fitted by
 :func:`calibrate_llvm` on the distinct kernels of a module, each compiled and
-timed alone on this machine. ``bytes`` are the activation bytes the call reads
+timed alone on this machine, scheduled as the build schedules them (the default
+CPU rules, on the runtime's threads). ``bytes`` are the activation bytes the call reads
 and writes (whole buffers, at their own dtype) plus its weight bytes. Terms add
 (a scalar CPU does not overlap them). Cycles are nanoseconds (``clock_hz`` 1 GHz).
 """
@@ -130,9 +131,13 @@ def _random_tensor(rng, buf):
 
 
 def time_kernel_ms(prim_func, rng, repeat: int = 3, min_repeat_ms: int = 2) -> float:
-    """Best-of-``repeat`` time of one call of ``prim_func`` compiled alone for llvm."""
+    """Best-of-``repeat`` time of one call of ``prim_func`` compiled alone for llvm on
+    this CPU, as ``tvm_memflat.build(mod, "llvm")`` compiles it (the kernels are the
+    scheduled ones the build runs: :mod:`tvm_memflat.lowering.cpu_schedule`)."""
+    from ..targets.host import host_target
+
     func = prim_func.with_attr("global_symbol", "main")
-    lib = tvm.compile(tvm.IRModule({"main": func}), target="llvm").jit()
+    lib = tvm.compile(tvm.IRModule({"main": func}), target=host_target()).jit()
     args = [_random_tensor(rng, p) for p in prim_func.params]
     lib["main"](*args)  # warm-up
     timer = lib.time_evaluator("main", tvm.cpu(), number=1, repeat=repeat,

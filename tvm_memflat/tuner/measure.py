@@ -182,11 +182,16 @@ def parse_rpc_target(text: str | dict) -> dict:
 def rpc_build_target(rpc: RPCConfig | None) -> tvm.target.Target:
     """The target to build executables for measurement with ``rpc`` (``None``: locally).
 
-    ``rpc.target`` when given, else this host's ``llvm``. Pass it to
-    :func:`tvm_memflat.build`: ``build(mod, rpc_build_target(rpc))``.
+    ``rpc.target`` when given; locally, llvm for this CPU (as ``build(mod, "llvm")``);
+    through RPC without a target, generic ``llvm`` (the boards' CPU is not known here).
+    Pass it to :func:`tvm_memflat.build`: ``build(mod, rpc_build_target(rpc))``.
     """
     if rpc is not None and rpc.target is not None:
         return tvm.target.Target(rpc.target)
+    if rpc is None:
+        from ..targets.host import host_target
+
+        return host_target()
     return tvm.target.Target("llvm")
 
 
