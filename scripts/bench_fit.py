@@ -91,7 +91,7 @@ def _spec_fit(points, base_macs, spec_name, convention):
     wmem = spec.weights_memory
     smallest = None
     for nbytes, macs, module in sorted(points, key=lambda p: p[1]):
-        _, _, schedule = lower_and_plan(module, tvm.target.Target("llvm"))
+        _, _, schedule = lower_and_plan(module, tvm.target.Target("llvm"), cpu_schedule=False)
         plan = plan_for_spec(schedule, spec, accounting=acc)
         wplan = next((m for m in plan.memories if m.memory == wmem), None)
         if (spec.weights_location == "resident" and wplan is not None

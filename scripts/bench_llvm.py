@@ -58,9 +58,9 @@ def _row(name: str, args) -> dict:
 
     from tvm_memflat import FlattenMemoryPeaks, build, zoo
     from tvm_memflat.frontend import load_onnx
+    from tvm_memflat.host import host_target
     from tvm_memflat.lowering.cpu_schedule import rule_counts
     from tvm_memflat.lowering.pipeline import BuildRecord, lower
-    from tvm_memflat.targets.host import host_target
     from tvm_memflat.targets.runtime import measure_runtime_storage
 
     model = zoo.build(name)
@@ -120,7 +120,7 @@ def _row(name: str, args) -> dict:
 def main(argv=None) -> int:
     from tvm_memflat import zoo
     from tvm_memflat._io import write_json_atomic
-    from tvm_memflat.targets.host import default_threads, host_target, set_threads
+    from tvm_memflat.host import default_threads, host_target, set_threads
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(zoo.NAMES),

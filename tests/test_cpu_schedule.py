@@ -11,6 +11,7 @@ from tvm import relax, tirx
 from tvm_memflat import zoo
 from tvm_memflat.errors import MemflatError
 from tvm_memflat.frontend import load_model
+from tvm_memflat.host import host_target, set_threads, threads_in_use
 from tvm_memflat.lowering.cpu_schedule import (
     RULE_ATTR,
     RULES,
@@ -23,7 +24,6 @@ from tvm_memflat.lowering.cpu_schedule import (
 from tvm_memflat.lowering.pipeline import BuildRecord, lower
 from tvm_memflat.lowering.shrink_scratch import lowered_scratch_bytes
 from tvm_memflat.targets.build import build
-from tvm_memflat.targets.host import host_target, set_threads, threads_in_use
 from tvm_memflat.targets.runtime import measure_runtime_storage
 from tvm_memflat.tuner.inputs import random_inputs
 

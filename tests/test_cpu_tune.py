@@ -11,6 +11,7 @@ import tvm
 from tvm import relax, tirx
 
 from tvm_memflat.errors import MemflatError
+from tvm_memflat.host import host_target
 from tvm_memflat.lowering.cpu_schedule import RULE_ATTR, rule_counts
 from tvm_memflat.lowering.cpu_tune import (
     TUNE_CHANNELS,
@@ -22,7 +23,6 @@ from tvm_memflat.lowering.cpu_tune import (
 )
 from tvm_memflat.lowering.pipeline import BuildRecord, fused_kernels, lower
 from tvm_memflat.targets.build import build
-from tvm_memflat.targets.host import host_target
 from tvm_memflat.targets.runtime import measure_runtime_storage
 from tvm_memflat.tuner.inputs import random_inputs
 

@@ -33,7 +33,7 @@ ROOT = Path(tvm_memflat.__file__).resolve().parent
 #: root (``tvm_memflat/__init__.py``, the lazy public API).
 LAYERS: list[tuple[str, set[str]]] = [
     # Base modules anyone may import; they import only each other.
-    ("base", {"errors", "_io", "_onnx_fold", "naming", "spec", "zoo"}),
+    ("base", {"errors", "_io", "_onnx_fold", "host", "naming", "spec", "zoo"}),
     ("frontend", {"frontend"}),            # ONNX / zoo -> Relax
     ("fusion_passes", {"fusion_passes"}),  # legalize memo + opaque marks (profile and build)
     ("analysis", {"analysis"}),            # pure: schedule, lifetimes, profile

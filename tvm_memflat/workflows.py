@@ -317,7 +317,7 @@ def optimize(model, *, spec=None, latency_budget=None, memory_budget: int | None
         config.update({"search": f"FlattenMemoryPeaks ({search}, minimises device bytes)",
                        "memory_budget": memory_budget or "(minimise device bytes)",
                        "mac_overhead_limit": f"{100 * max_mac_overhead:g} %"})
-    from .targets.host import host_target, set_threads
+    from .host import host_target, set_threads
 
     threads = set_threads(threads)
     config.update({"before": "stock TVM 0.27, llvm for this CPU, with operator fusion, "
@@ -440,6 +440,7 @@ def plan(model, *, spec=None, optimized: bool = False, input: str | None = None,
         steps = tuple(pass_.tune_result.chosen.path) if pass_.tune_result is not None else \
             tuple(d.step for d in pass_.decisions)
     progress("lowering and planning ...")
-    _, _, schedule = lower_and_plan(mod, tvm.target.Target("llvm"))
+    # the spec's own kernels, not the CPU schedules (tuner.cost_model.lowered)
+    _, _, schedule = lower_and_plan(mod, tvm.target.Target("llvm"), cpu_schedule=False)
     spec_plan = plan_for_spec(schedule, spec, accounting=acc)
     return PlanResult(config, spec_plan, schedule, steps, mod)

@@ -40,6 +40,7 @@ A kernel no rule fits is scheduled as :func:`shrink_scratch` did (``"shrink"``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections import OrderedDict
@@ -393,8 +394,6 @@ def schedule_cpu_kernels(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     """Apply :func:`schedule_kernel` to every PrimFunc of ``mod``; inside
     ``with cpu_tune.tuned(database):`` a kernel the database holds gets its tuned tile
     sizes instead (rule ``"tuned"``)."""
-    from .cpu_tune import current_database
-
     database = current_database()
     out = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)
     for gv, func in mod.functions_items():
@@ -404,6 +403,29 @@ def schedule_cpu_kernels(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         out[gv] = tuned.with_attr(RULE_ATTR, "tuned") if tuned is not None \
             else scheduled(func).func
     return out
+
+
+_tuned_stack: list = []
+
+
+@contextlib.contextmanager
+def tuned(database):
+    """Within the block, :func:`schedule_cpu_kernels` asks ``database`` (a
+    :class:`~.cpu_tune.TuneDatabase`, or ``None``: no tuning) for each kernel's tuned
+    schedule (``database.schedule(func)``) before using the default rule."""
+    if database is None:
+        yield
+        return
+    _tuned_stack.append(database)
+    try:
+        yield
+    finally:
+        _tuned_stack.pop()
+
+
+def current_database():
+    """The database of the innermost :func:`tuned` block (``None`` outside one)."""
+    return _tuned_stack[-1] if _tuned_stack else None
 
 
 def rule_counts(mod: tvm.IRModule) -> dict[str, int]:

@@ -30,7 +30,6 @@ trials count towards the budget. Inside ``with tuned(database):`` the schedule p
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -49,7 +48,19 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
 from .._io import write_json_atomic
-from .cpu_schedule import TILE_CHANNELS, TILE_WIDTHS, Space, apply_rules, schedule_kernel
+from .cpu_schedule import (
+    TILE_CHANNELS,
+    TILE_WIDTHS,
+    Space,
+    apply_rules,
+    current_database,
+    schedule_kernel,
+    tuned,
+)
+
+__all__ = ["TUNE_CHANNELS", "TUNE_SPACE", "TUNE_WIDTHS", "TuneDatabase", "TuneSummary",
+           "current_database", "default_work_dir", "kernel_key", "open_database",
+           "tunable_kernels", "tune_kernels", "tuned"]
 
 LOG = logging.getLogger(__name__)
 
@@ -132,26 +143,6 @@ class TuneDatabase:
             LOG.warning("tuned decisions no longer apply to %s: %s", record["name"], err)
             return None
         return sch.mod["main"]
-
-
-_current: list[TuneDatabase] = []
-
-
-@contextlib.contextmanager
-def tuned(database: TuneDatabase | None):
-    """Within the block, the schedule pass uses ``database``'s decisions."""
-    if database is None:
-        yield
-        return
-    _current.append(database)
-    try:
-        yield
-    finally:
-        _current.pop()
-
-
-def current_database() -> TuneDatabase | None:
-    return _current[-1] if _current else None
 
 
 def default_work_dir() -> Path:

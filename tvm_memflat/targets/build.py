@@ -16,9 +16,9 @@ from tvm import relax
 
 from ..analysis.device_bytes import Accounting, DeviceBytes
 from ..errors import MemflatError
+from ..host import resolve_llvm_target, set_threads
 from ..planner.device_bytes import device_bytes_of
 from ..planner.pipeline import BuildRecord, compile_llvm
-from .host import resolve_llvm_target, set_threads
 
 TARGETS = ("llvm", "vta_like")
 
@@ -36,7 +36,7 @@ def build(mod: tvm.IRModule, target="llvm", *, spec=None, in_place_concat: bool 
         A Relax IRModule with static shapes (e.g. from :func:`tvm_memflat.load_model`,
         optionally after :class:`tvm_memflat.FlattenMemoryPeaks`).
     target
-        ``"llvm"`` (this machine's CPU: :func:`~tvm_memflat.targets.host.host_target`)
+        ``"llvm"`` (this machine's CPU: :func:`~tvm_memflat.host.host_target`)
         or a ``tvm.target.Target`` of kind llvm (used as given); or ``"vta_like"``.
     spec
         ``target="vta_like"`` only: the accelerator spec to simulate, a shipped name,
@@ -60,10 +60,11 @@ def build(mod: tvm.IRModule, target="llvm", *, spec=None, in_place_concat: bool 
     schedule
         Give every kernel the default CPU schedule
         (:mod:`tvm_memflat.lowering.cpu_schedule`: tiled, vectorised, parallel,
-        bit-exact); ``False``: TVM's legalized loops as they are (one thread).
+        bit-exact); ``False``: TVM's legalized loops as they are (one thread). For
+        ``"vta_like"`` the kernels stay unscheduled (see ``build_vta_like``).
     threads
         Size of TVM's thread pool for running it (default: every CPU this process may
-        use, or ``TVM_NUM_THREADS``): :func:`~tvm_memflat.targets.host.set_threads`,
+        use, or ``TVM_NUM_THREADS``): :func:`~tvm_memflat.host.set_threads`,
         which applies to the whole process.
     tune_trials
         llvm only: first tune the kernels' tile sizes with MetaSchedule, this many
@@ -94,8 +95,8 @@ def build(mod: tvm.IRModule, target="llvm", *, spec=None, in_place_concat: bool 
             return build_vta_like(mod, "vta_like" if spec is None else spec,
                                   in_place_concat=in_place_concat,
                                   shrink_scratch=shrink_scratch, input=input, output=output,
-                                  in_place_depthwise=in_place_depthwise, schedule=schedule,
-                                  threads=threads, record=record)
+                                  in_place_depthwise=in_place_depthwise, threads=threads,
+                                  record=record)
     target = resolve_llvm_target(target)
     if spec is not None:
         raise MemflatError("spec= applies to target='vta_like' only")

@@ -45,13 +45,13 @@ from tvm import relax
 
 from ..analysis.device_bytes import Accounting
 from ..hardware.cost_model import SpecCostModel, accumulator_memory, accumulator_tile_bytes
+from ..host import host_target, set_threads
 from ..planner.allocator import align_up
 from ..planner.check import check_plan
 from ..planner.live_ranges import LoweredSchedule
 from ..planner.pipeline import BuildRecord, compile_llvm
 from ..planner.sram_plan import SpecPlan, plan_for_spec, weight_bytes_at
 from ..spec import AcceleratorSpec, load_spec
-from .host import host_target, set_threads
 
 
 @dataclass(frozen=True)
@@ -236,7 +236,7 @@ class VtaLikeExecutable:
 def build_vta_like(mod: tvm.IRModule, spec: AcceleratorSpec | str | Path = "vta_like", *,
                    in_place_concat: bool = True, shrink_scratch: bool = True,
                    input: str = "sram", output: str = "sram",
-                   in_place_depthwise: bool | str = True, schedule: bool = True,
+                   in_place_depthwise: bool | str = True, schedule: bool = False,
                    threads: int | None = None,
                    record: BuildRecord | None = None) -> VtaLikeExecutable:
     """Build ``mod`` for llvm with tvm_memflat's pipeline and simulate it on ``spec``.
@@ -244,8 +244,11 @@ def build_vta_like(mod: tvm.IRModule, spec: AcceleratorSpec | str | Path = "vta_
     The llvm build is ``tvm_memflat.build(mod, "llvm", ...)``'s with the same options
     (:func:`~tvm_memflat.planner.pipeline.compile_llvm`; this module does not import
     :mod:`.build`, which dispatches here). ``input``/``output`` are the counting
-    convention, as for ``build``; so are ``schedule`` and ``threads`` (its llvm
-    executable runs on this machine's CPU).
+    convention, as for ``build``. The llvm executable is the exactness check of what
+    the accelerator computes; its kernels are left unscheduled for the CPU by default
+    (``schedule=False``), so the simulated schedule and the spec plan carry the
+    accelerator's kernels, not the CPU schedules' staging scratch. ``threads`` as
+    for ``build``.
     """
     spec = spec if isinstance(spec, AcceleratorSpec) else load_spec(spec)
     record = record if record is not None else BuildRecord()

@@ -108,18 +108,23 @@ def nnls_relative(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return best
 
 
-def _lower_llvm(mod: tvm.IRModule) -> tuple[tvm.IRModule, LoweredSchedule]:
+def _lower_llvm(mod: tvm.IRModule, cpu_schedule: bool = True
+                ) -> tuple[tvm.IRModule, LoweredSchedule]:
     from ..lowering.concat_in_place import copy_module
     from ..planner.pipeline import lower_and_plan
 
-    low, _, schedule = lower_and_plan(copy_module(mod), tvm.target.Target("llvm"))
+    low, _, schedule = lower_and_plan(copy_module(mod), tvm.target.Target("llvm"),
+                                      cpu_schedule=cpu_schedule)
     return low, schedule
 
 
 def lowered(mod: tvm.IRModule) -> LoweredSchedule:
-    """The schedule ``tvm_memflat.build`` plans (``lower_and_plan`` on llvm, as in
-    ``BuildRecord``)."""
-    return _lower_llvm(mod)[1]
+    """The schedule a spec is planned and costed on: ``tvm_memflat.build``'s lowering
+    (``lower_and_plan``, as in ``BuildRecord``) with the kernels left unscheduled for
+    the CPU. An accelerator runs its own kernels: the CPU schedules' staging scratch
+    (padding windows, accumulator tiles sized for AVX) is not its; a reduction's
+    accumulator is modelled by the spec (design.md §6)."""
+    return _lower_llvm(mod, cpu_schedule=False)[1]
 
 
 def _random_tensor(rng, buf):
@@ -134,7 +139,7 @@ def time_kernel_ms(prim_func, rng, repeat: int = 3, min_repeat_ms: int = 2) -> f
     """Best-of-``repeat`` time of one call of ``prim_func`` compiled alone for llvm on
     this CPU, as ``tvm_memflat.build(mod, "llvm")`` compiles it (the kernels are the
     scheduled ones the build runs: :mod:`tvm_memflat.lowering.cpu_schedule`)."""
-    from ..targets.host import host_target
+    from ..host import host_target
 
     func = prim_func.with_attr("global_symbol", "main")
     lib = tvm.compile(tvm.IRModule({"main": func}), target=host_target()).jit()

@@ -189,7 +189,7 @@ def rpc_build_target(rpc: RPCConfig | None) -> tvm.target.Target:
     if rpc is not None and rpc.target is not None:
         return tvm.target.Target(rpc.target)
     if rpc is None:
-        from ..targets.host import host_target
+        from ..host import host_target
 
         return host_target()
     return tvm.target.Target("llvm")

@@ -19,7 +19,7 @@ import tvm
 import tvm_ffi
 from tvm.target import codegen
 
-from ..errors import MemflatError
+from .errors import MemflatError
 
 
 def host_cpu() -> str | None:
