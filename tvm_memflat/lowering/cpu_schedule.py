@@ -61,11 +61,17 @@ TILE_CHANNELS = (8, 4, 2)
 #: ragged split would leave a predicate in the vector loop).
 TILE_WIDTHS = (16, 8, 14, 12, 7, 6, 5, 4)
 #: Longest vector loop made from a width no preferred size divides.
-MAX_LANES = 32
+MAX_LANES = 128
+#: Largest accumulator tile (output channels x width) the default schedule picks.
+MAX_TILE_ELEMENTS = 320
 #: Reduction loops up to this extent (a kernel window's taps) are unrolled.
 MAX_UNROLL_TAPS = 7
 #: An injective kernel with at least this many elements runs in parallel.
 MIN_PARALLEL_ELEMENTS = 16384
+#: A reduction kernel runs in parallel from this many multiply-accumulates (output
+#: elements x reduction extent): below it, a tile of a tiled region, waking the
+#: thread pool costs more than it saves.
+MIN_PARALLEL_WORK = 1 << 18
 #: Block annotation on the blocks a schedule adds or keeps only to stage data (the
 #: padding window, the accumulator's copy-out): not operations of the network, so
 #: the cost models (``planner.live_ranges.kernel_work``) skip them.
@@ -125,9 +131,16 @@ def _divisor(n: int, prefs) -> int:
 
 def _divisors(n: int, prefs) -> list[int]:
     """Those of ``prefs`` that divide ``n``, in order; if none does, the divisors of
-    ``n`` up to :data:`MAX_LANES`, largest first (13 -> [13, 1]; 55 -> [11, 5, 1])."""
-    return [p for p in prefs if p <= n and n % p == 0] or \
-        [d for d in range(min(n, MAX_LANES), 0, -1) if n % d == 0]
+    ``n`` from 8 to :data:`MAX_LANES`, smallest first, else ``n`` itself (71 -> [71];
+    13 -> [13]): a width no preferred size divides is still one vector loop rather
+    than a loop of 1. (Measured on InceptionV3: odd vectors longer than a preferred
+    divisor are slower, 147 in 21s against 7s; a prime width of 71 in one vector is
+    2x faster than vectorising the channels.)"""
+    fits = [p for p in prefs if p <= n and n % p == 0]
+    if fits:
+        return fits
+    extra = [d for d in range(8, min(n, MAX_LANES) + 1) if n % d == 0]
+    return extra or ([n] if n <= MAX_LANES else [1])
 
 
 @dataclass(frozen=True)
@@ -266,13 +279,20 @@ def _tiled_reduction(sch: s_tir.Schedule, reduction, out, staged: list[str],
     extents = [_extent(sch, lp) for lp in loops]
     if None in extents or len(loops) not in (2, 4):
         return None
+    work = math.prod(extents) * math.prod(
+        int(iv.dom.extent) for iv in sch.get(reduction).iter_vars
+        if int(iv.iter_type) == tirx.IterVar.CommReduce)
     width = space.pick(sch, _divisors(extents[-1], space.widths))
     if len(loops) == 4:
         n, c, h, w = loops
         w_outer, w_inner = sch.split(w, [None, width])
         if _reduces_channels(sch, reduction, extents[1]):
             rule = "conv"
-            channels = space.pick(sch, _divisors(extents[1], space.channels))
+            candidates = _divisors(extents[1], space.channels)
+            if isinstance(width, int):   # the default: keep the tile in registers
+                candidates = [c for c in candidates if c * width <= MAX_TILE_ELEMENTS] \
+                    or candidates[-1:]
+            channels = space.pick(sch, candidates)
             c_outer, c_inner = sch.split(c, [None, channels])
             sch.reorder(c_outer, h, w_outer, c_inner, w_inner)
             parallel = [n, c_outer, h]
@@ -313,7 +333,8 @@ def _tiled_reduction(sch: s_tir.Schedule, reduction, out, staged: list[str],
     sch.vectorize(out_loops[-1])
     if rule == "conv":
         sch.unroll(out_loops[-2])
-    sch.parallel(sch.fuse(*parallel) if len(parallel) > 1 else parallel[0])
+    if work >= MIN_PARALLEL_WORK:   # else waking the thread pool costs more than it saves
+        sch.parallel(sch.fuse(*parallel) if len(parallel) > 1 else parallel[0])
     return rule
 
 
