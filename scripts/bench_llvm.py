@@ -17,8 +17,12 @@ schedules, the schedules' largest kernel scratch, which rules scheduled how many
 kernels, and whether each output is bit-exact against the unscheduled build.
 Prints a table; writes JSON marked with the commit and the machine.
 
+With ``--tune-trials N``, the nets of ``--tune-models`` are also built tuned
+(``tvm_memflat.build(..., tune_trials=N)``, a fresh database per net), before and
+after, with the trials, the tuning time, and whether they are bit-exact.
+
     python scripts/bench_llvm.py [--models ...] [--threads N] [--repeat R]
-                                 [--no-stock] [--json FILE]
+                                 [--no-stock] [--tune-trials N] [--json FILE]
 """
 
 from __future__ import annotations
@@ -102,6 +106,27 @@ def _row(name: str, args) -> dict:
         row[f"{key}_runtime_storage_bytes"] = runtime_bytes
         row[f"{key}_arena_bytes"] = record.plan.arena_bytes
         row[f"{key}_max_scratch_bytes"] = record.schedule.max_scratch_bytes
+    if args.tune_trials and name in args.tune_models:
+        import tempfile
+
+        # a fresh database per net, so every trial is counted here
+        with tempfile.TemporaryDirectory() as tune_dir:
+            for key, module in (("tuned_before", mod), ("tuned_after", rewritten)):
+                record = BuildRecord()
+                t0 = time.perf_counter()
+                executable = build(module, "llvm", threads=args.threads,
+                                   tune_trials=args.tune_trials, tune_dir=tune_dir,
+                                   record=record)
+                row[f"{key}_build_s"] = round(time.perf_counter() - t0, 1)
+                row[f"{key}_tuning"] = record.tuning.to_dict() if record.tuning else None
+                runtime_bytes, (out,) = measure_runtime_storage(executable, [x])
+                row[f"{key}_bit_exact"] = bool(np.array_equal(
+                    out, outputs["before" if key == "tuned_before" else "after"]))
+                row[f"{key}_runtime_storage_bytes"] = runtime_bytes
+                row[f"{key}_max_scratch_bytes"] = record.schedule.max_scratch_bytes
+                row[f"{key}_ms"] = _time_ms(_vm_runner(executable, x), args.repeat)
+        row["tuned_before_vs_ort"] = round(row["tuned_before_ms"] / row["ort_ms"], 2)
+        row["tuned_after_vs_before"] = round(row["tuned_after_ms"] / row["tuned_before_ms"], 3)
     row["rules"] = rule_counts(lower(mod, host_target()))
     row["scheduled_bit_exact"] = bool(np.array_equal(outputs["before"], outputs["unscheduled"]))
     row["after_max_abs_error"] = float(np.abs(outputs["after"].astype("float64")
@@ -129,6 +154,11 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=10, help="timed runs (median)")
     parser.add_argument("--no-stock", dest="stock", action="store_false",
                         help="skip stock TVM (slow: minutes on VGG-16)")
+    parser.add_argument("--tune-trials", type=int, default=0,
+                        help="also build tuned (MetaSchedule, this many trials per module)")
+    parser.add_argument("--tune-models", nargs="+",
+                        default=["squeezenet1_1", "mobilenet_v2", "resnet18"],
+                        help="the nets --tune-trials applies to")
     parser.add_argument("--json", default="bench_llvm.json")
     args = parser.parse_args(argv)
     set_threads(args.threads)
@@ -145,6 +175,17 @@ def main(argv=None) -> int:
                "max_after_vs_before": max(r["after_vs_before"] for r in rows),
                "all_bit_exact": all(r["scheduled_bit_exact"] for r in rows),
                "all_arenas_unchanged": all(r["arena_unchanged"] for r in rows)}
+    tuned = [r for r in rows if "tuned_before_ms" in r]
+    if tuned:
+        summary["tune_trials"] = args.tune_trials
+        summary["max_tuned_before_vs_ort"] = max(r["tuned_before_vs_ort"] for r in tuned)
+        for r in tuned:
+            print(f"{r['model']:<14} tuned ({args.tune_trials} trials): before "
+                  f"{r['tuned_before_ms']:.1f} ms ({r['tuned_before_vs_ort']:.2f}x ort), after "
+                  f"{r['tuned_after_ms']:.1f} ms; tuning "
+                  f"{r['tuned_before_tuning']['seconds']:.0f} + "
+                  f"{r['tuned_after_tuning']['seconds']:.0f} s; bit-exact "
+                  f"{r['tuned_before_bit_exact'] and r['tuned_after_bit_exact']}")
     print(f"median ours/onnxruntime {summary['median_before_vs_ort']:.2f}x, "
           f"max {summary['max_before_vs_ort']:.2f}x; max after/before "
           f"{summary['max_after_vs_before']:.3f}; bit-exact {summary['all_bit_exact']}; "
