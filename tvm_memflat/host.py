@@ -33,9 +33,12 @@ def host_cpu() -> str | None:
 
 
 def host_target() -> tvm.target.Target:
-    """llvm for this CPU (its vector extensions enabled)."""
+    """llvm for this CPU (its vector extensions enabled), with this system's triple."""
     cpu = host_cpu()
-    return tvm.target.Target({"kind": "llvm", "mcpu": cpu} if cpu else "llvm")
+    if cpu is None:
+        return tvm.target.Target("llvm")
+    return tvm.target.Target({"kind": "llvm", "mcpu": cpu,
+                              "mtriple": str(codegen.llvm_get_system_triple())})
 
 
 def resolve_llvm_target(target) -> tvm.target.Target:

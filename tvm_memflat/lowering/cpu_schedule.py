@@ -13,10 +13,11 @@ more, so it keeps our memory guarantees:
 * the one reduction (conv, pool, matmul, mean) is computed per *output tile*
   (``compute_at`` under the tile loop of the block that writes the output), so its
   intermediate shrinks to one tile, the accumulator. That is the kernel's scratch
-  and is counted as such (:func:`~.shrink_scratch.lowered_scratch_bytes`): at most
-  ``max(TILE_CHANNELS) * max(TILE_WIDTHS)`` elements, 512 B in fp32 or int32. It is a
-  small constant allocation inside the parallel loop, which TVM puts on each
-  worker's stack;
+  and is counted as such (:func:`~.shrink_scratch.lowered_scratch_bytes`): usually
+  8 channels x 16 columns (512 B in fp32 or int32), at most
+  :data:`MAX_TILE_ELEMENTS` for a convolution or :data:`MAX_LANES` for a window op.
+  It is a small constant allocation inside the parallel loop, which TVM puts on each
+  worker's stack; a staged padding window (below) adds a few rows of one channel;
 * inside the tile the reduction loops come first, in their original order, then the
   tile's spatial loops: each output element is summed in the original order, so
   results are bit-exact (TVM's LLVM code generator neither reassociates nor
