@@ -109,7 +109,7 @@ def run_test(root: Path, test: str, examples: int, stats_file: Path) -> dict:
                MEMFLAT_HYPOTHESIS_STATS=str(stats_file))
     t0 = time.perf_counter()
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0",
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
          "--hypothesis-show-statistics", test],
         cwd=root, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - t0

@@ -18,12 +18,6 @@ from pathlib import Path
 
 import pytest
 
-# pytest-xdist runs one worker per CPU (setup.cfg: -n auto): each worker's TVM thread
-# pool gets one thread, or the workers' pools would fight over the same cores
-# (tvm_memflat.host reads this when first imported, below).
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    os.environ["TVM_NUM_THREADS"] = "1"
-
 #: Environment variable naming the JSON file the statistics are written to.
 STATS_ENV = "MEMFLAT_HYPOTHESIS_STATS"
 #: Phases whose test cases are counted: shrinking replays variants of a failure.
