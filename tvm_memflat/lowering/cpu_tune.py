@@ -9,7 +9,7 @@ scheduler and ``ReplayFunc`` search replay that function and measure each candid
 on this machine. Every candidate keeps the rule's loop order, so each output element
 is still summed in the original order: tuned kernels are bit-exact too, and their
 only scratch is still the padding window and the accumulator tile, counted like the
-default's (at most ``max(TUNE_CHANNELS) * max(TUNE_WIDTHS)`` accumulator elements).
+default's (at most 8 channels x :data:`MAX_TUNE_LANES` accumulator elements).
 
 Two parts of MetaSchedule are replaced, because in the apache-tvm 0.27.0.post1
 wheel serializing any PrimFunc (``tvm.ir.save_json``, even a 4x4 TE compute)
@@ -65,8 +65,11 @@ __all__ = ["TUNE_CHANNELS", "TUNE_SPACE", "TUNE_WIDTHS", "TuneDatabase", "TuneSu
 LOG = logging.getLogger(__name__)
 
 #: Tile sizes tuning may pick (the default's candidates come first among them).
-TUNE_WIDTHS = (*TILE_WIDTHS, 32, 28, 2)
-TUNE_CHANNELS = (*TILE_CHANNELS, 16, 1)
+TUNE_WIDTHS = (*TILE_WIDTHS, 2)
+TUNE_CHANNELS = (*TILE_CHANNELS, 1)
+#: Widest vector tuning may pick. (A first run sampled a 111-wide row with 16
+#: channels on SqueezeNet's stem: LLVM took minutes on that one candidate.)
+MAX_TUNE_LANES = 64
 #: Rules whose tile sizes are tuned.
 TUNED_RULES = ("conv", "window", "matmul")
 #: Timed runs per candidate (the median counts).
@@ -75,7 +78,14 @@ REPEAT = 5
 FORMAT = 1
 
 
+def _tunable(candidates: list[int]) -> list[int]:
+    return [c for c in candidates if c <= MAX_TUNE_LANES] or sorted(candidates)[:1]
+
+
 def _sample(sch: s_tir.Schedule, candidates: list[int]):
+    candidates = _tunable(candidates)
+    if len(candidates) == 1:
+        return candidates[0]
     return sch.sample_categorical(candidates, [1.0 / len(candidates)] * len(candidates))
 
 
@@ -95,7 +105,12 @@ def kernel_key(func: tirx.PrimFunc) -> str:
 def replay_space(values: list[int]) -> Space:
     """The tuning space with its samples replaced by ``values``, in order."""
     it = iter(values)
-    return Space(TUNE_WIDTHS, TUNE_CHANNELS, lambda sch, candidates: next(it))
+
+    def choose(sch, candidates):
+        candidates = _tunable(candidates)
+        return candidates[0] if len(candidates) == 1 else next(it)
+
+    return Space(TUNE_WIDTHS, TUNE_CHANNELS, choose)
 
 
 # --------------------------------------------------------------------------- database
