@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import MemflatError
+from .errors import MemflatError, ScheduleViolation
 
 PLOT_SUFFIXES = (".png", ".svg")
 
@@ -372,7 +372,12 @@ def _write_optimize_outputs(args, result) -> None:
 
 def cmd_plan(args) -> int:
     from .frontend import load_model, parse_input_shapes
-    from .reports.planner_report import plan_csv_rows, plan_summary
+    from .reports.planner_report import (
+        buffered_csv_rows,
+        buffered_summary,
+        plan_csv_rows,
+        plan_summary,
+    )
     from .workflows import plan
 
     _check_outputs(args)
@@ -385,7 +390,10 @@ def cmd_plan(args) -> int:
     _echo_config(config, width=14)
     for step in result.steps:
         print(step.describe)
-    print(plan_summary(result.spec_plan, result.schedule, top=args.top))
+    if result.buffered:
+        print(buffered_summary(result.spec_plan, result.bounds, top=args.top))
+    else:
+        print(plan_summary(result.spec_plan, result.schedule, top=args.top))
     from ._io import write_json_atomic, write_text_atomic
 
     if args.plot:
@@ -401,7 +409,8 @@ def cmd_plan(args) -> int:
         import io
 
         buf = io.StringIO()
-        rows = plan_csv_rows(result.spec_plan, result.schedule)
+        rows = (buffered_csv_rows(result.spec_plan) if result.buffered else
+                plan_csv_rows(result.spec_plan, result.schedule))
         writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
@@ -421,6 +430,9 @@ def main(argv: list[str] | None = None) -> int:
     except MemflatError as err:
         print(f"memflat: error: {err}", file=sys.stderr)
         return 2
+    except ScheduleViolation as err:
+        print(f"memflat: schedule violation (a bug, please report): {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("memflat: interrupted", file=sys.stderr)
         return 130

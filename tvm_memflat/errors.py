@@ -8,3 +8,10 @@ and exits with status 2; library users can catch it like any ``ValueError``.
 
 class MemflatError(ValueError):
     """A problem with the user's input, reported as one clear line."""
+
+
+class ScheduleViolation(RuntimeError):
+    """A schedule that does not fit a memory it was planned for: a bug, not bad input.
+
+    The simulator raises it naming the first violation; the CLI exits with status 1.
+    """

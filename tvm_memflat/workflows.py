@@ -232,6 +232,7 @@ def _our_side(mod, prof: MemoryProfile, inputs, acc: Accounting, latency_repeat:
 
 def _simulate(mod, spec, inputs, reference):
     """Build ``mod`` for vta_like, check it agrees with the llvm run, sum up the figures."""
+    from .hardware.call_tiling import BufferedPlan
     from .targets.build import build
     from .targets.runtime import measure_runtime_storage
     from .targets.vta_like import traffic_bounds
@@ -247,7 +248,9 @@ def _simulate(mod, spec, inputs, reference):
                "sram_high_water_bytes": dict(report.high_water_bytes),
                "fits": report.fits, "violations": len(report.violations),
                "first_violation": report.violations[0] if report.violations else None,
-               **traffic_bounds(vta.record.schedule, spec).to_dict()}
+               **traffic_bounds(vta.record.schedule, spec,
+                                vta.plan if isinstance(vta.plan, BufferedPlan) else None
+                                ).to_dict()}
     return vta, figures
 
 
@@ -394,18 +397,34 @@ class PlanResult:
     """Every lowered buffer of a module placed in a spec's memories."""
 
     config: dict
-    spec_plan: object            # planner.sram_plan.SpecPlan
+    spec_plan: object            # planner.sram_plan.SpecPlan, or for a buffered spec
+                                 # hardware.call_tiling.BufferedPlan (per-call tiles)
     schedule: object             # planner.live_ranges.LoweredSchedule
     steps: tuple = ()
     module: tvm.IRModule = field(default=None, compare=False, repr=False)
+    #: buffered specs: targets.vta_like.TrafficBounds of the schedule
+    bounds: object = None
+
+    @property
+    def buffered(self) -> bool:
+        return self.bounds is not None
 
     @property
     def fits(self) -> bool:
-        return self.spec_plan.fits
+        # a buffered plan exists only when every call's tiles fit (else TilingError)
+        return True if self.buffered else self.spec_plan.fits
 
     def to_json(self) -> dict:
-        return {"config": {k: str(v) for k, v in self.config.items()},
-                **self.spec_plan.to_dict(), "decisions": [s.to_json() for s in self.steps]}
+        out = {"config": {k: str(v) for k, v in self.config.items()}}
+        if self.buffered:
+            p = self.spec_plan
+            out.update({"fits": True, "arena_bytes": p.activation_high_water_bytes,
+                        "lower_bound_bytes": p.lower_bound_bytes, "spilled_bytes": 0,
+                        "dram_traffic_bytes": p.traffic_bytes, **p.to_dict(),
+                        **self.bounds.to_dict()})
+        else:
+            out.update(self.spec_plan.to_dict())
+        return {**out, "decisions": [s.to_json() for s in self.steps]}
 
 
 def plan(model, *, spec=None, optimized: bool = False, input: str | None = None,
@@ -442,5 +461,13 @@ def plan(model, *, spec=None, optimized: bool = False, input: str | None = None,
     progress("lowering and planning ...")
     # the spec's own kernels, not the CPU schedules (tuner.cost_model.lowered)
     _, _, schedule = lower_and_plan(mod, tvm.target.Target("llvm"), cpu_schedule=False)
+    if spec.machine_kind == "buffered":
+        from .hardware.call_tiling import plan_buffered
+        from .targets.vta_like import traffic_bounds
+
+        config["plan"] = "per-call tiles (activations in DRAM between layers)"
+        tiles = plan_buffered(schedule, spec, progress=progress)
+        return PlanResult(config, tiles, schedule, steps, mod,
+                          traffic_bounds(schedule, spec, tiles))
     spec_plan = plan_for_spec(schedule, spec, accounting=acc)
     return PlanResult(config, spec_plan, schedule, steps, mod)

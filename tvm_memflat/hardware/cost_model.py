@@ -219,8 +219,14 @@ class SpecCostModel:
                         compute, dram, overhead, step_cycles(compute, dram, overhead),
                         passes, reads, writes, n_transfers)
 
-    def estimate(self, schedule: LoweredSchedule, plan: SpecPlan | None = None) -> CostEstimate:
-        """Cycles of every call of ``schedule``; plans it on the spec when ``plan`` is None."""
+    def estimate(self, schedule: LoweredSchedule, plan=None) -> CostEstimate:
+        """Cycles of every call of ``schedule``; plans it on the spec when ``plan`` is None.
+
+        On a buffered spec the plan is per-call tiles
+        (:func:`~tvm_memflat.hardware.call_tiling.plan_buffered`) and each step costs
+        the closed form of its calls' tilings (the simulator replays them)."""
+        if self.spec.machine_kind == "buffered":
+            return self._estimate_buffered(schedule, plan)
         if plan is None:
             plan = plan_for_spec(schedule, self.spec)
         traffic = {t.step: t for t in plan.traffic}
@@ -229,3 +235,27 @@ class SpecCostModel:
                       for s in schedule.steps)
         return CostEstimate(f"spec:{self.spec.name}", steps, sum(s.cycles for s in steps),
                             self.spec.compute.clock_hz)
+
+    def _estimate_buffered(self, schedule: LoweredSchedule, plan=None) -> CostEstimate:
+        from .call_tiling import plan_buffered
+
+        plan = plan if plan is not None else plan_buffered(schedule, self.spec)
+        by_step: dict[int, list] = {}
+        for call in plan.calls:
+            by_step.setdefault(call.step, []).append(call.cost)
+        steps = []
+        for s in schedule.steps:
+            costs = by_step.get(s.step, [])
+
+            def total(attr: str, costs=costs) -> int:
+                return sum(getattr(c, attr) for c in costs)
+
+            steps.append(StepCost(
+                s.step, s.kernel, s.macs,
+                utilisation(s.gemms, self.spec.compute) if s.gemms else (1.0 if s.macs else 0.0),
+                total("compute_cycles"), total("dram_cycles"), total("overhead_cycles"),
+                total("cycles"), 1,
+                total("input_traffic_bytes") + total("weight_traffic_bytes"),
+                total("output_traffic_bytes"), total("transfers")))
+        return CostEstimate(f"spec:{self.spec.name}", tuple(steps),
+                            sum(s.cycles for s in steps), self.spec.compute.clock_hz)

@@ -43,6 +43,42 @@ _VAR = tirx.Var
 
 
 @dataclass(frozen=True)
+class Window:
+    """The 2-D sliding window of a reduction block (a conv or a pool), NCHW order.
+
+    Read off the block's data load (:func:`_window`): ``out_h``/``out_w`` are the
+    extents of the two innermost pixel variables, ``kernel_*`` the extents of the
+    reduction variables that index the same data axes, ``stride_*`` and
+    ``dilation_*`` their coefficients there, and ``pad_*`` minus the index at the
+    origin (TVM inlines the padding into the load's ``if_then_else``). ``in_*`` and
+    ``channels`` are the unpadded data tensor's. A dense layer has no window.
+    """
+
+    channels: int
+    in_h: int
+    in_w: int
+    out_h: int
+    out_w: int
+    kernel_h: int = 1
+    kernel_w: int = 1
+    stride_h: int = 1
+    stride_w: int = 1
+    dilation_h: int = 1
+    dilation_w: int = 1
+    pad_top: int = 0
+    pad_left: int = 0
+
+    @property
+    def span_h(self) -> int:
+        """Input rows one output row needs (the dilated kernel height)."""
+        return (self.kernel_h - 1) * self.dilation_h + 1
+
+    @property
+    def span_w(self) -> int:
+        return (self.kernel_w - 1) * self.dilation_w + 1
+
+
+@dataclass(frozen=True)
 class GemmShape:
     """One multiply-accumulate block of a kernel seen as ``groups`` independent GEMMs.
 
@@ -57,6 +93,8 @@ class GemmShape:
     n: int
     groups: int = 1
     taps: int = 1
+    #: the conv's sliding window (None: a dense layer, or not read)
+    window: Window | None = field(default=None, compare=False)
 
     @property
     def k_channels(self) -> int:
@@ -90,6 +128,8 @@ class KernelStep:
     #: parameters): the tiles of a region call kernels on the same weights, which a
     #: memory holding every weight keeps once (:func:`weight_identity`)
     weight_refs: tuple = field(default=(), compare=False, repr=False)
+    #: the sliding windows of its reductions that are not MACs (pools, means)
+    windows: tuple[Window, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -221,10 +261,77 @@ def _gemm_shape(block, operands, weight_buffers) -> GemmShape:
     if n_total % groups:
         groups = 1
     return GemmShape(m=prod(pixel), k=prod(reduce), n=n_total // groups, groups=groups,
-                     taps=prod(taps))
+                     taps=prod(taps), window=_window(block, data, pixel, reduce))
 
 
-def kernel_work(prim_func, weight_buffers=()) -> tuple[tuple[GemmShape, ...], int]:
+def _coefficient(index, var) -> int:
+    """The coefficient of ``var`` in an index expression affine in it."""
+    return _eval_index(index, {var: 1}) - _eval_index(index, {})
+
+
+def _window(block, data, pixel, reduce) -> Window | None:
+    """The sliding window of a reduction block over its 4-D (NCHW) data load ``data``.
+
+    The two innermost data axes indexed by a pixel variable are H and W. On each, the
+    pixel variable's coefficient is the stride, a reduction variable's the dilation
+    (its extent the kernel), and minus the index at the origin the padding. None when
+    the data is not 4-D or an index is not affine in these variables.
+    """
+    shape = [int(d) for d in data.source.shape]
+    if len(shape) != 4:
+        return None
+    extent = {iv.var: int(iv.dom.extent) for iv in block.iter_vars}
+    axes = []
+    try:
+        for axis in (2, 3):
+            index = data.indices[axis]
+            used = _vars_in(index)
+            px = [v for v in pixel if v in used]
+            taps = [r for r in reduce if r in used]
+            if len(px) > 1 or len(taps) > 1 or not (px or taps):
+                return None
+            # no pixel variable: a global reduction (a mean) has one output row/column
+            stride = _coefficient(index, px[0]) if px else 1
+            dilation = _coefficient(index, taps[0]) if taps else 1
+            origin = _eval_index(index, {})
+            axes.append((extent[px[0]] if px else 1, extent[taps[0]] if taps else 1,
+                         stride, dilation, -origin))
+    except ValueError:
+        return None
+    (oh, kh, sh, dh, ph), (ow, kw, sw, dw, pw) = axes
+    if min(sh, sw, dh, dw) < 1 or ph < 0 or pw < 0:
+        return None
+    return Window(channels=shape[1], in_h=shape[2], in_w=shape[3], out_h=oh, out_w=ow,
+                  kernel_h=kh, kernel_w=kw, stride_h=sh, stride_w=sw, dilation_h=dh,
+                  dilation_w=dw, pad_top=ph, pad_left=pw)
+
+
+def _reduction_window(block) -> Window | None:
+    """The window of a reduction that is not a MAC (a pool or a mean): one data load."""
+    if not isinstance(block.body, tirx.BufferStore):
+        return None
+    out = block.body.buffer
+    loads: list = []
+    tvm_ffi.structural_walk(block.body.value, [(_LOAD, loads.append)], order="post")
+    data = [ld for ld in loads if not ld.source.same_as(out)]
+    if len(data) != 1:
+        return None
+    spatial = [iv.var for iv in block.iter_vars if int(iv.iter_type) == tirx.IterVar.DataPar]
+    reduce = [iv.var for iv in block.iter_vars if int(iv.iter_type) == tirx.IterVar.CommReduce]
+    return _window(block, data[0], spatial, reduce)
+
+
+@dataclass(frozen=True)
+class KernelWork:
+    """What :func:`kernel_work` reads off one kernel."""
+
+    gemms: tuple[GemmShape, ...]
+    vector_ops: int
+    #: windows of the reductions that are not MACs (pools, means)
+    windows: tuple[Window, ...] = ()
+
+
+def kernel_work(prim_func, weight_buffers=()) -> KernelWork:
     """The GEMMs of a kernel's multiply-accumulate blocks, and its other blocks' iterations.
 
     A MAC block is one that reduces a product of two buffer loads (as in
@@ -237,6 +344,7 @@ def kernel_work(prim_func, weight_buffers=()) -> tuple[tuple[GemmShape, ...], in
     constants at the call site.
     """
     gemms: list[GemmShape] = []
+    windows: list[Window] = []
     vector = [0]
 
     def on_block(block):
@@ -250,9 +358,12 @@ def kernel_work(prim_func, weight_buffers=()) -> tuple[tuple[GemmShape, ...], in
             gemms.append(_gemm_shape(block, operands, weight_buffers))
         else:
             vector[0] += int(np.prod([int(iv.dom.extent) for iv in iters], dtype=np.int64))
+            window = _reduction_window(block) if reduces else None
+            if window is not None:
+                windows.append(window)
 
     tvm_ffi.structural_walk(prim_func.body, [(s_tir.SBlock, on_block)], order="post")
-    return tuple(gemms), vector[0]
+    return KernelWork(tuple(gemms), vector[0], tuple(windows))
 
 
 def weight_identity(ref) -> tuple:
@@ -312,8 +423,8 @@ def lowered_schedule(mod: tvm.IRModule) -> LoweredSchedule:
                 weights = [params[i] for i in constant_args if i < len(params)]
                 stats_cache[name, constant_args] = (kernel_stats(kernel).macs,
                                                     lowered_scratch_bytes(kernel),
-                                                    *kernel_work(kernel, weights))
-            macs, scratch, gemms, vector_ops = stats_cache[name, constant_args]
+                                                    kernel_work(kernel, weights))
+            macs, scratch, work = stats_cache[name, constant_args]
             # an in-place kernel (inplace_depthwise) reads its last argument too
             read_args = args if is_in_place_kernel(mod[value.op]) else args[:-1]
             weight_bytes = sum(tensor_bytes(a.value.shape, str(a.value.dtype))
@@ -329,8 +440,9 @@ def lowered_schedule(mod: tvm.IRModule) -> LoweredSchedule:
             steps.append(KernelStep(step, name,
                                     tuple(r.name for r in read_args if r is not None),
                                     tuple(r.name for r in args[-1:] if r is not None),
-                                    weight_bytes, macs, scratch, gemms, vector_ops,
-                                    weight_elements, refs))
+                                    weight_bytes, macs, scratch, work.gemms,
+                                    work.vector_ops, weight_elements, refs,
+                                    work.windows))
             continue
         # Anything else (``lv = alloc``, reshape views, tuples, the output of an in-place
         # kernel bound to its input) aliases what it reads.

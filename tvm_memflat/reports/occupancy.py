@@ -25,7 +25,13 @@ MAX_LABELLED = 40
 
 
 def plot_occupancy(plan: SpecPlan, path: str | os.PathLike, *, title: str | None = None) -> Path:
-    """Draw ``plan``'s occupancy map to ``path`` (``.png`` or ``.svg``), atomically."""
+    """Draw ``plan``'s occupancy map to ``path`` (``.png`` or ``.svg``), atomically.
+
+    A buffered spec's plan (per-call tiles) is drawn by :func:`plot_tile_occupancy`."""
+    from ..hardware.call_tiling import BufferedPlan
+
+    if isinstance(plan, BufferedPlan):
+        return plot_tile_occupancy(plan, path, title=title)
     fmt = _plot_format(path)
     panels = [m for m in plan.memories if m.plan.placements]
     if not panels:
@@ -69,3 +75,40 @@ def _rect(x, y, w, h, color, hatch):
 
     return Rectangle((x, y), w, h, facecolor=color, edgecolor="black", linewidth=0.3,
                      alpha=0.75, hatch=hatch)
+
+
+_OPERAND_COLORS = {"input": "C0", "weight": "C2", "accumulator": "C1"}
+
+
+def plot_tile_occupancy(plan, path: str | os.PathLike, *, title: str | None = None) -> Path:
+    """One panel per buffer: the bytes one tile of each operand takes there (stacked:
+    input, weight, accumulator tiles), call by call, against the buffer's size."""
+    fmt = _plot_format(path)
+    if not plan.calls:
+        raise ValueError("the plan has no calls: nothing to draw")
+    memories = sorted({m for c in plan.calls for m in c.footprint_bytes})
+    fig = _new_figure(11.0, 2.2 + 2.6 * len(memories))
+    axes = fig.subplots(len(memories), 1, squeeze=False)[:, 0]
+    x = list(range(len(plan.calls)))
+    for ax, mem in zip(axes, memories, strict=True):
+        size = plan.capacity_bytes.get(mem)
+        peak = max(c.footprint_bytes.get(mem, 0) for c in plan.calls)
+        scale, unit = _axis_unit(max(peak, size or 0, 1))
+        bottom = [0.0] * len(x)
+        for operand, color in _OPERAND_COLORS.items():
+            heights = [(getattr(c.tiles, operand) if c.memories.get(operand) == mem else 0)
+                       / scale for c in plan.calls]
+            if any(heights):
+                ax.bar(x, heights, bottom=bottom, width=1.0, color=color, label=f"{operand} tile",
+                       linewidth=0)
+                bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+        if size:
+            ax.axhline(size / scale, color=_CAPACITY_COLOR, lw=1.2,
+                       label=f"size {format_bytes(size)}")
+        ax.set_xlim(-0.5, len(x) - 0.5)
+        ax.set_ylabel(unit)
+        ax.legend(loc="upper right", fontsize=7)
+        ax.set_title(f"{mem}: largest tile set {format_bytes(peak)}", fontsize=9)
+    axes[-1].set_xlabel("kernel call (tiles stream through the buffers; activations in DRAM)")
+    fig.suptitle(title or f"on-chip tiles per call on {plan.spec}", fontsize=10)
+    return _save(fig, path, fmt)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..hardware.call_tiling import BufferedPlan
 from ..planner.live_ranges import LoweredSchedule
 from ..planner.sram_plan import SpecPlan
 from .plots import format_bytes
@@ -79,5 +80,69 @@ def plan_csv_rows(plan: SpecPlan, schedule: LoweredSchedule) -> list[dict]:
                     "activation_read_bytes": t.activation_read_bytes,
                     "activation_write_bytes": t.activation_write_bytes,
                     "dram_traffic_bytes": t.total_bytes})
+        rows.append(row)
+    return rows
+
+
+def buffered_summary(plan: BufferedPlan, bounds, *, top: int = 8) -> str:
+    """A buffered spec's plan: per memory the largest tile footprint against its size,
+    DRAM traffic against the compulsory and per-layer minimum, the calls that re-read
+    the most, and the per-call tiles."""
+    lines = [f"{'memory':<20}{'largest tile set':>18}{'available':>12}{'excess':>10}"]
+    lines.append("-" * len(lines[0]))
+    high = plan.high_water_bytes
+    for name, size in plan.capacity_bytes.items():
+        used = high.get(name, 0)
+        lines.append(f"{name:<20}{format_bytes(used):>18}{format_bytes(size):>12}"
+                     f"{format_bytes(max(0, used - size)):>10}")
+    t = plan.traffic_bytes
+    lines.append(f"\nDRAM traffic {format_bytes(t)}: x{t / bounds.per_layer_min_traffic_bytes:.3f}"
+                 f" the per-layer minimum {format_bytes(bounds.per_layer_min_traffic_bytes)}"
+                 f" (every activation and weight off chip once per layer), "
+                 f"x{t / bounds.compulsory_traffic_bytes:.2f} the compulsory "
+                 f"{format_bytes(bounds.compulsory_traffic_bytes)} (weights, input, output once)")
+    lines.append(f"cycles {plan.cycles}: x{plan.cycles / max(1, bounds.compute_bound_cycles):.2f}"
+                 f" the compute bound {bounds.compute_bound_cycles} (GEMM blocks and vector "
+                 "work at the utilisation the channel counts allow)")
+    extra = sorted(plan.calls, key=lambda c: c.min_traffic_bytes - c.cost.traffic_bytes)
+    extra = [c for c in extra if c.cost.traffic_bytes > c.min_traffic_bytes][:top]
+    if extra:
+        lines.append("\nre-reads forced by the buffers (traffic above the call's minimum):")
+        for c in extra:
+            lines.append(f"  step {c.step:>4} {c.kernel[:34]:<36}"
+                         f"+{format_bytes(c.cost.traffic_bytes - c.min_traffic_bytes):>10}  "
+                         f"{c.reason}")
+    lines.append(f"\n{'step':>4} {'kernel':<36}{'tiling':<44}{'traffic':>10}{'x min':>7}"
+                 f"{'cycles':>11}")
+    for c in plan.calls:
+        lines.append(f"{c.step:>4} {c.kernel[:35]:<36}{_tiling(c)[:43]:<44}"
+                     f"{format_bytes(c.cost.traffic_bytes):>10}"
+                     f"{c.cost.traffic_bytes / max(1, c.min_traffic_bytes):>7.2f}"
+                     f"{c.cost.cycles:>11}")
+    lines.append(f"fits {plan.spec}: every call's tiles fit their buffers "
+                 "(activations stay in DRAM between layers)")
+    return "\n".join(lines)
+
+
+def _tiling(call) -> str:
+    t, shape = call.tiling, call.shape
+    if shape.kind == "vector" or shape.groups > 1:
+        return f"{shape.kind} {t.rows}x{t.cols}px g{t.group_block}/{shape.groups}"
+    return (f"{t.rows}x{t.cols}px oc{t.out_block}/{shape.out_channels} "
+            f"ic{t.in_block}/{shape.in_channels} {t.order.split('_')[0]}")
+
+
+def buffered_csv_rows(plan: BufferedPlan) -> list[dict]:
+    """One row per kernel call: its tiling, tile bytes per buffer, traffic and cycles."""
+    rows = []
+    for c in plan.calls:
+        row = {"step": c.step, "kernel": c.kernel, "kind": c.shape.kind,
+               "rows": c.tiling.rows, "cols": c.tiling.cols,
+               "group_block": c.tiling.group_block, "out_block": c.tiling.out_block,
+               "in_block": c.tiling.in_block, "order": c.tiling.order}
+        row.update({f"{m}_bytes": c.footprint_bytes.get(m, 0) for m in plan.capacity_bytes})
+        row.update({"traffic_bytes": c.cost.traffic_bytes,
+                    "min_traffic_bytes": c.min_traffic_bytes, "cycles": c.cost.cycles,
+                    "compute_cycles": c.cost.compute_cycles, "reason": c.reason})
         rows.append(row)
     return rows

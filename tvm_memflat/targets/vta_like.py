@@ -37,14 +37,20 @@ Violations are reported, never raised: ``report.fits`` is False and
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import tvm
 from tvm import relax
 
 from ..analysis.device_bytes import Accounting
-from ..hardware.cost_model import SpecCostModel, accumulator_memory, accumulator_tile_bytes
+from ..hardware.call_tiling import BufferedPlan, plan_buffered
+from ..hardware.cost_model import (
+    SpecCostModel,
+    accumulator_memory,
+    accumulator_tile_bytes,
+    utilisation,
+)
 from ..host import host_target, set_threads
 from ..planner.allocator import align_up
 from ..planner.check import check_plan
@@ -52,6 +58,7 @@ from ..planner.live_ranges import LoweredSchedule
 from ..planner.pipeline import BuildRecord, compile_llvm
 from ..planner.sram_plan import SpecPlan, plan_for_spec, weight_bytes_at
 from ..spec import AcceleratorSpec, load_spec
+from .tile_sim import replay_call
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,8 @@ class LayerReport:
     dram_read_bytes: int
     dram_write_bytes: int
     high_water_bytes: dict  # memory name -> highest aligned byte in use at this step
+    #: buffered specs: the call's tiling (:func:`describe_tiling`)
+    tiling: str = ""
 
 
 @dataclass(frozen=True)
@@ -145,9 +154,16 @@ class SimulationReport:
 
 
 def simulate(schedule: LoweredSchedule, spec: AcceleratorSpec | str | Path,
-             plan: SpecPlan | None = None) -> SimulationReport:
-    """Run ``schedule`` on ``spec`` with its SRAM ``plan`` (planned here when None)."""
+             plan: SpecPlan | BufferedPlan | None = None) -> SimulationReport:
+    """Run ``schedule`` on ``spec`` with its ``plan`` (planned here when None).
+
+    On a buffered spec the plan is per-call tiles (:func:`plan_buffered`), replayed
+    copy by copy (:func:`simulate_buffered`); on a scratchpad spec, the SRAM plan of
+    whole tensors.
+    """
     spec = spec if isinstance(spec, AcceleratorSpec) else load_spec(spec)
+    if spec.machine_kind == "buffered":
+        return simulate_buffered(schedule, spec, plan)
     if plan is None:
         plan = plan_for_spec(schedule, spec)
     costs = {c.step: c for c in SpecCostModel(spec).estimate(schedule, plan).steps}
@@ -182,6 +198,51 @@ def simulate(schedule: LoweredSchedule, spec: AcceleratorSpec | str | Path,
                             tuple(violations))
 
 
+def simulate_buffered(schedule: LoweredSchedule, spec: AcceleratorSpec,
+                      plan: BufferedPlan | None = None) -> SimulationReport:
+    """Replay every call's tiles (:func:`~.tile_sim.replay_call`) on a buffered spec.
+
+    Per step: the cycles, DRAM bytes and transfers the replay counts, and each
+    memory's most-resident bytes. A tile that does not fit raises
+    :class:`~tvm_memflat.errors.ScheduleViolation` naming the step: with per-call
+    tiling every schedule fits, so a violation is a bug.
+    """
+    plan = plan if plan is not None else plan_buffered(schedule, spec)
+    by_step: dict[int, list] = {}
+    for call in plan.calls:
+        by_step.setdefault(call.step, []).append(call)
+    capacity = {m.name: m.size_bytes for m in spec.memories}
+    peak = {m: 0 for m in capacity}
+    layers = []
+    for s in schedule.steps:
+        calls = by_step.get(s.step, [])
+        replays = [replay_call(c.shape, c.tiling, spec, where=f"step {s.step} ({s.kernel}): ")
+                   for c in calls]
+        high = {m: max((r.high_water_bytes.get(m, 0) for r in replays), default=0)
+                for m in capacity}
+        for m, v in high.items():
+            peak[m] = max(peak[m], v)
+        compute = sum(r.compute_cycles for r in replays)
+        layers.append(LayerReport(
+            s.step, s.kernel, s.macs, utilisation(s.gemms, spec.compute), 1, compute,
+            sum(r.dram_cycles for r in replays), spec.dram.latency_cycles * len(replays),
+            sum(r.cycles for r in replays), sum(r.read_bytes for r in replays),
+            sum(r.write_bytes for r in replays), high,
+            "; ".join(describe_tiling(c) for c in calls)))
+    return SimulationReport(spec.name, spec.compute.clock_hz, tuple(layers), capacity, peak)
+
+
+def describe_tiling(call) -> str:
+    """One line: the call's tile and loop order (``14x28px oc64 ic64 weights_outer``)."""
+    t, shape = call.tiling, call.shape
+    if shape.kind == "vector" or shape.groups > 1:
+        what = f"{t.rows}x{t.cols}px g{t.group_block}/{shape.groups}"
+    else:
+        what = (f"{t.rows}x{t.cols}px oc{t.out_block}/{shape.out_channels} "
+                f"ic{t.in_block}/{shape.in_channels} {t.order}")
+    return f"{shape.kind} {what}"
+
+
 @dataclass(frozen=True)
 class TrafficBounds:
     """Lower bounds to set the simulated figures against (design.md §6).
@@ -200,8 +261,21 @@ class TrafficBounds:
         return asdict(self)
 
 
-def traffic_bounds(schedule: LoweredSchedule, spec: AcceleratorSpec) -> TrafficBounds:
-    """:class:`TrafficBounds` of ``schedule`` on ``spec`` at the spec's dtypes."""
+def traffic_bounds(schedule: LoweredSchedule, spec: AcceleratorSpec,
+                   plan: BufferedPlan | None = None) -> TrafficBounds:
+    """:class:`TrafficBounds` of ``schedule`` on ``spec`` at the spec's dtypes.
+
+    On a buffered spec the per-layer minimum is each call's input, weights and
+    output once (:func:`~tvm_memflat.hardware.call_tiling.min_traffic`: a kernel
+    writing a slice of a concatenation writes the slice), and the compute bound is
+    the GEMM blocks and vector cycles at the utilisation the channel counts allow.
+    """
+    if spec.machine_kind == "buffered":
+        plan = plan if plan is not None else plan_buffered(schedule, spec)
+        compulsory = traffic_bounds(schedule, replace(spec, machine_kind="scratchpad")
+                                    ).compulsory_traffic_bytes
+        return TrafficBounds(compulsory, plan.min_traffic_bytes,
+                             sum(c.cost.compute_cycles for c in plan.calls))
     from ..analysis.tir_stats import dtype_bytes
 
     act, wgt = spec.compute.activation_dtype, spec.compute.weight_dtype
@@ -225,7 +299,7 @@ class VtaLikeExecutable:
 
     executable: relax.VMExecutable
     report: SimulationReport
-    plan: SpecPlan
+    plan: SpecPlan | BufferedPlan   # buffered specs: per-call tiles
     record: BuildRecord
 
     def vm(self, device=None) -> relax.VirtualMachine:
@@ -261,5 +335,6 @@ def build_vta_like(mod: tvm.IRModule, spec: AcceleratorSpec | str | Path = "vta_
                               shrink_scratch=shrink_scratch, input_in_arena=False,
                               in_place_depthwise=in_place_depthwise, cpu_schedule=schedule,
                               record=record)
-    plan = plan_for_spec(record.schedule, spec)
+    plan = (plan_buffered(record.schedule, spec) if spec.machine_kind == "buffered"
+            else plan_for_spec(record.schedule, spec))
     return VtaLikeExecutable(executable, simulate(record.schedule, spec, plan), plan, record)

@@ -52,6 +52,7 @@ from .._io import write_json_atomic
 from ..analysis.memory_profile import profile
 from ..errors import MemflatError
 from ..frontend.canonicalize import marked_canonical
+from ..hardware.call_tiling import plan_buffered
 from ..hardware.cost_model import SpecCostModel
 from ..planner.pipeline import compile_llvm
 from ..planner.sram_plan import plan_for_spec
@@ -284,7 +285,14 @@ class _Coster:
         peak = profile(mod, with_tvm=False).peak_bytes
         schedule = lowered(mod)
         fits = required = None
-        if self.spec is not None:
+        if self.spec is not None and self.spec.machine_kind == "buffered":
+            # every call is tiled to fit its buffers (a spec too small for some call's
+            # smallest tile raises: bad input); what a point needs is its activation
+            # tiles' high water
+            plan = plan_buffered(schedule, self.spec)
+            fits, required = True, plan.activation_high_water_bytes
+            est = self.cost_model.estimate(schedule, plan)
+        elif self.spec is not None:
             plan = plan_for_spec(schedule, self.spec)
             fits, required = plan.fits, plan.lower_bound_bytes
             est = self.cost_model.estimate(schedule, plan)  # the spec's cycle model

@@ -1,0 +1,143 @@
+#!/usr/bin/env python
+"""vta_like: per-call tiling of the zoo nets on the buffered VTA-like spec.
+
+Per net (fp32 zoo graph, and its int8 QDQ form with ``--int8``), in one run:
+
+* the per-call tiling (``hardware.call_tiling.plan_buffered``): how long it took,
+  the simulator's replay of it (``targets.vta_like.simulate``: violations raise,
+  so a finished row has 0), DRAM traffic against the compulsory traffic (weights,
+  input, output once) and the per-layer minimum (every activation and weight off
+  chip once per layer), cycles against the compute bound (GEMM blocks and vector
+  work at the utilisation the channel counts allow) and what holds the cycles
+  back (DRAM time or utilisation), and the calls whose buffers force re-reads;
+* with ``--exhaustive``, every distinct GEMM call checked against the exhaustive
+  reference (``targets.tile_sim.exhaustive_tiling``, each tiling of the space
+  replayed): the chooser's traffic must equal the least traffic there.
+
+Layer-by-layer only: ``vta_like`` has no on-chip path from the accumulator to the
+input buffer, and the fused spec (``vta_like_fused``) is not built yet.
+Prints a table; writes JSON marked with the commit and the machine.
+
+    python scripts/bench_vta.py [--models ...] [--int8] [--exhaustive] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from _meta import bench_meta
+
+FIVE = ("vgg16", "squeezenet1_1", "mobilenet_v2", "resnet18", "inception_v3")
+
+
+def _row(name: str, dtype: str, exhaustive: bool, spec) -> dict:
+    from tvm_memflat import load_model, zoo
+    from tvm_memflat.hardware.call_tiling import plan_buffered
+    from tvm_memflat.targets.tile_sim import exhaustive_tiling
+    from tvm_memflat.targets.vta_like import simulate, traffic_bounds
+    from tvm_memflat.tuner.cost_model import lowered
+
+    schedule = lowered(load_model(zoo.build(name, dtype=dtype)))
+    t0 = time.perf_counter()
+    plan = plan_buffered(schedule, spec)
+    plan_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    report = simulate(schedule, spec, plan)
+    sim_s = time.perf_counter() - t0
+    bounds = traffic_bounds(schedule, spec, plan)
+    dram = sum(layer.dram_cycles for layer in report.layers)
+    compute = sum(layer.compute_cycles for layer in report.layers)
+    rereads = sorted(((c.cost.traffic_bytes - c.min_traffic_bytes, c) for c in plan.calls
+                      if c.cost.traffic_bytes > c.min_traffic_bytes), key=lambda t: -t[0])
+    row = {
+        "model": name, "dtype": dtype, "calls": len(plan.calls),
+        "violations": len(report.violations),
+        "dram_traffic_bytes": report.dram_traffic_bytes,
+        "closed_form_traffic_bytes": plan.traffic_bytes,
+        "compulsory_traffic_bytes": bounds.compulsory_traffic_bytes,
+        "per_layer_min_traffic_bytes": bounds.per_layer_min_traffic_bytes,
+        "traffic_over_per_layer_min": report.dram_traffic_bytes
+        / bounds.per_layer_min_traffic_bytes,
+        "traffic_over_compulsory": report.dram_traffic_bytes / bounds.compulsory_traffic_bytes,
+        "weight_traffic_bytes": sum(c.cost.weight_traffic_bytes for c in plan.calls),
+        "cycles": report.total_cycles, "closed_form_cycles": plan.cycles,
+        "compute_bound_cycles": bounds.compute_bound_cycles,
+        "cycles_over_compute_bound": report.total_cycles / bounds.compute_bound_cycles,
+        "peak_rate_cycles": sum(-(-s.macs // spec.compute.macs_per_cycle)
+                                for s in schedule.steps),
+        "dram_cycles": dram, "compute_cycles": compute,
+        "held_back_by": "DRAM" if dram > compute else "compute (utilisation)",
+        "latency_ms": report.latency_ms,
+        "high_water_bytes": dict(report.high_water_bytes),
+        "capacity_bytes": dict(report.capacity_bytes),
+        "tiling_s": round(plan_s, 3), "simulate_s": round(sim_s, 3),
+        "top_rereads": [{"step": c.step, "kernel": c.kernel, "extra_bytes": extra,
+                         "reason": c.reason} for extra, c in rereads[:5]],
+    }
+    if exhaustive:
+        seen: dict = {}
+        t0 = time.perf_counter()
+        for c in plan.calls:
+            if c.shape.kind != "gemm" or c.shape in seen:
+                continue
+            ref = exhaustive_tiling(c.shape, spec)
+            seen[c.shape] = (c.cost.traffic_bytes, ref[1].traffic_bytes if ref else None)
+        mismatches = [k for k, (a, b) in seen.items() if a != b]
+        row["exhaustive"] = {"distinct_gemm_calls": len(seen), "mismatches": len(mismatches),
+                             "seconds": round(time.perf_counter() - t0, 1)}
+    return row
+
+
+def _table(rows: list[dict]) -> str:
+    head = (f"{'model':<16}{'dtype':<8}{'calls':>6}{'viol':>5}{'traffic MB':>11}"
+            f"{'x min':>7}{'x comp':>7}{'Mcycles':>9}{'x bound':>8}  {'held back by':<22}"
+            f"{'tiling s':>9}{'exhaustive':>12}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        ex = r.get("exhaustive")
+        ex_s = f"{ex['distinct_gemm_calls'] - ex['mismatches']}/{ex['distinct_gemm_calls']}" \
+            if ex else "-"
+        lines.append(f"{r['model']:<16}{r['dtype']:<8}{r['calls']:>6}{r['violations']:>5}"
+                     f"{r['dram_traffic_bytes'] / 1e6:>11.2f}"
+                     f"{r['traffic_over_per_layer_min']:>7.3f}{r['traffic_over_compulsory']:>7.2f}"
+                     f"{r['cycles'] / 1e6:>9.2f}{r['cycles_over_compute_bound']:>8.2f}  "
+                     f"{r['held_back_by']:<22}{r['tiling_s']:>9.2f}{ex_s:>12}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(FIVE))
+    parser.add_argument("--int8", action="store_true", help="also the int8 QDQ form of each")
+    parser.add_argument("--exhaustive", action="store_true",
+                        help="check every distinct GEMM call against the exhaustive reference")
+    parser.add_argument("--spec", default="vta_like")
+    parser.add_argument("--json")
+    args = parser.parse_args(argv)
+    from tvm_memflat.spec import load_spec
+
+    spec = load_spec(args.spec)
+    rows = []
+    for i, name in enumerate(args.models):
+        for dtype in ("float32", "int8") if args.int8 else ("float32",):
+            print(f"[{i + 1}/{len(args.models)}] {name} {dtype} ...", file=sys.stderr,
+                  flush=True)
+            rows.append(_row(name, dtype, args.exhaustive, spec))
+            print(_table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+    print(_table(rows))
+    for r in rows:
+        for rr in r["top_rereads"][:2]:
+            print(f"  {r['model']} {r['dtype']}: step {rr['step']} {rr['kernel']} "
+                  f"+{rr['extra_bytes']} B ({rr['reason']})")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"meta": {**bench_meta(), "spec": args.spec}, "rows": rows}, f, indent=1)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,587 @@
+"""Per-call tiling on a buffered machine: which tiles each kernel call streams on chip.
+
+On a buffered accelerator (design.md §6, ``[machine] kind = "buffered"``: VTA)
+activations live in DRAM between layers. Every kernel call loads tiles of its
+input and weights into the on-chip buffers, accumulates an output tile, and
+stores it. This module chooses, per call, the tiling with the least DRAM traffic
+among those whose tiles fit their buffers (then the fewest cycles), and states
+its cost in closed form. The simulator
+(:func:`tvm_memflat.targets.vta_like.simulate`) replays the same tiling copy by
+copy with its own arithmetic; the tests hold the two to each other, and to an
+exhaustive search (:func:`tvm_memflat.targets.vta_like.exhaustive_tiling`).
+
+**What a call is** (:class:`CallShape`, from the step's
+:class:`~tvm_memflat.planner.live_ranges.GemmShape` and
+:class:`~tvm_memflat.planner.live_ranges.Window`):
+
+* ``gemm``: a conv or dense layer on the GEMM core: ``groups`` groups of
+  ``in_channels → out_channels`` over a sliding window (dense: a window of ``m``
+  rows, one column, kernel 1);
+* ``vector``: pools, means and elementwise kernels on the vector unit. VTA's ALU
+  works in the accumulator buffer, so their tiles sit there at the accumulator
+  dtype (an elementwise kernel is a window of its elements, one column).
+
+**A tiling** (:class:`CallTiling`): an output tile of ``rows × cols`` pixels, a
+block of ``group_block`` groups (grouped and depthwise convs, vector kernels:
+their channels) or of ``out_block`` output channels and ``in_block`` input channels
+(plain convs; multiples of the GEMM block), and a loop order:
+
+* ``weights_outer``: output-channel blocks outside the pixel tiles; a weight tile
+  stays on chip while the pixel tiles stream past it;
+* ``input_outer``: pixel tiles outside the output-channel blocks; an input tile
+  stays on chip while the weight tiles stream past it.
+
+Input-channel blocks are innermost (the accumulator tile holds the partial sums).
+A tile stays on chip only while its loop has not moved on: with input-channel
+blocking both the input and the weight tiles are loaded again per outer
+iteration. Grouped and vector calls loop over group blocks outside pixel tiles:
+every byte is loaded once, plus the halo.
+
+**Tile bytes** (what each buffer must hold; twice that in a double-buffered
+memory): the input tile with its halo, ``((rows-1)·stride + span) ×
+((cols-1)·stride + span)`` pixels (when the stride exceeds the window, as in a 1×1
+stride-2 conv, a strided load takes only the ``rows·span × cols·span`` pixels the
+windows read) of the tile's input channels (padded to the GEMM
+block: VTA stores 16-channel vectors); the weight tile, its 16×16 blocks; the
+accumulator tile, ``rows × cols`` of its output channels (padded) at the
+accumulator dtype. Vector calls hold ``operands`` input tiles and the output tile
+in the accumulator memory. Padding pixels are zero-filled on load (VTA's LOAD
+pads) and never read from DRAM.
+
+**Traffic** (closed form, at the spec's dtypes, unpadded channels): the input,
+summed over pixel tiles with the halo rows and columns clipped to the tensor,
+times the times it is loaded; the weights times the times they are loaded; the
+output once. **Cycles**: the GEMM blocks (:func:`gemm_blocks`, the same for any
+tiling of a batch-1 layer) or vector elements per cycle, plus the DRAM time
+(bytes / bandwidth + latency per transfer: one per tile load or store), overlapped
+when every memory the call uses is double-buffered, serial otherwise, plus one
+call overhead.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+
+from ..analysis.tir_stats import dtype_bytes
+from ..errors import MemflatError
+from ..planner.live_ranges import GemmShape, KernelStep, LoweredSchedule, Window
+from ..spec import AcceleratorSpec, Memory
+from .cost_model import gemm_blocks, vector_width
+
+ORDERS = ("weights_outer", "input_outer")
+
+
+class TilingError(MemflatError):
+    """No tiling of a call fits the spec's buffers (bad input: the spec is too small)."""
+
+
+@dataclass(frozen=True)
+class CallShape:
+    """One kernel call as the tiler sees it (see the module doc)."""
+
+    kind: str            # "gemm" or "vector"
+    window: Window
+    groups: int = 1
+    in_channels: int = 1     # per group
+    out_channels: int = 1    # per group
+    batch: int = 1
+    operands: int = 1        # vector: input tensors read per output element
+    #: gemm: vector operations per output element of the fused epilogue (bias, relu)
+    epilogue: int = 0
+
+    @property
+    def taps(self) -> int:
+        return self.window.kernel_h * self.window.kernel_w
+
+    def input_bytes_once(self, act: int) -> int:
+        """The whole input (every operand), once, without halo."""
+        w = self.window
+        return self.batch * self.operands * self.groups * self.in_channels * w.in_h * w.in_w * act
+
+    def weight_bytes(self, wgt: int) -> int:
+        if self.kind != "gemm":
+            return 0
+        return self.groups * self.out_channels * self.in_channels * self.taps * wgt
+
+    def output_bytes(self, act: int) -> int:
+        w = self.window
+        return self.batch * self.groups * self.out_channels * w.out_h * w.out_w * act
+
+    def gemm(self) -> GemmShape:
+        w = self.window
+        return GemmShape(m=self.batch * w.out_h * w.out_w, k=self.in_channels * self.taps,
+                         n=self.out_channels, groups=self.groups, taps=self.taps)
+
+
+@dataclass(frozen=True)
+class CallTiling:
+    """One tiling of a call (see the module doc)."""
+
+    rows: int
+    cols: int
+    group_block: int = 1
+    out_block: int = 1
+    in_block: int = 1
+    order: str = "weights_outer"
+
+
+@dataclass(frozen=True)
+class TileBytes:
+    """What one tile of each operand takes on chip (before double buffering)."""
+
+    input: int
+    weight: int
+    accumulator: int
+
+
+@dataclass(frozen=True)
+class TilingCost:
+    """The closed-form cost of a tiling."""
+
+    input_traffic_bytes: int
+    weight_traffic_bytes: int
+    output_traffic_bytes: int
+    transfers: int
+    compute_cycles: int
+    dram_cycles: int
+    overhead_cycles: int
+    cycles: int
+
+    @property
+    def traffic_bytes(self) -> int:
+        return self.input_traffic_bytes + self.weight_traffic_bytes + self.output_traffic_bytes
+
+
+@dataclass(frozen=True)
+class CallPlan:
+    """The chosen tiling of one kernel call, with where its tiles go and why."""
+
+    step: int
+    kernel: str
+    shape: CallShape
+    tiling: CallTiling
+    tiles: TileBytes
+    #: operand ("input", "weight", "accumulator") -> the memory holding its tiles
+    memories: dict
+    #: memory -> the bytes one tile of every operand takes there (double buffering x2)
+    footprint_bytes: dict
+    cost: TilingCost
+    #: the per-layer minimum of this call: input (no halo), weights and output once
+    min_traffic_bytes: int
+    #: why the tiling is not the whole call: the memory that forced the split
+    reason: str
+
+    def to_dict(self) -> dict:
+        return {"step": self.step, "kernel": self.kernel, "kind": self.shape.kind,
+                "tiling": asdict(self.tiling), "tile_bytes": asdict(self.tiles),
+                "memories": dict(self.memories), "traffic_bytes": self.cost.traffic_bytes,
+                "footprint_bytes": dict(self.footprint_bytes),
+                "min_traffic_bytes": self.min_traffic_bytes, "cycles": self.cost.cycles,
+                "compute_cycles": self.cost.compute_cycles, "reason": self.reason}
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+def call_shapes(step: KernelStep, schedule: LoweredSchedule) -> tuple[CallShape, ...]:
+    """The tiled calls of one kernel step: one per GEMM, or one vector call.
+
+    A GEMM without a window (a dense layer, or a window the reader did not
+    recognise) is a window of ``m`` rows and one column. A kernel without GEMMs is a
+    vector call: over its reduction window when it has one (a pool, a mean),
+    otherwise over its output elements, reading each activation operand once.
+    """
+    if step.gemms:
+        out = []
+        for g in step.gemms:
+            w = g.window or Window(channels=g.k_channels * g.groups, in_h=g.m, in_w=1,
+                                   out_h=g.m, out_w=1)
+            batch = max(1, g.m // (w.out_h * w.out_w))
+            out.append(CallShape("gemm", w, g.groups, g.k_channels, g.n, batch))
+        # the kernel's other blocks (bias, activation) run on each output element
+        outputs = sum(g.m * g.n * g.groups for g in step.gemms)
+        epilogue = math.ceil(step.vector_ops / outputs) if outputs else 0
+        out[-1] = replace(out[-1], epilogue=epilogue)
+        return tuple(out)
+    sizes = {b.name: b for b in schedule.buffers}
+    reads = [sizes[n] for n in step.reads if n in sizes]
+    if step.windows:
+        w = step.windows[0]
+        outs = [sizes[n] for n in step.writes if n in sizes]
+        out_elems = _elements(outs[0].shape) if outs else w.channels * w.out_h * w.out_w
+        batch = max(1, out_elems // (w.channels * w.out_h * w.out_w))
+        return (CallShape("vector", w, w.channels, 1, 1, batch),)
+    writes = [sizes[n] for n in step.writes if n in sizes]
+    elements = max([_elements(b.shape) for b in writes] + [1])
+    w = Window(channels=1, in_h=elements, in_w=1, out_h=elements, out_w=1)
+    return (CallShape("vector", w, operands=max(1, len(reads))),)
+
+
+def _elements(shape) -> int:
+    return math.prod(int(d) for d in shape)
+
+
+# --------------------------------------------------------------------------- arithmetic
+
+
+def window_extent(n: int, stride: int, span: int) -> int:
+    """Input rows (or columns) ``n`` output rows read, padding included: a contiguous
+    range when windows overlap or touch (``span >= stride``); otherwise ``n`` windows
+    of ``span`` rows (a strided load skips the rows no window reads)."""
+    return (n - 1) * stride + span if span >= stride else n * span
+
+
+def tile_spans(out: int, tile: int, stride: int, span: int, pad: int, size: int) -> list[int]:
+    """Input rows (or columns) each output tile of ``tile`` reads, clipped to ``size``."""
+    def clipped(lo: int, hi: int) -> int:
+        return max(0, min(size - 1, hi) - max(0, lo) + 1)
+
+    spans = []
+    for start in range(0, out, tile):
+        stop = min(out, start + tile)
+        if span >= stride:
+            spans.append(clipped(start * stride - pad, (stop - 1) * stride + span - 1 - pad))
+        else:
+            spans.append(sum(clipped(o * stride - pad, o * stride + span - 1 - pad)
+                             for o in range(start, stop)))
+    return spans
+
+
+def _sizes(total: int, tile: int) -> list[tuple[int, int]]:
+    """(tile size, how many tiles of it) when ``total`` is cut into tiles of ``tile``."""
+    full, last = divmod(total, tile)
+    return [(size, n) for size, n in ((tile, full), (last, 1)) if size and n]
+
+
+def _blocks(total: int, block: int) -> int:
+    return math.ceil(total / block)
+
+
+def _padded(channels: int, block: int) -> int:
+    return _blocks(channels, block) * block
+
+
+def memory_for(spec: AcceleratorSpec, role: str) -> Memory:
+    """The first memory of the spec that holds ``role`` tiles."""
+    found = next((m for m in spec.memories if role in m.holds), None)
+    if found is None:
+        raise TilingError(f"spec {spec.name!r} has no memory that holds {role}")
+    return found
+
+
+def operand_memories(shape: CallShape, spec: AcceleratorSpec) -> dict[str, str]:
+    """Operand -> the memory its tiles go to (vector calls: all in the accumulator memory)."""
+    if shape.kind == "vector":
+        acc = next((m for m in spec.memories if "accumulators" in m.holds), None)
+        home = acc or memory_for(spec, "activations")
+        return {"input": home.name, "accumulator": home.name}
+    return {"input": memory_for(spec, "activations").name,
+            "weight": memory_for(spec, "weights").name,
+            "accumulator": memory_for(spec, "accumulators").name}
+
+
+def tile_bytes(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec) -> TileBytes:
+    """On-chip bytes of one tile of each operand (see the module doc)."""
+    c, w = spec.compute, shape.window
+    act, acc = dtype_bytes(c.activation_dtype), dtype_bytes(c.accumulator_dtype)
+    in_px = (window_extent(tiling.rows, w.stride_h, w.span_h)
+             * window_extent(tiling.cols, w.stride_w, w.span_w))
+    out_px = tiling.rows * tiling.cols
+    if shape.kind == "vector":
+        ch = tiling.group_block
+        return TileBytes(shape.operands * in_px * ch * acc, 0, out_px * ch * acc)
+    bi, bo = c.gemm_block_in, c.gemm_block_out
+    if shape.groups > 1:
+        g = tiling.group_block
+        cin, cout = g * shape.in_channels, g * shape.out_channels
+        blocks = gemm_blocks(GemmShape(1, shape.in_channels, shape.out_channels, g, 1), c)
+    else:
+        cin, cout = tiling.in_block, tiling.out_block
+        blocks = _blocks(cin, bi) * _blocks(cout, bo)
+    weight = blocks * bi * bo * shape.taps * dtype_bytes(c.weight_dtype)
+    return TileBytes(in_px * _padded(cin, bi) * act, weight, out_px * _padded(cout, bo) * acc)
+
+
+def footprint(shape: CallShape, tiles: TileBytes, spec: AcceleratorSpec) -> dict[str, int]:
+    """Bytes each memory must hold for one tile of every operand (double buffering x2)."""
+    used: dict[str, int] = {}
+    mems = {m.name: m for m in spec.memories}
+    for operand, memory in operand_memories(shape, spec).items():
+        nbytes = getattr(tiles, operand)
+        factor = 2 if mems[memory].double_buffered else 1
+        used[memory] = used.get(memory, 0) + factor * nbytes
+    return used
+
+
+def fits(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec) -> bool:
+    sizes = {m.name: m.size_bytes for m in spec.memories}
+    return all(n <= sizes[m] for m, n in
+               footprint(shape, tile_bytes(shape, tiling, spec), spec).items())
+
+
+def loop_counts(shape: CallShape, tiling: CallTiling) -> tuple[int, int, int, int]:
+    """(pixel tiles, group or output-channel blocks, input-channel blocks, group blocks)."""
+    w = shape.window
+    pixels = shape.batch * _blocks(w.out_h, tiling.rows) * _blocks(w.out_w, tiling.cols)
+    if shape.kind == "vector" or shape.groups > 1:
+        return pixels, 1, 1, _blocks(shape.groups, tiling.group_block)
+    return (pixels, _blocks(shape.out_channels, tiling.out_block),
+            _blocks(shape.in_channels, tiling.in_block), 1)
+
+
+def reload_factors(shape: CallShape, tiling: CallTiling) -> tuple[int, int]:
+    """How many times the input and the weights are loaded (see the module doc)."""
+    pixels, n_out, n_in, _ = loop_counts(shape, tiling)
+    if shape.kind == "vector" or shape.groups > 1:
+        return 1, 1
+    whole_in = n_in == 1
+    # a tile is loaded once when it is the only one of its operand, when its loop
+    # is the outer one (with no input-channel blocks in between), or when the other
+    # operand has one tile
+    f_in = 1 if (n_out == 1 or pixels * n_in == 1
+                 or (whole_in and tiling.order == "input_outer")) else n_out
+    f_w = 1 if (pixels == 1 or n_out * n_in == 1
+                or (whole_in and tiling.order == "weights_outer")) else pixels
+    return f_in, f_w
+
+
+def _double_buffered(shape: CallShape, spec: AcceleratorSpec) -> bool:
+    mems = {m.name: m for m in spec.memories}
+    return all(mems[m].double_buffered for m in operand_memories(shape, spec).values())
+
+
+def tiling_cost(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec) -> TilingCost:
+    """The closed-form traffic and cycles of ``tiling`` (see the module doc)."""
+    c, w = spec.compute, shape.window
+    act, wgt = dtype_bytes(c.activation_dtype), dtype_bytes(c.weight_dtype)
+    rows = tile_spans(w.out_h, tiling.rows, w.stride_h, w.span_h, w.pad_top, w.in_h)
+    cols = tile_spans(w.out_w, tiling.cols, w.stride_w, w.span_w, w.pad_left, w.in_w)
+    channels = shape.operands * shape.groups * shape.in_channels
+    halo_input = shape.batch * channels * sum(rows) * sum(cols) * act
+    f_in, f_w = reload_factors(shape, tiling)
+    pixels, n_out, n_in, n_groups = loop_counts(shape, tiling)
+    in_traffic = f_in * halo_input
+    w_traffic = f_w * shape.weight_bytes(wgt)
+    out_traffic = shape.output_bytes(act)
+    # transfers: one per input tile load, weight tile load and output tile store
+    if shape.kind == "vector":
+        transfers = (shape.operands + 1) * pixels * n_groups
+        # per tile, ceil(elements / width): over the (at most 2) sizes of each loop
+        compute = shape.batch * sum(
+            nr * nc * ng * math.ceil(r * cc * g * shape.operands * shape.taps
+                                     / vector_width(c))
+            for r, nr in _sizes(w.out_h, tiling.rows) for cc, nc in _sizes(w.out_w, tiling.cols)
+            for g, ng in _sizes(shape.groups, tiling.group_block))
+    else:
+        in_loads = pixels * n_in * (n_out if f_in > 1 else 1) * n_groups
+        w_loads = n_out * n_in * (pixels if f_w > 1 else 1) * n_groups
+        transfers = in_loads + w_loads + pixels * n_out * n_groups
+        g = shape.gemm()
+        if shape.groups > 1:  # per group block: block-diagonal packing restarts in each
+            blocks = sum(count * gemm_blocks(GemmShape(g.m, g.k, g.n, size, g.taps), c)
+                         for size, count in _sizes(shape.groups, tiling.group_block))
+        else:
+            blocks = gemm_blocks(g, c)
+        compute = math.ceil(blocks * c.gemm_batch * c.gemm_block_in * c.gemm_block_out
+                            / c.macs_per_cycle)
+        if shape.epilogue:  # per output tile, ceil(elements x ops / width)
+            channel_sizes = (_sizes(shape.out_channels, tiling.out_block) if shape.groups == 1
+                             else [(g * shape.out_channels, n)
+                                   for g, n in _sizes(shape.groups, tiling.group_block)])
+            compute += shape.batch * sum(
+                nr * nc * nch * math.ceil(r * cc * ch * shape.epilogue / vector_width(c))
+                for r, nr in _sizes(w.out_h, tiling.rows)
+                for cc, nc in _sizes(w.out_w, tiling.cols)
+                for ch, nch in channel_sizes)
+    traffic = in_traffic + w_traffic + out_traffic
+    dram = math.ceil(traffic / spec.dram.bandwidth_bytes_per_cycle) + \
+        transfers * spec.dram.latency_cycles
+    overhead = spec.dram.latency_cycles
+    total = (max(compute, dram) if _double_buffered(shape, spec) else compute + dram) + overhead
+    return TilingCost(in_traffic, w_traffic, out_traffic, transfers, compute, dram, overhead,
+                      total)
+
+
+def min_traffic(shape: CallShape, spec: AcceleratorSpec) -> int:
+    """The call's per-layer minimum: input (no halo), weights and output, once each."""
+    c = spec.compute
+    act, wgt = dtype_bytes(c.activation_dtype), dtype_bytes(c.weight_dtype)
+    return shape.input_bytes_once(act) + shape.weight_bytes(wgt) + shape.output_bytes(act)
+
+
+# --------------------------------------------------------------------------- the space
+
+
+def _tile_counts(n: int) -> list[int]:
+    """Distinct tile sizes ``ceil(n/t)`` (every other size has a smaller equal-count one)."""
+    return sorted({math.ceil(n / t) for t in range(1, n + 1)})
+
+
+def _channel_blocks(n: int, block: int) -> list[int]:
+    """Channel blocks: multiples of the GEMM block, one per distinct block count."""
+    units = _blocks(n, block)
+    return sorted({min(n, block * math.ceil(units / t)) for t in range(1, units + 1)})
+
+
+def tiling_space(shape: CallShape, spec: AcceleratorSpec):
+    """Every tiling the chooser and the exhaustive reference consider, pixel sizes
+    outermost: yields ``(channel part, rows list, cols list)``, the channel part as
+    ``(group_block, out_block, in_block, order)``."""
+    c, w = spec.compute, shape.window
+    rows, cols = _tile_counts(w.out_h), _tile_counts(w.out_w)
+    if shape.kind == "vector" or shape.groups > 1:
+        for g in _tile_counts(shape.groups):
+            yield (g, 1, 1, "weights_outer"), rows, cols
+        return
+    for ob in _channel_blocks(shape.out_channels, c.gemm_block_out):
+        for ib in _channel_blocks(shape.in_channels, c.gemm_block_in):
+            for order in ORDERS:
+                yield (1, ob, ib, order), rows, cols
+
+
+def _key(cost: TilingCost) -> tuple[int, int]:
+    return cost.traffic_bytes, cost.cycles
+
+
+def choose_tiling(shape: CallShape, spec: AcceleratorSpec) -> CallTiling:
+    """The tiling with the least traffic, then the fewest cycles, whose tiles fit.
+
+    For each channel part and tile height, the widest tile that fits is the only
+    candidate: fit is monotone in the width, and a wider tile never loads more
+    (fewer halos, fewer weight reloads, fewer transfers). Raises :class:`TilingError`
+    when not even a one-pixel tile of the smallest channel block fits.
+    """
+    best, best_key = None, None
+    for (g, ob, ib, order), rows, cols in tiling_space(shape, spec):
+        for r in rows:
+            lo, hi = 0, len(cols) - 1
+            if not fits(shape, CallTiling(r, cols[0], g, ob, ib, order), spec):
+                break  # taller tiles do not fit either
+            while lo < hi:  # the widest fitting column count
+                mid = (lo + hi + 1) // 2
+                if fits(shape, CallTiling(r, cols[mid], g, ob, ib, order), spec):
+                    lo = mid
+                else:
+                    hi = mid - 1
+            tiling = CallTiling(r, cols[lo], g, ob, ib, order)
+            key = _key(tiling_cost(shape, tiling, spec))
+            if best_key is None or key < best_key:
+                best, best_key = tiling, key
+    if best is None:
+        raise TilingError(_no_fit_message(shape, spec))
+    return best
+
+
+def _no_fit_message(shape: CallShape, spec: AcceleratorSpec) -> str:
+    need = footprint(shape, tile_bytes(shape, smallest_tiling(shape, spec), spec), spec)
+    sizes = {m.name: m.size_bytes for m in spec.memories}
+    over = [f"{m} needs {n} B > {sizes[m]} B" for m, n in need.items() if n > sizes[m]]
+    return (f"spec {spec.name!r}: the smallest tile of a {shape.kind} call "
+            f"({shape.groups}x{shape.in_channels}->{shape.out_channels} channels, "
+            f"{shape.window.kernel_h}x{shape.window.kernel_w} window) does not fit: "
+            + "; ".join(over))
+
+
+def _reason(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec) -> str:
+    """Why the chosen tiling splits the call: what the whole call would overflow."""
+    w = shape.window
+    whole = CallTiling(w.out_h, w.out_w, shape.groups, shape.out_channels,
+                       shape.in_channels, tiling.order)
+    need = footprint(shape, tile_bytes(shape, whole, spec), spec)
+    sizes = {m.name: m.size_bytes for m in spec.memories}
+    over = [f"{m} {n} B > {sizes[m]} B" for m, n in need.items() if n > sizes[m]]
+    return "whole call fits" if not over else "whole call needs " + ", ".join(over)
+
+
+def plan_call(step: KernelStep, shape: CallShape, spec: AcceleratorSpec) -> CallPlan:
+    """The chosen tiling of one call of ``step``, with its tiles, memories and cost."""
+    tiling = choose_tiling(shape, spec)
+    tiles = tile_bytes(shape, tiling, spec)
+    return CallPlan(step.step, step.kernel, shape, tiling, tiles,
+                    operand_memories(shape, spec), footprint(shape, tiles, spec),
+                    tiling_cost(shape, tiling, spec), min_traffic(shape, spec),
+                    _reason(shape, tiling, spec))
+
+
+@dataclass(frozen=True)
+class BufferedPlan:
+    """Every call of a schedule tiled for a buffered spec."""
+
+    spec: str
+    calls: tuple[CallPlan, ...]
+    #: the memory that holds activation tiles (the input buffer)
+    activation_memory: str = ""
+    #: memory name -> size
+    capacity_bytes: dict = field(default_factory=dict)
+    #: the least the activation memory can be: the largest footprint there of any
+    #: call's smallest tiling (one pixel, the smallest channel blocks)
+    lower_bound_bytes: int = 0
+
+    @property
+    def high_water_bytes(self) -> dict:
+        """Memory -> the largest tile footprint any call puts there."""
+        out: dict = {}
+        for c in self.calls:
+            for m, n in c.footprint_bytes.items():
+                out[m] = max(out.get(m, 0), n)
+        return out
+
+    @property
+    def activation_high_water_bytes(self) -> int:
+        return self.high_water_bytes.get(self.activation_memory, 0)
+
+    @property
+    def traffic_bytes(self) -> int:
+        return sum(c.cost.traffic_bytes for c in self.calls)
+
+    @property
+    def min_traffic_bytes(self) -> int:
+        return sum(c.min_traffic_bytes for c in self.calls)
+
+    @property
+    def cycles(self) -> int:
+        return sum(c.cost.cycles for c in self.calls)
+
+    def to_dict(self) -> dict:
+        return {"spec": self.spec, "traffic_bytes": self.traffic_bytes,
+                "per_layer_min_traffic_bytes": self.min_traffic_bytes,
+                "cycles": self.cycles, "high_water_bytes": self.high_water_bytes,
+                "capacity_bytes": dict(self.capacity_bytes),
+                "lower_bound_bytes": self.lower_bound_bytes,
+                "calls": [c.to_dict() for c in self.calls]}
+
+
+def plan_buffered(schedule: LoweredSchedule, spec: AcceleratorSpec,
+                  progress=None) -> BufferedPlan:
+    """Tile every call of ``schedule`` for the buffered ``spec``. Identical calls are
+    tiled once."""
+    if spec.machine_kind != "buffered":
+        raise MemflatError(f"spec {spec.name!r} is a {spec.machine_kind} machine, "
+                           "not buffered: its plan places whole tensors (plan_for_spec)")
+    memo: dict = {}
+    calls = []
+    for i, step in enumerate(schedule.steps):
+        for shape in call_shapes(step, schedule):
+            if shape not in memo:
+                memo[shape] = plan_call(step, shape, spec)
+            calls.append(_at(memo[shape], step))
+        if progress is not None and (i + 1) % 50 == 0:
+            progress(f"tiled {i + 1}/{len(schedule.steps)} calls")
+    act = memory_for(spec, "activations").name
+    lower = max((footprint(c.shape, tile_bytes(c.shape, smallest_tiling(c.shape, spec), spec),
+                           spec).get(act, 0) for c in memo.values()), default=0)
+    return BufferedPlan(spec.name, tuple(calls), act,
+                        {m.name: m.size_bytes for m in spec.memories}, lower)
+
+
+def smallest_tiling(shape: CallShape, spec: AcceleratorSpec) -> CallTiling:
+    """One output pixel, the smallest channel blocks of the space."""
+    c = spec.compute
+    return CallTiling(1, 1, 1, min(shape.out_channels, c.gemm_block_out),
+                      min(shape.in_channels, c.gemm_block_in))
+
+
+def _at(plan: CallPlan, step: KernelStep) -> CallPlan:
+    from dataclasses import replace
+    return replace(plan, step=step.step, kernel=step.kernel)
