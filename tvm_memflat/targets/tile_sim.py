@@ -28,6 +28,7 @@ the space, replayed) to :func:`~tvm_memflat.hardware.call_tiling.choose_tiling`.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -64,6 +65,7 @@ def _ranges(total: int, tile: int) -> list[tuple[int, int]]:
     return [(s, min(total, s + tile)) for s in range(0, total, tile)]
 
 
+@functools.lru_cache(maxsize=65536)
 def _rows_read(lo_out: int, hi_out: int, stride: int, span: int, pad: int,
                size: int) -> tuple[int, int]:
     """(rows held on chip, rows read from DRAM) for output rows ``[lo_out, hi_out)``:
@@ -141,10 +143,10 @@ def replay_call(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec,
 
     def input_tile(key, rr, cc, channels: int, pad_channels: int) -> None:
         """Load the input tile ``key`` unless it is the one in the slot."""
-        in_rows, real_rows = _rows_read(*rr, w.stride_h, w.span_h, w.pad_top, w.in_h)
-        in_cols, real_cols = _rows_read(*cc, w.stride_w, w.span_w, w.pad_left, w.in_w)
-        scale = acc if shape.kind == "vector" else act
         if resident.get("input") != key:
+            in_rows, real_rows = _rows_read(*rr, w.stride_h, w.span_h, w.pad_top, w.in_h)
+            in_cols, real_cols = _rows_read(*cc, w.stride_w, w.span_w, w.pad_left, w.in_w)
+            scale = acc if shape.kind == "vector" else act
             occupy("input", shape.operands * in_rows * in_cols * pad_channels * scale)
             resident["input"] = key
             real = real_rows * real_cols
@@ -217,8 +219,9 @@ def exhaustive_tiling(shape: CallShape, spec: AcceleratorSpec
     replayed (a replay that has moved more than the best so far stops early): the slow
     reference the chooser is tested against. None if no tiling fits."""
     best = None
-    for (g, ob, ib, order), rows, cols in tiling_space(shape, spec):
-        for r in reversed(rows):          # large tiles first: the bound tightens early
+    # large blocks and tiles first: the bound tightens early
+    for (g, ob, ib, order), rows, cols in reversed(list(tiling_space(shape, spec))):
+        for r in reversed(rows):
             for col in reversed(cols):
                 tiling = CallTiling(r, col, g, ob, ib, order)
                 try:
