@@ -323,6 +323,9 @@ def cmd_optimize(args) -> int:
                       tune_trials=args.tune_trials, threads=args.threads)
     _echo_config(result.config, width=20)
     print(optimize_summary(result))
+    if result.simulations:
+        print(f"\nafter on {result.simulations['after'].report.spec}, per layer:")
+        print(result.simulations["after"].report.table())
     _write_optimize_outputs(args, result)
     return 0
 

@@ -133,7 +133,9 @@ class SimulationReport:
         foot = {m: f"{self.high_water_bytes[m]}/{self.capacity_bytes[m]}" for m in mems}
         width = {m: max(len(m), len(foot[m])) for m in mems}
         head = (f"{'step':>4} {'kernel':<28} {'cycles':>10} {'util%':>6} {'pass':>4} "
-                f"{'dram_rd':>9} {'dram_wr':>9} " + " ".join(f"{m:>{width[m]}}" for m in mems))
+                f"{'dram_rd':>9} {'dram_wr':>9} " + " ".join(f"{m:>{width[m]}}" for m in mems)
+                + ("  tiling (layer by layer: activations in DRAM)"
+                   if any(r.tiling for r in self.layers) else ""))
         lines = [f"{self.spec}: {self.total_cycles} cycles = {self.latency_ms:.4f} ms at "
                  f"{self.clock_hz / 1e6:g} MHz, DRAM {self.dram_read_bytes} B read / "
                  f"{self.dram_write_bytes} B written, "
@@ -144,7 +146,8 @@ class SimulationReport:
                          f"{100 * r.utilisation:>6.1f} {r.passes:>4} {r.dram_read_bytes:>9} "
                          f"{r.dram_write_bytes:>9} "
                          + " ".join(f"{r.high_water_bytes.get(m, 0):>{width[m]}}"
-                                    for m in mems))
+                                    for m in mems)
+                         + (f"  {r.tiling}" if r.tiling else ""))
         lines.append("-" * len(head))
         lines.append(f"{'':>4} {'total; high water/size':<28} {self.total_cycles:>10} "
                      f"{'':>6} {'':>4} {self.dram_read_bytes:>9} {self.dram_write_bytes:>9} "
