@@ -303,3 +303,32 @@ def test_bad_schedule_options_are_one_line_exit_2(tmp_path, capsys, flag, value,
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_plan_on_a_buffered_spec_reports_per_call_tiles(tmp_path, capsys):
+    path = _save(tmp_path, onnx_models.small_cnn(h=64))
+    js, png = _outputs(tmp_path)
+    csv_path = str(tmp_path / "calls.csv")
+    code, out, err = _run(capsys, "plan", path, "--spec", "vta_like", "--json", js,
+                          "--plot", png, "--csv", csv_path)
+    assert code == 0, err
+    report = json.loads(open(js).read())
+    assert report["fits"] is True and report["spilled_bytes"] == 0
+    assert 0 < report["lower_bound_bytes"] <= report["arena_bytes"] <= 32768
+    assert report["dram_traffic_bytes"] >= report["per_layer_min_traffic_bytes"] > 0
+    assert all(c["footprint_bytes"]["input_buffer"] <= 32768 for c in report["calls"]
+               if "input_buffer" in c["footprint_bytes"])
+    assert "per-layer minimum" in out and "fits vta_like" in out and "oc" in out
+    assert open(csv_path).read().startswith("step,kernel,kind,rows,cols")
+    assert os.path.getsize(png) > 1000
+
+
+def test_a_buffered_spec_too_small_for_any_tile_is_exit_2(tmp_path, capsys):
+    path = _save(tmp_path, onnx_models.small_cnn(h=64))
+    spec = tmp_path / "tiny_vta.toml"
+    spec.write_text((CONFIG_DIR / "vta_like.toml").read_text().replace(
+        "size_bytes = 32768            # 2^15\nholds = [\"activations\"]",
+        "size_bytes = 16\nholds = [\"activations\"]"))
+    js = str(tmp_path / "plan.json")
+    code, _, err = _run(capsys, "plan", path, "--spec", str(spec), "--json", js)
+    _assert_clean_failure(code, err, tmp_path, "smallest tile")

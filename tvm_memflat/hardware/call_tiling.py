@@ -67,7 +67,7 @@ from ..analysis.tir_stats import dtype_bytes
 from ..errors import MemflatError
 from ..planner.live_ranges import GemmShape, KernelStep, LoweredSchedule, Window
 from ..spec import AcceleratorSpec, Memory
-from .cost_model import gemm_blocks, vector_width
+from .gemm import gemm_blocks, vector_width
 
 ORDERS = ("weights_outer", "input_outer")
 
@@ -93,11 +93,6 @@ class CallShape:
     @property
     def taps(self) -> int:
         return self.window.kernel_h * self.window.kernel_w
-
-    def input_bytes_once(self, act: int) -> int:
-        """The whole input (every operand), once, without halo."""
-        w = self.window
-        return self.batch * self.operands * self.groups * self.in_channels * w.in_h * w.in_w * act
 
     def weight_bytes(self, wgt: int) -> int:
         if self.kind != "gemm":
@@ -404,10 +399,14 @@ def tiling_cost(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec) -> 
 
 
 def min_traffic(shape: CallShape, spec: AcceleratorSpec) -> int:
-    """The call's per-layer minimum: input (no halo), weights and output, once each."""
-    c = spec.compute
+    """The call's per-layer minimum: the input its windows read (no halo twice: the
+    whole output as one tile), the weights and the output, once each."""
+    c, w = spec.compute, shape.window
     act, wgt = dtype_bytes(c.activation_dtype), dtype_bytes(c.weight_dtype)
-    return shape.input_bytes_once(act) + shape.weight_bytes(wgt) + shape.output_bytes(act)
+    (rows,) = tile_spans(w.out_h, w.out_h, w.stride_h, w.span_h, w.pad_top, w.in_h)
+    (cols,) = tile_spans(w.out_w, w.out_w, w.stride_w, w.span_w, w.pad_left, w.in_w)
+    read = shape.batch * shape.operands * shape.groups * shape.in_channels * rows * cols * act
+    return read + shape.weight_bytes(wgt) + shape.output_bytes(act)
 
 
 # --------------------------------------------------------------------------- the space

@@ -56,9 +56,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..analysis.tir_stats import dtype_bytes
-from ..planner.live_ranges import GemmShape, KernelStep, LoweredSchedule
+from ..planner.live_ranges import KernelStep, LoweredSchedule
 from ..planner.sram_plan import SpecPlan, StepTraffic, plan_for_spec
 from ..spec import AcceleratorSpec, Compute, Dram, Memory, load_spec
+from .call_tiling import plan_buffered
+from .gemm import block_macs, gemm_blocks, vector_width
+
+__all__ = ["CostEstimate", "SpecCostModel", "StepCost", "gemm_blocks", "utilisation",
+           "vector_width"]
 
 # --------------------------------------------------------------------------- results
 
@@ -103,36 +108,16 @@ class CostEstimate:
 # --------------------------------------------------------------------------- arithmetic
 
 
-def vector_width(compute: Compute) -> int:
-    """Elements the compute unit processes per cycle outside the GEMM core."""
-    return compute.gemm_block_out if compute.gemm_block_out > 1 else compute.macs_per_cycle
-
-
-def gemm_blocks(gemm: GemmShape, compute: Compute) -> int:
-    """``gemm_batch × gemm_block_in × gemm_block_out`` block operations one GEMM needs."""
-    bi, bo = compute.gemm_block_in, compute.gemm_block_out
-    kc, n, groups = gemm.k_channels, gemm.n, gemm.groups
-    if groups > 1 and kc < bi and n < bo:   # block-diagonal packing of small groups
-        per_tap = math.ceil(groups / min(bi // kc, bo // n))
-    else:
-        per_tap = groups * math.ceil(kc / bi) * math.ceil(n / bo)
-    return math.ceil(gemm.m / compute.gemm_batch) * gemm.taps * per_tap
-
-
-def _block_macs(compute: Compute) -> int:
-    return compute.gemm_batch * compute.gemm_block_in * compute.gemm_block_out
-
-
 def utilisation(gemms, compute: Compute) -> float:
     """MACs of ``gemms`` over the MAC slots of the blocks they take (1.0 on 1×1 blocks)."""
     blocks = sum(gemm_blocks(g, compute) for g in gemms)
-    return sum(g.macs for g in gemms) / (blocks * _block_macs(compute)) if blocks else 0.0
+    return sum(g.macs for g in gemms) / (blocks * block_macs(compute)) if blocks else 0.0
 
 
 def compute_cycles(step: KernelStep, compute: Compute) -> int:
     """GEMM cycles of the step's MAC blocks plus its vector work (see the module doc)."""
     blocks = sum(gemm_blocks(g, compute) for g in step.gemms)
-    gemm = math.ceil(blocks * _block_macs(compute) / compute.macs_per_cycle)
+    gemm = math.ceil(blocks * block_macs(compute) / compute.macs_per_cycle)
     rest = max(0, step.macs - sum(g.macs for g in step.gemms))  # MACs no GEMM explains
     return (gemm + math.ceil(rest / compute.macs_per_cycle)
             + math.ceil(step.vector_ops / vector_width(compute)))
@@ -237,8 +222,6 @@ class SpecCostModel:
                             self.spec.compute.clock_hz)
 
     def _estimate_buffered(self, schedule: LoweredSchedule, plan=None) -> CostEstimate:
-        from .call_tiling import plan_buffered
-
         plan = plan if plan is not None else plan_buffered(schedule, self.spec)
         by_step: dict[int, list] = {}
         for call in plan.calls:
