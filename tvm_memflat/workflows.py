@@ -232,7 +232,6 @@ def _our_side(mod, prof: MemoryProfile, inputs, acc: Accounting, latency_repeat:
 
 def _simulate(mod, spec, inputs, reference):
     """Build ``mod`` for vta_like, check it agrees with the llvm run, sum up the figures."""
-    from .hardware.call_tiling import BufferedPlan
     from .targets.build import build
     from .targets.runtime import measure_runtime_storage
     from .targets.vta_like import traffic_bounds
@@ -248,9 +247,7 @@ def _simulate(mod, spec, inputs, reference):
                "sram_high_water_bytes": dict(report.high_water_bytes),
                "fits": report.fits, "violations": len(report.violations),
                "first_violation": report.violations[0] if report.violations else None,
-               **traffic_bounds(vta.record.schedule, spec,
-                                vta.plan if isinstance(vta.plan, BufferedPlan) else None
-                                ).to_dict()}
+               **traffic_bounds(vta.record.schedule, spec, vta.plan).to_dict()}
     return vta, figures
 
 

@@ -8,7 +8,7 @@ among those whose tiles fit their buffers (then the fewest cycles), and states
 its cost in closed form. The simulator
 (:func:`tvm_memflat.targets.vta_like.simulate`) replays the same tiling copy by
 copy with its own arithmetic; the tests hold the two to each other, and to an
-exhaustive search (:func:`tvm_memflat.targets.vta_like.exhaustive_tiling`).
+exhaustive search (:func:`tvm_memflat.targets.tile_sim.exhaustive_tiling`).
 
 **What a call is** (:class:`CallShape`, from the step's
 :class:`~tvm_memflat.planner.live_ranges.GemmShape` and
@@ -67,7 +67,7 @@ from ..analysis.tir_stats import dtype_bytes
 from ..errors import MemflatError
 from ..planner.live_ranges import GemmShape, KernelStep, LoweredSchedule, Window
 from ..spec import AcceleratorSpec, Memory
-from .gemm import gemm_blocks, vector_width
+from .gemm import block_macs, gemm_blocks, vector_width
 
 ORDERS = ("weights_outer", "input_outer")
 
@@ -166,6 +166,17 @@ class CallPlan:
     min_traffic_bytes: int
     #: why the tiling is not the whole call: the memory that forced the split
     reason: str
+
+    def describe(self) -> str:
+        """One line: the call's tile and loop order (``gemm 14x28px oc64/64 ic64/64
+        weights_outer``)."""
+        t, shape = self.tiling, self.shape
+        if shape.kind == "vector" or shape.groups > 1:
+            what = f"{t.rows}x{t.cols}px g{t.group_block}/{shape.groups}"
+        else:
+            what = (f"{t.rows}x{t.cols}px oc{t.out_block}/{shape.out_channels} "
+                    f"ic{t.in_block}/{shape.in_channels} {t.order}")
+        return f"{shape.kind} {what}"
 
     def to_dict(self) -> dict:
         return {"step": self.step, "kernel": self.kernel, "kind": self.shape.kind,
@@ -309,10 +320,16 @@ def footprint(shape: CallShape, tiles: TileBytes, spec: AcceleratorSpec) -> dict
     return used
 
 
-def fits(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec) -> bool:
+def overflows(shape: CallShape, tiling: CallTiling,
+              spec: AcceleratorSpec) -> list[tuple[str, int, int]]:
+    """(memory, bytes needed, size) of every memory one tile set of ``tiling`` overflows."""
     sizes = {m.name: m.size_bytes for m in spec.memories}
-    return all(n <= sizes[m] for m, n in
-               footprint(shape, tile_bytes(shape, tiling, spec), spec).items())
+    return [(m, n, sizes[m]) for m, n in
+            footprint(shape, tile_bytes(shape, tiling, spec), spec).items() if n > sizes[m]]
+
+
+def fits(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec) -> bool:
+    return not overflows(shape, tiling, spec)
 
 
 def loop_counts(shape: CallShape, tiling: CallTiling) -> tuple[int, int, int, int]:
@@ -378,8 +395,7 @@ def tiling_cost(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec) -> 
                          for size, count in _sizes(shape.groups, tiling.group_block))
         else:
             blocks = gemm_blocks(g, c)
-        compute = math.ceil(blocks * c.gemm_batch * c.gemm_block_in * c.gemm_block_out
-                            / c.macs_per_cycle)
+        compute = math.ceil(blocks * block_macs(c) / c.macs_per_cycle)
         if shape.epilogue:  # per output tile, ceil(elements x ops / width)
             channel_sizes = (_sizes(shape.out_channels, tiling.out_block) if shape.groups == 1
                              else [(g * shape.out_channels, n)
@@ -473,9 +489,8 @@ def choose_tiling(shape: CallShape, spec: AcceleratorSpec) -> CallTiling:
 
 
 def _no_fit_message(shape: CallShape, spec: AcceleratorSpec) -> str:
-    need = footprint(shape, tile_bytes(shape, smallest_tiling(shape, spec), spec), spec)
-    sizes = {m.name: m.size_bytes for m in spec.memories}
-    over = [f"{m} needs {n} B > {sizes[m]} B" for m, n in need.items() if n > sizes[m]]
+    over = [f"{m} needs {n} B > {size} B"
+            for m, n, size in overflows(shape, smallest_tiling(shape, spec), spec)]
     return (f"spec {spec.name!r}: the smallest tile of a {shape.kind} call "
             f"({shape.groups}x{shape.in_channels}->{shape.out_channels} channels, "
             f"{shape.window.kernel_h}x{shape.window.kernel_w} window) does not fit: "
@@ -487,9 +502,7 @@ def _reason(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec) -> str:
     w = shape.window
     whole = CallTiling(w.out_h, w.out_w, shape.groups, shape.out_channels,
                        shape.in_channels, tiling.order)
-    need = footprint(shape, tile_bytes(shape, whole, spec), spec)
-    sizes = {m.name: m.size_bytes for m in spec.memories}
-    over = [f"{m} {n} B > {sizes[m]} B" for m, n in need.items() if n > sizes[m]]
+    over = [f"{m} {n} B > {size} B" for m, n, size in overflows(shape, whole, spec)]
     return "whole call fits" if not over else "whole call needs " + ", ".join(over)
 
 
@@ -582,5 +595,4 @@ def smallest_tiling(shape: CallShape, spec: AcceleratorSpec) -> CallTiling:
 
 
 def _at(plan: CallPlan, step: KernelStep) -> CallPlan:
-    from dataclasses import replace
     return replace(plan, step=step.step, kernel=step.kernel)

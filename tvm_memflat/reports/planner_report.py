@@ -115,21 +115,13 @@ def buffered_summary(plan: BufferedPlan, bounds, *, top: int = 8) -> str:
     lines.append(f"\n{'step':>4} {'kernel':<36}{'tiling':<44}{'traffic':>10}{'x min':>7}"
                  f"{'cycles':>11}")
     for c in plan.calls:
-        lines.append(f"{c.step:>4} {c.kernel[:35]:<36}{_tiling(c)[:43]:<44}"
+        lines.append(f"{c.step:>4} {c.kernel[:35]:<36}{c.describe()[:43]:<44}"
                      f"{format_bytes(c.cost.traffic_bytes):>10}"
                      f"{c.cost.traffic_bytes / max(1, c.min_traffic_bytes):>7.2f}"
                      f"{c.cost.cycles:>11}")
     lines.append(f"fits {plan.spec}: every call's tiles fit their buffers "
                  "(activations stay in DRAM between layers)")
     return "\n".join(lines)
-
-
-def _tiling(call) -> str:
-    t, shape = call.tiling, call.shape
-    if shape.kind == "vector" or shape.groups > 1:
-        return f"{shape.kind} {t.rows}x{t.cols}px g{t.group_block}/{shape.groups}"
-    return (f"{t.rows}x{t.cols}px oc{t.out_block}/{shape.out_channels} "
-            f"ic{t.in_block}/{shape.in_channels} {t.order.split('_')[0]}")
 
 
 def buffered_csv_rows(plan: BufferedPlan) -> list[dict]:

@@ -40,6 +40,7 @@ from ..hardware.call_tiling import (
     operand_memories,
     tiling_space,
 )
+from ..hardware.gemm import vector_width
 from ..spec import AcceleratorSpec
 
 
@@ -89,9 +90,7 @@ class _OverBudget(Exception):
 
 def _epilogue(outputs: int, shape: CallShape, spec: AcceleratorSpec) -> int:
     """ALU cycles of the fused bias/activation on ``outputs`` elements."""
-    width = spec.compute.gemm_block_out if spec.compute.gemm_block_out > 1 else \
-        spec.compute.macs_per_cycle
-    return math.ceil(outputs * shape.epilogue / width)
+    return math.ceil(outputs * shape.epilogue / vector_width(spec.compute))
 
 
 def replay_call(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec,
@@ -174,8 +173,7 @@ def replay_call(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec,
                     input_tile((g0, b, rr, cc), rr, cc, cin, cin)
                     px = output_tile(rr, cc, cout, cout)
                     compute = math.ceil(px * g * shape.operands * shape.taps
-                                        / (c.gemm_block_out if c.gemm_block_out > 1
-                                           else c.macs_per_cycle))
+                                        / vector_width(c))
                 else:
                     input_tile((g0, b, rr, cc), rr, cc, cin, math.ceil(cin / bi) * bi)
                     px = output_tile(rr, cc, cout, math.ceil(cout / bo) * bo)

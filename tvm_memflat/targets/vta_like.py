@@ -30,14 +30,17 @@ placements at their planned offsets and reports
   (``ceil(tile / passes)`` bytes at the accumulator dtype) in place of the
   planned kernel scratch when it is larger: both model the same storage.
 
-Violations are reported, never raised: ``report.fits`` is False and
-``report.violations`` says where.
+On a scratchpad spec, violations are reported, never raised: ``report.fits`` is
+False and ``report.violations`` says where. On a buffered spec (``vta_like``) every
+call is tiled to fit its buffers (:mod:`tvm_memflat.hardware.call_tiling`) and
+:func:`simulate_buffered` replays the tiles (:mod:`.tile_sim`): a tile that does
+not fit is a bug and raises :class:`~tvm_memflat.errors.ScheduleViolation`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import tvm
@@ -77,7 +80,7 @@ class LayerReport:
     dram_read_bytes: int
     dram_write_bytes: int
     high_water_bytes: dict  # memory name -> highest aligned byte in use at this step
-    #: buffered specs: the call's tiling (:func:`describe_tiling`)
+    #: buffered specs: the calls' tilings (``CallPlan.describe``)
     tiling: str = ""
 
 
@@ -231,19 +234,8 @@ def simulate_buffered(schedule: LoweredSchedule, spec: AcceleratorSpec,
             sum(r.dram_cycles for r in replays), spec.dram.latency_cycles * len(replays),
             sum(r.cycles for r in replays), sum(r.read_bytes for r in replays),
             sum(r.write_bytes for r in replays), high,
-            "; ".join(describe_tiling(c) for c in calls)))
+            "; ".join(c.describe() for c in calls)))
     return SimulationReport(spec.name, spec.compute.clock_hz, tuple(layers), capacity, peak)
-
-
-def describe_tiling(call) -> str:
-    """One line: the call's tile and loop order (``14x28px oc64 ic64 weights_outer``)."""
-    t, shape = call.tiling, call.shape
-    if shape.kind == "vector" or shape.groups > 1:
-        what = f"{t.rows}x{t.cols}px g{t.group_block}/{shape.groups}"
-    else:
-        what = (f"{t.rows}x{t.cols}px oc{t.out_block}/{shape.out_channels} "
-                f"ic{t.in_block}/{shape.in_channels} {t.order}")
-    return f"{shape.kind} {what}"
 
 
 @dataclass(frozen=True)
@@ -265,8 +257,11 @@ class TrafficBounds:
 
 
 def traffic_bounds(schedule: LoweredSchedule, spec: AcceleratorSpec,
-                   plan: BufferedPlan | None = None) -> TrafficBounds:
+                   plan: SpecPlan | BufferedPlan | None = None) -> TrafficBounds:
     """:class:`TrafficBounds` of ``schedule`` on ``spec`` at the spec's dtypes.
+
+    ``plan`` is used on a buffered spec only (its per-call tiles, planned here when
+    None); a scratchpad spec's bounds need no plan.
 
     On a buffered spec the per-layer minimum is each call's input, weights and
     output once (:func:`~tvm_memflat.hardware.call_tiling.min_traffic`: a kernel
@@ -275,25 +270,31 @@ def traffic_bounds(schedule: LoweredSchedule, spec: AcceleratorSpec,
     """
     if spec.machine_kind == "buffered":
         plan = plan if plan is not None else plan_buffered(schedule, spec)
-        compulsory = traffic_bounds(schedule, replace(spec, machine_kind="scratchpad")
-                                    ).compulsory_traffic_bytes
-        return TrafficBounds(compulsory, plan.min_traffic_bytes,
+        return TrafficBounds(_compulsory_bytes(schedule, spec), plan.min_traffic_bytes,
                              sum(c.cost.compute_cycles for c in plan.calls))
-    from ..analysis.tir_stats import dtype_bytes
-
     act, wgt = spec.compute.activation_dtype, spec.compute.weight_dtype
-
-    def scaled(nbytes: int, from_dtype: str, to_dtype: str) -> int:
-        return max(1, nbytes * dtype_bytes(to_dtype) // dtype_bytes(from_dtype))
-
-    size = {b.name: scaled(b.size_bytes, b.dtype, act) for b in schedule.buffers}
-    weights = sum(weight_bytes_at(s, wgt) for s in schedule.steps)
-    ends = sum(size[b.name] for b in schedule.buffers if b.role in ("input", "output"))
+    size = _sizes_at(schedule, act)
     per_layer = sum(sum(size.get(n, 0) for n in (*s.reads, *s.writes))
                     + weight_bytes_at(s, wgt)
                     for s in schedule.steps)
     compute = sum(math.ceil(s.macs / spec.compute.macs_per_cycle) for s in schedule.steps)
-    return TrafficBounds(weights + ends, per_layer, compute)
+    return TrafficBounds(_compulsory_bytes(schedule, spec), per_layer, compute)
+
+
+def _sizes_at(schedule: LoweredSchedule, dtype: str) -> dict[str, int]:
+    """Buffer name -> its bytes at ``dtype`` (the spec's activation dtype)."""
+    from ..analysis.tir_stats import dtype_bytes
+
+    return {b.name: max(1, b.size_bytes * dtype_bytes(dtype) // dtype_bytes(b.dtype))
+            for b in schedule.buffers}
+
+
+def _compulsory_bytes(schedule: LoweredSchedule, spec: AcceleratorSpec) -> int:
+    """Weights, the network input and its output, each moved once, at the spec's dtypes."""
+    size = _sizes_at(schedule, spec.compute.activation_dtype)
+    weights = sum(weight_bytes_at(s, spec.compute.weight_dtype) for s in schedule.steps)
+    return weights + sum(size[b.name] for b in schedule.buffers
+                         if b.role in ("input", "output"))
 
 
 @dataclass(frozen=True)
