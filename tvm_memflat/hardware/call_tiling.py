@@ -39,12 +39,14 @@ every byte is loaded once, plus the halo.
 
 **Tile bytes** (what each buffer must hold; twice that in a double-buffered
 memory): the input tile with its halo, ``((rows-1)·stride + span) ×
-((cols-1)·stride + span)`` pixels (when the stride exceeds the window, as in a 1×1
-stride-2 conv, a strided load takes only the ``rows·span × cols·span`` pixels the
-windows read) of the tile's input channels (padded to the GEMM
+((cols-1)·stride + span)`` pixels (one box: when the stride exceeds the window, as
+in a 1×1 stride-2 conv, the rows and columns between windows come along) of the
+tile's input channels (padded to the GEMM
 block: VTA stores 16-channel vectors); the weight tile, its 16×16 blocks; the
 accumulator tile, ``rows × cols`` of its output channels (padded) at the
-accumulator dtype. Vector calls hold ``operands`` input tiles and the output tile
+accumulator dtype, and as much again for each residual the epilogue adds (VTA's
+ALU adds in the accumulator buffer; a residual tile is read from DRAM once, as the
+output is written). Vector calls hold ``operands`` input tiles and the output tile
 in the accumulator memory. Padding pixels are zero-filled on load (VTA's LOAD
 pads) and never read from DRAM.
 
@@ -89,6 +91,9 @@ class CallShape:
     operands: int = 1        # vector: input tensors read per output element
     #: gemm: vector operations per output element of the fused epilogue (bias, relu)
     epilogue: int = 0
+    #: gemm: output-shaped tensors the epilogue reads (a residual add), loaded per
+    #: output tile into the accumulator memory (where VTA's ALU adds)
+    residuals: int = 0
 
     @property
     def taps(self) -> int:
@@ -208,7 +213,8 @@ def call_shapes(step: KernelStep, schedule: LoweredSchedule) -> tuple[CallShape,
         # the kernel's other blocks (bias, activation) run on each output element
         outputs = sum(g.m * g.n * g.groups for g in step.gemms)
         epilogue = math.ceil(step.vector_ops / outputs) if outputs else 0
-        out[-1] = replace(out[-1], epilogue=epilogue)
+        residuals = step.residuals if len(step.gemms) == 1 else 0
+        out[-1] = replace(out[-1], epilogue=epilogue, residuals=residuals)
         return tuple(out)
     sizes = {b.name: b for b in schedule.buffers}
     reads = [sizes[n] for n in step.reads if n in sizes]
@@ -232,25 +238,24 @@ def _elements(shape) -> int:
 
 
 def window_extent(n: int, stride: int, span: int) -> int:
-    """Input rows (or columns) ``n`` output rows read, padding included: a contiguous
-    range when windows overlap or touch (``span >= stride``); otherwise ``n`` windows
-    of ``span`` rows (a strided load skips the rows no window reads)."""
-    return (n - 1) * stride + span if span >= stride else n * span
+    """Input rows (or columns) ``n`` output rows read, padding included: the box from
+    the first window's first row to the last window's last (a tile is one 2-D box,
+    as a staging block in TIR and a VTA load are; when the stride exceeds the
+    window, the rows between windows come along)."""
+    return (n - 1) * stride + span
 
 
 def tile_spans(out: int, tile: int, stride: int, span: int, pad: int, size: int) -> list[int]:
-    """Input rows (or columns) each output tile of ``tile`` reads, clipped to ``size``."""
+    """Input rows (or columns) each output tile of ``tile`` loads, clipped to ``size``.
+    The last tile, when ``tile`` does not divide ``out``, loads the box of a whole
+    tile clipped to the tensor, as its TIR staging block does (the copy's region is
+    the full tile's; the ragged tile's predicate does not narrow it)."""
     def clipped(lo: int, hi: int) -> int:
         return max(0, min(size - 1, hi) - max(0, lo) + 1)
 
     spans = []
     for start in range(0, out, tile):
-        stop = min(out, start + tile)
-        if span >= stride:
-            spans.append(clipped(start * stride - pad, (stop - 1) * stride + span - 1 - pad))
-        else:
-            spans.append(sum(clipped(o * stride - pad, o * stride + span - 1 - pad)
-                             for o in range(start, stop)))
+        spans.append(clipped(start * stride - pad, (start + tile - 1) * stride + span - 1 - pad))
     return spans
 
 
@@ -306,7 +311,8 @@ def tile_bytes(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec) -> T
         cin, cout = tiling.in_block, tiling.out_block
         blocks = _blocks(cin, bi) * _blocks(cout, bo)
     weight = blocks * bi * bo * shape.taps * dtype_bytes(c.weight_dtype)
-    return TileBytes(in_px * _padded(cin, bi) * act, weight, out_px * _padded(cout, bo) * acc)
+    return TileBytes(in_px * _padded(cin, bi) * act, weight,
+                     (1 + shape.residuals) * out_px * _padded(cout, bo) * acc)
 
 
 def footprint(shape: CallShape, tiles: TileBytes, spec: AcceleratorSpec) -> dict[str, int]:
@@ -376,6 +382,7 @@ def tiling_cost(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec) -> 
     in_traffic = f_in * halo_input
     w_traffic = f_w * shape.weight_bytes(wgt)
     out_traffic = shape.output_bytes(act)
+    in_traffic += shape.residuals * out_traffic   # residuals: read once, as the output
     # transfers: one per input tile load, weight tile load and output tile store
     if shape.kind == "vector":
         transfers = (shape.operands + 1) * pixels * n_groups
@@ -388,7 +395,7 @@ def tiling_cost(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec) -> 
     else:
         in_loads = pixels * n_in * (n_out if f_in > 1 else 1) * n_groups
         w_loads = n_out * n_in * (pixels if f_w > 1 else 1) * n_groups
-        transfers = in_loads + w_loads + pixels * n_out * n_groups
+        transfers = in_loads + w_loads + (1 + shape.residuals) * pixels * n_out * n_groups
         g = shape.gemm()
         if shape.groups > 1:  # per group block: block-diagonal packing restarts in each
             blocks = sum(count * gemm_blocks(GemmShape(g.m, g.k, g.n, size, g.taps), c)
@@ -422,7 +429,7 @@ def min_traffic(shape: CallShape, spec: AcceleratorSpec) -> int:
     (rows,) = tile_spans(w.out_h, w.out_h, w.stride_h, w.span_h, w.pad_top, w.in_h)
     (cols,) = tile_spans(w.out_w, w.out_w, w.stride_w, w.span_w, w.pad_left, w.in_w)
     read = shape.batch * shape.operands * shape.groups * shape.in_channels * rows * cols * act
-    return read + shape.weight_bytes(wgt) + shape.output_bytes(act)
+    return read + shape.weight_bytes(wgt) + (1 + shape.residuals) * shape.output_bytes(act)
 
 
 # --------------------------------------------------------------------------- the space
@@ -464,10 +471,15 @@ def choose_tiling(shape: CallShape, spec: AcceleratorSpec) -> CallTiling:
 
     For each channel part and tile height, the widest tile that fits is the only
     candidate: fit is monotone in the width, and a wider tile never loads more
-    (fewer halos, fewer weight reloads, fewer transfers). Raises :class:`TilingError`
+    (fewer halos, fewer weight reloads, fewer transfers), unless the windows have
+    gaps between them (then every fitting width is tried). Raises :class:`TilingError`
     when not even a one-pixel tile of the smallest channel block fits.
     """
     best, best_key = None, None
+    w = shape.window
+    # windows with gaps between them (a 1x1 stride-2 conv): a wider box loads the
+    # columns between windows too, so every fitting width is a candidate
+    gaps = w.span_h < w.stride_h or w.span_w < w.stride_w
     for (g, ob, ib, order), rows, cols in tiling_space(shape, spec):
         for r in rows:
             lo, hi = 0, len(cols) - 1
@@ -479,10 +491,11 @@ def choose_tiling(shape: CallShape, spec: AcceleratorSpec) -> CallTiling:
                     lo = mid
                 else:
                     hi = mid - 1
-            tiling = CallTiling(r, cols[lo], g, ob, ib, order)
-            key = _key(tiling_cost(shape, tiling, spec))
-            if best_key is None or key < best_key:
-                best, best_key = tiling, key
+            for col in (cols[:lo + 1] if gaps else cols[lo:lo + 1]):
+                tiling = CallTiling(r, col, g, ob, ib, order)
+                key = _key(tiling_cost(shape, tiling, spec))
+                if best_key is None or key < best_key:
+                    best, best_key = tiling, key
     if best is None:
         raise TilingError(_no_fit_message(shape, spec))
     return best

@@ -33,7 +33,7 @@ Ours differs in five places, each because of a measured effect (design.md,
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import tvm
 from tvm.relax.backend.cpu_generic import pipeline as cpu
@@ -61,6 +61,8 @@ class BuildRecord:
     plan: object = None        # planner.allocator.Plan of the intermediates
     schedule: object = None    # planner.live_ranges.LoweredSchedule
     tuning: object = None      # lowering.cpu_tune.TuneSummary, when build tuned
+    #: buffered targets: kernel name -> targets.tile_tir.TiledKernel
+    kernels: dict = field(default_factory=dict)
 
 
 def lowering_passes(target: tvm.target.Target, *, shrink_scratch: bool = True,

@@ -130,6 +130,8 @@ class KernelStep:
     weight_refs: tuple = field(default=(), compare=False, repr=False)
     #: the sliding windows of its reductions that are not MACs (pools, means)
     windows: tuple[Window, ...] = ()
+    #: activations the fused epilogue reads besides the GEMM's result (a residual add)
+    residuals: int = 0
 
 
 @dataclass(frozen=True)
@@ -220,7 +222,7 @@ def _mac_operands(block) -> tuple | None:
     return tuple(found[0]) if found else None
 
 
-def _gemm_shape(block, operands, weight_buffers) -> GemmShape:
+def _gemm_shape(block, operands, weight_buffers, pads=()) -> GemmShape:
     """Read M, K, N, groups and taps off one MAC block's iteration variables.
 
     The weight operand is the load of a weight buffer (a constant argument of the
@@ -261,7 +263,7 @@ def _gemm_shape(block, operands, weight_buffers) -> GemmShape:
     if n_total % groups:
         groups = 1
     return GemmShape(m=prod(pixel), k=prod(reduce), n=n_total // groups, groups=groups,
-                     taps=prod(taps), window=_window(block, data, pixel, reduce))
+                     taps=prod(taps), window=_window(block, data, pixel, reduce, pads))
 
 
 def _coefficient(index, var) -> int:
@@ -269,7 +271,46 @@ def _coefficient(index, var) -> int:
     return _eval_index(index, {var: 1}) - _eval_index(index, {})
 
 
-def _window(block, data, pixel, reduce) -> Window | None:
+def _padding_copies(prim_func) -> list:
+    """(buffer, parameter, offsets) of each block that copies a kernel parameter into a
+    zero-padded buffer of the kernel (``pad_temp[..] = if_then_else(.., x[i - p], 0)``,
+    or a plain copy for a padding of zero, when legalization's padding is not inlined
+    into the reduction): a window over the buffer is a window over the parameter,
+    padded by ``offsets``; the copy is staging, not an operation of the network."""
+    params = list(prim_func.params)
+    found: list = []
+
+    def on_block(block):
+        store = block.body
+        if not isinstance(store, tirx.BufferStore) or any(
+                int(iv.iter_type) == tirx.IterVar.CommReduce for iv in block.iter_vars):
+            return
+        value = store.value
+        if isinstance(value, _LOAD):   # a padding of zero rows: a plain copy
+            loads = [value]
+        elif isinstance(value, tvm.ir.Call) and \
+                getattr(value.op, "name", "") == "prim.if_then_else":
+            loads = [a for a in value.args[1:] if isinstance(a, _LOAD)]
+        else:
+            return
+        if len(loads) != 1 or not any(loads[0].source.same_as(p) for p in params) or \
+                any(store.buffer.same_as(p) for p in params):
+            return
+        load = loads[0]
+        if len(load.indices) != len(store.indices):
+            return
+        try:
+            offsets = [_eval_index(a, {}) - _eval_index(b, {})
+                       for a, b in zip(store.indices, load.indices, strict=True)]
+        except ValueError:
+            return
+        found.append((store.buffer, load.source, offsets))
+
+    tvm_ffi.structural_walk(prim_func.body, [(s_tir.SBlock, on_block)], order="post")
+    return found
+
+
+def _window(block, data, pixel, reduce, pads=()) -> Window | None:
     """The sliding window of a reduction block over its 4-D (NCHW) data load ``data``.
 
     The two innermost data axes indexed by a pixel variable are H and W. On each, the
@@ -277,7 +318,12 @@ def _window(block, data, pixel, reduce) -> Window | None:
     (its extent the kernel), and minus the index at the origin the padding. None when
     the data is not 4-D or an index is not affine in these variables.
     """
-    shape = [int(d) for d in data.source.shape]
+    source, offsets = data.source, [0, 0, 0, 0]
+    for buffer, param, offs in pads:
+        if source.same_as(buffer):
+            source, offsets = param, offs
+            break
+    shape = [int(d) for d in source.shape]
     if len(shape) != 4:
         return None
     extent = {iv.var: int(iv.dom.extent) for iv in block.iter_vars}
@@ -293,7 +339,7 @@ def _window(block, data, pixel, reduce) -> Window | None:
             # no pixel variable: a global reduction (a mean) has one output row/column
             stride = _coefficient(index, px[0]) if px else 1
             dilation = _coefficient(index, taps[0]) if taps else 1
-            origin = _eval_index(index, {})
+            origin = _eval_index(index, {}) - offsets[axis]
             axes.append((extent[px[0]] if px else 1, extent[taps[0]] if taps else 1,
                          stride, dilation, -origin))
     except ValueError:
@@ -306,7 +352,7 @@ def _window(block, data, pixel, reduce) -> Window | None:
                   dilation_w=dw, pad_top=ph, pad_left=pw)
 
 
-def _reduction_window(block) -> Window | None:
+def _reduction_window(block, pads=()) -> Window | None:
     """The window of a reduction that is not a MAC (a pool or a mean): one data load."""
     if not isinstance(block.body, tirx.BufferStore):
         return None
@@ -318,7 +364,7 @@ def _reduction_window(block) -> Window | None:
         return None
     spatial = [iv.var for iv in block.iter_vars if int(iv.iter_type) == tirx.IterVar.DataPar]
     reduce = [iv.var for iv in block.iter_vars if int(iv.iter_type) == tirx.IterVar.CommReduce]
-    return _window(block, data[0], spatial, reduce)
+    return _window(block, data[0], spatial, reduce, pads)
 
 
 @dataclass(frozen=True)
@@ -329,6 +375,8 @@ class KernelWork:
     vector_ops: int
     #: windows of the reductions that are not MACs (pools, means)
     windows: tuple[Window, ...] = ()
+    #: feature maps (4-D, more than one pixel) the non-MAC blocks read: a residual
+    residuals: int = 0
 
 
 def kernel_work(prim_func, weight_buffers=()) -> KernelWork:
@@ -346,24 +394,40 @@ def kernel_work(prim_func, weight_buffers=()) -> KernelWork:
     gemms: list[GemmShape] = []
     windows: list[Window] = []
     vector = [0]
+    pads = _padding_copies(prim_func)
+    padding = [buffer for buffer, _, _ in pads]
+    inputs = [p for p in list(prim_func.params)[:-1]
+              if not any(p.same_as(w) for w in weight_buffers) and len(p.shape) == 4
+              and all(isinstance(d, tirx.IntImm) for d in p.shape)
+              and int(p.shape[2]) * int(p.shape[3]) > 1]
+    residual: list = []
 
     def on_block(block):
         iters = list(block.iter_vars)
         if not iters or not isinstance(block.body, tirx.BufferStore) or \
-                STAGING_ATTR in block.annotations:
+                STAGING_ATTR in block.annotations or \
+                any(block.body.buffer.same_as(b) for b in padding):
             return
         reduces = any(int(iv.iter_type) == tirx.IterVar.CommReduce for iv in iters)
         operands = _mac_operands(block) if reduces else None
         if operands is not None:
-            gemms.append(_gemm_shape(block, operands, weight_buffers))
+            gemms.append(_gemm_shape(block, operands, weight_buffers, pads))
         else:
             vector[0] += int(np.prod([int(iv.dom.extent) for iv in iters], dtype=np.int64))
-            window = _reduction_window(block) if reduces else None
+            if not reduces:
+                loads: list = []
+                tvm_ffi.structural_walk(block.body.value, [(_LOAD, loads.append)],
+                                        order="post")
+                for ld in loads:
+                    if any(ld.source.same_as(p) for p in inputs) and \
+                            not any(ld.source.same_as(r) for r in residual):
+                        residual.append(ld.source)
+            window = _reduction_window(block, pads) if reduces else None
             if window is not None:
                 windows.append(window)
 
     tvm_ffi.structural_walk(prim_func.body, [(s_tir.SBlock, on_block)], order="post")
-    return KernelWork(tuple(gemms), vector[0], tuple(windows))
+    return KernelWork(tuple(gemms), vector[0], tuple(windows), len(residual))
 
 
 def weight_identity(ref) -> tuple:
@@ -442,7 +506,7 @@ def lowered_schedule(mod: tvm.IRModule) -> LoweredSchedule:
                                     tuple(r.name for r in args[-1:] if r is not None),
                                     weight_bytes, macs, scratch, work.gemms,
                                     work.vector_ops, weight_elements, refs,
-                                    work.windows))
+                                    work.windows, work.residuals))
             continue
         # Anything else (``lv = alloc``, reshape views, tuples, the output of an in-place
         # kernel bound to its input) aliases what it reads.

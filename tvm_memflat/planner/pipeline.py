@@ -100,8 +100,14 @@ def lower_and_plan(mod: tvm.IRModule, target: tvm.target.Target, *,
 def memflat_pipeline(target: tvm.target.Target, *, in_place_concat: bool = True,
                      shrink_scratch: bool = True, input_in_arena: bool = False,
                      in_place_depthwise: bool | str = True, cpu_schedule: bool = True,
-                     record: BuildRecord | None = None) -> tvm.transform.Pass:
-    """The whole Relax pipeline as one pass, for ``tvm.compile(..., relax_pipeline=...)``."""
+                     record: BuildRecord | None = None,
+                     kernel_hook=None) -> tvm.transform.Pass:
+    """The whole Relax pipeline as one pass, for ``tvm.compile(..., relax_pipeline=...)``.
+
+    ``kernel_hook(lowered, schedule)``, when given, returns ``lowered`` with kernels
+    rewritten (same signatures: the plan of the tensors between kernels stands), after
+    the plan and before it is applied: a target's own kernel schedules (the buffered
+    machine's tiles, :mod:`tvm_memflat.targets.tile_tir`)."""
 
     @tvm.transform.module_pass(opt_level=0, name="MemflatPipeline")
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
@@ -109,6 +115,8 @@ def memflat_pipeline(target: tvm.target.Target, *, in_place_concat: bool = True,
             mod, target, in_place_concat=in_place_concat, shrink_scratch=shrink_scratch,
             input_in_arena=input_in_arena, in_place_depthwise=in_place_depthwise,
             cpu_schedule=cpu_schedule, record=record)
+        if kernel_hook is not None:
+            lowered = kernel_hook(lowered, schedule)
         planned = apply_arena(lowered, schedule, plan)
         for gv, func in list(planned.functions_items()):
             if isinstance(func, tirx.PrimFunc):
@@ -124,7 +132,7 @@ def memflat_pipeline(target: tvm.target.Target, *, in_place_concat: bool = True,
 def compile_llvm(mod: tvm.IRModule, target=None, *, in_place_concat: bool = True,
                  shrink_scratch: bool = True, input_in_arena: bool = False,
                  in_place_depthwise: bool | str = True, cpu_schedule: bool = True,
-                 record: BuildRecord | None = None) -> relax.VMExecutable:
+                 record: BuildRecord | None = None, kernel_hook=None) -> relax.VMExecutable:
     """``mod`` compiled for llvm with :func:`memflat_pipeline` (what
     ``tvm_memflat.build(mod, "llvm")`` does once its options are resolved)."""
     if not isinstance(target, tvm.target.Target):
@@ -135,4 +143,5 @@ def compile_llvm(mod: tvm.IRModule, target=None, *, in_place_concat: bool = True
                                                        input_in_arena=input_in_arena,
                                                        in_place_depthwise=in_place_depthwise,
                                                        cpu_schedule=cpu_schedule,
-                                                       record=record))
+                                                       record=record,
+                                                       kernel_hook=kernel_hook))

@@ -32,6 +32,9 @@ import functools
 import math
 from dataclasses import dataclass
 
+import tvm_ffi
+from tvm import s_tir, tirx
+
 from ..analysis.tir_stats import dtype_bytes
 from ..errors import ScheduleViolation
 from ..hardware.call_tiling import (
@@ -42,6 +45,7 @@ from ..hardware.call_tiling import (
 )
 from ..hardware.gemm import vector_width
 from ..spec import AcceleratorSpec
+from .tile_tir import ALU_ATTR, COMPUTE_ATTR, LAYOUT_ATTR, MEMORY_ATTR, OPERAND_ATTR
 
 
 @dataclass(frozen=True)
@@ -70,10 +74,9 @@ def _ranges(total: int, tile: int) -> list[tuple[int, int]]:
 def _rows_read(lo_out: int, hi_out: int, stride: int, span: int, pad: int,
                size: int) -> tuple[int, int]:
     """(rows held on chip, rows read from DRAM) for output rows ``[lo_out, hi_out)``:
-    the set of input rows the windows touch, with and without the padding rows."""
-    touched = set()
-    for o in range(lo_out, hi_out):
-        touched.update(range(o * stride - pad, o * stride - pad + span))
+    the box of input rows from the first window's first row to the last window's
+    last, with and without the padding rows."""
+    touched = range(lo_out * stride - pad, (hi_out - 1) * stride - pad + span)
     return len(touched), sum(1 for r in touched if 0 <= r < size)
 
 
@@ -143,8 +146,11 @@ def replay_call(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec,
     def input_tile(key, rr, cc, channels: int, pad_channels: int) -> None:
         """Load the input tile ``key`` unless it is the one in the slot."""
         if resident.get("input") != key:
-            in_rows, real_rows = _rows_read(*rr, w.stride_h, w.span_h, w.pad_top, w.in_h)
-            in_cols, real_cols = _rows_read(*cc, w.stride_w, w.span_w, w.pad_left, w.in_w)
+            # a ragged last tile loads a whole tile's box, clipped to the tensor
+            in_rows, real_rows = _rows_read(rr[0], rr[0] + tiling.rows, w.stride_h, w.span_h,
+                                            w.pad_top, w.in_h)
+            in_cols, real_cols = _rows_read(cc[0], cc[0] + tiling.cols, w.stride_w, w.span_w,
+                                            w.pad_left, w.in_w)
             scale = acc if shape.kind == "vector" else act
             occupy("input", shape.operands * in_rows * in_cols * pad_channels * scale)
             resident["input"] = key
@@ -154,7 +160,9 @@ def replay_call(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec,
 
     def output_tile(rr, cc, channels: int, pad_channels: int) -> None:
         px = (rr[1] - rr[0]) * (cc[1] - cc[0])
-        occupy("accumulator", px * pad_channels * acc)
+        occupy("accumulator", (1 + shape.residuals) * px * pad_channels * acc)
+        for _ in range(shape.residuals):
+            transfer(px * channels * act, write=False)
         return px
 
     if shape.kind == "vector" or shape.groups > 1:
@@ -231,3 +239,235 @@ def exhaustive_tiling(shape: CallShape, spec: AcceleratorSpec
                 if best is None or key < best[0]:
                     best = (key, tiling, got)
     return None if best is None else (best[1], best[2])
+
+
+# --------------------------------------------------------------------------- from TIR
+
+
+def _interval(expr, env: dict) -> tuple[int, int]:
+    """(least, greatest) value of an integer index expression, each variable in ``env``
+    ranging over its (lo, hi); interval arithmetic, exact on the affine indices tiles
+    have."""
+    if isinstance(expr, tirx.IntImm):
+        return int(expr.value), int(expr.value)
+    if isinstance(expr, tirx.Var):
+        return env[expr]
+    if isinstance(expr, tirx.Cast):
+        return _interval(expr.value, env)
+    a_lo, a_hi = _interval(expr.a, env)
+    b_lo, b_hi = _interval(expr.b, env)
+    if isinstance(expr, tirx.Add):
+        return a_lo + b_lo, a_hi + b_hi
+    if isinstance(expr, tirx.Sub):
+        return a_lo - b_hi, a_hi - b_lo
+    if isinstance(expr, tirx.Mul):
+        ends = [a_lo * b_lo, a_lo * b_hi, a_hi * b_lo, a_hi * b_hi]
+        return min(ends), max(ends)
+    if isinstance(expr, tirx.Min):
+        return min(a_lo, b_lo), min(a_hi, b_hi)
+    if isinstance(expr, tirx.Max):
+        return max(a_lo, b_lo), max(a_hi, b_hi)
+    if isinstance(expr, (tirx.FloorDiv, tirx.FloorMod)) and b_lo == b_hi and b_lo > 0:
+        if isinstance(expr, tirx.FloorDiv):
+            return a_lo // b_lo, a_hi // b_lo
+        if a_lo // b_lo == a_hi // b_lo:
+            return a_lo % b_lo, a_hi % b_lo
+        return 0, b_lo - 1
+    raise ScheduleViolation(f"the simulator cannot bound the index {expr}")
+
+
+def _box(region, env: dict, shape=None) -> list[int]:
+    """Extent of each dim of a buffer region (clipped to ``shape`` when given)."""
+    dims = []
+    for k, r in enumerate(region.region):
+        lo, _ = _interval(r.min, env)
+        _, hi = _interval(r.min + r.extent - 1, env)
+        if shape is not None:
+            lo, hi = max(lo, 0), min(hi, int(shape[k]) - 1)
+        dims.append(max(0, hi - lo + 1))
+    return dims
+
+
+def _annotated_blocks(func: tirx.PrimFunc) -> list:
+    found: list = []
+    tvm_ffi.structural_walk(func.body, [(s_tir.SBlock, lambda b: found.append(b)
+                                         if OPERAND_ATTR in b.annotations else None)],
+                            order="pre")
+    return found
+
+
+def replay_kernel(func: tirx.PrimFunc, spec: AcceleratorSpec,
+                  where: str = "") -> CallReplay:
+    """Run a tiled kernel (:func:`tvm_memflat.targets.tile_tir.tile_kernel`) on
+    ``spec``, reading what to do from its TIR alone.
+
+    A **tile loop** is a loop around two or more of the kernel's annotated blocks
+    (staging copies, the reduction, the output); it is run value by value. Every
+    other loop belongs to one block and gives the extent of that block's region.
+    At each block instance, with the tile loops' values fixed:
+
+    * a staging block (``input``, ``weight``, ``residual``) is one DMA load: the
+      region of the kernel parameter it reads, clipped to the tensor (padding is
+      zero-filled on chip), at the spec's dtype; its slot in its memory is the
+      region it writes (input: channels padded to the GEMM block; weights: in
+      16x16 blocks, block-diagonal for small groups; residuals at the accumulator
+      dtype with channels padded);
+    * the reduction (``accumulator``) holds the output tile of its region; a GEMM
+      takes ``ceil(pixels / batch) x taps x blocks`` block operations, a vector
+      reduction ``ceil(elements / width)`` ALU cycles;
+    * the output block is one DMA store of its region, and ends a tile: its ALU
+      epilogue, then the tile's cycles (compute and DRAM overlapped when every
+      memory used is double-buffered, else in series).
+
+    Residency is checked at every load: a memory whose slots (twice in a
+    double-buffered memory) exceed its size raises
+    :class:`~tvm_memflat.errors.ScheduleViolation`.
+    """
+    c = spec.compute
+    act, wgt = dtype_bytes(c.activation_dtype), dtype_bytes(c.weight_dtype)
+    acc = dtype_bytes(c.accumulator_dtype)
+    bi, bo = c.gemm_block_in, c.gemm_block_out
+    mems = {m.name: m for m in spec.memories}
+    annotated = _annotated_blocks(func)
+    used_memories = {str(b.annotations[MEMORY_ATTR]) for b in annotated
+                     if MEMORY_ATTR in b.annotations}
+    overlap = all(mems[m].double_buffered for m in used_memories)
+    params = list(func.params)
+    block_cycles = c.gemm_batch * bi * bo / c.macs_per_cycle
+    slots: dict[str, tuple[str, int]] = {}
+    high = {m: 0 for m in used_memories}
+    stats = {"read": 0, "write": 0, "transfers": 0, "compute": 0.0, "dram": 0,
+             "tile_dram": 0, "tile_compute": 0.0, "body": 0}
+
+    def occupy(operand: str, memory: str, nbytes: int) -> None:
+        slots[operand] = (memory, nbytes)
+        used = sum(n * (2 if mems[m].double_buffered else 1)
+                   for m, n in slots.values() if m == memory)
+        high[memory] = max(high[memory], used)
+        if used > mems[memory].size_bytes:
+            raise ScheduleViolation(f"{where}{memory} holds {used} B > "
+                                    f"{mems[memory].size_bytes} B ({operand} tile)")
+
+    def transfer(nbytes: int, *, write: bool) -> None:
+        stats["write" if write else "read"] += nbytes
+        stats["transfers"] += 1
+        stats["tile_dram"] += (math.ceil(nbytes / spec.dram.bandwidth_bytes_per_cycle)
+                               + spec.dram.latency_cycles)
+
+    def padded(n: int, block: int) -> int:
+        return math.ceil(n / block) * block
+
+    def event(block, realize, env: dict) -> None:
+        # the block's iteration variables over this instance, clipped to their domains
+        ivs = {}
+        for iv, value in zip(block.iter_vars, realize.iter_values, strict=True):
+            lo, hi = _interval(value, env)
+            d0 = int(iv.dom.min)
+            ivs[iv.var] = (max(lo, d0), min(hi, d0 + int(iv.dom.extent) - 1))
+        operand = str(block.annotations[OPERAND_ATTR])
+        memory = str(block.annotations.get(MEMORY_ATTR, ""))
+        written = _box(block.writes[0], ivs)
+        if operand in ("input", "weight", "residual"):
+            source = [r for r in block.reads if any(r.source.same_as(p) for p in params)]
+            if len(source) != 1:
+                raise ScheduleViolation(f"{where}a {operand} staging block reads "
+                                        f"{len(source)} kernel parameters")
+            real = math.prod(_box(source[0], ivs, source[0].source.shape))
+            if operand == "weight":
+                layout = str(block.annotations[LAYOUT_ATTR])
+                o_dim, i_dim = (0, 1) if layout.startswith("oi") else (1, 0)
+                cout, cin = written[o_dim], written[i_dim]
+                taps = math.prod(written) // (cout * cin)
+                if "g" in layout:
+                    per_group = int(layout.split("g")[1])
+                    blocks = _group_blocks(max(1, cout // per_group), cin, per_group, spec)
+                else:
+                    blocks = math.ceil(cin / bi) * math.ceil(cout / bo)
+                occupy(operand, memory, blocks * bi * bo * taps * wgt)
+                transfer(real * wgt, write=False)
+            elif operand == "input":
+                vector = any(str(b.annotations.get(COMPUTE_ATTR, "")) == "vector"
+                             for b in annotated)
+                ch = written[1] if len(written) > 1 else 1
+                px = math.prod(written) // ch
+                occupy(operand, memory, px * (ch if vector else padded(ch, bi))
+                       * (acc if vector else act))
+                transfer(real * act, write=False)
+            else:
+                ch = written[1] if len(written) > 1 else 1
+                occupy(operand, memory, math.prod(written) // ch * padded(ch, bo) * acc)
+                transfer(real * act, write=False)
+        elif operand == "accumulator":
+            ch = written[1] if len(written) > 1 else 1
+            px = math.prod(written) // ch
+            reduce = [ivs[iv.var][1] - ivs[iv.var][0] + 1 for iv in block.iter_vars
+                      if int(iv.iter_type) == tirx.IterVar.CommReduce]
+            if str(block.annotations[COMPUTE_ATTR]) == "gemm":
+                occupy(operand, memory, px * padded(ch, bo) * acc)
+                cin, taps = reduce[0], math.prod(reduce[1:])
+                layout = next(str(b.annotations[LAYOUT_ATTR]) for b in annotated
+                              if LAYOUT_ATTR in b.annotations)
+                if "g" in layout:
+                    per_group = int(layout.split("g")[1])
+                    blocks = _group_blocks(max(1, ch // per_group), cin, per_group, spec)
+                else:
+                    blocks = math.ceil(cin / bi) * math.ceil(ch / bo)
+                stats["tile_compute"] += (math.ceil(px / c.gemm_batch) * taps * blocks
+                                          * block_cycles)
+            else:
+                occupy(operand, memory, px * ch * acc)
+                stats["tile_compute"] += math.ceil(px * ch * math.prod(reduce)
+                                                   / vector_width(c))
+        elif operand == "output":
+            elements = math.prod(written)
+            transfer(elements * act, write=True)
+            compute = math.ceil(stats["tile_compute"] + math.ceil(
+                elements * int(block.annotations.get(ALU_ATTR, 0)) / vector_width(c)))
+            stats["compute"] += compute
+            stats["dram"] += stats["tile_dram"]
+            stats["body"] += (max(compute, stats["tile_dram"]) if overlap
+                              else compute + stats["tile_dram"])
+            stats["tile_dram"], stats["tile_compute"] = 0, 0.0
+
+    # which loops are tile loops: those around two or more annotated blocks
+    tile_loops: set = set()
+
+    def count(stmt) -> int:
+        if isinstance(stmt, tirx.For):
+            n = count(stmt.body)
+            if n >= 2:
+                tile_loops.add(stmt.loop_var)
+            return n
+        if isinstance(stmt, s_tir.SBlockRealize):
+            own = 1 if OPERAND_ATTR in stmt.block.annotations else 0
+            return own + count(stmt.block.body)
+        if isinstance(stmt, tirx.SeqStmt):
+            return sum(count(s) for s in stmt.seq)
+        body = getattr(stmt, "body", None)
+        return count(body) if body is not None else 0
+
+    def run(stmt, env: dict) -> None:
+        if isinstance(stmt, tirx.For):
+            lo, ext = int(stmt.min), int(stmt.extent)
+            if stmt.loop_var in tile_loops:
+                for v in range(lo, lo + ext):
+                    run(stmt.body, {**env, stmt.loop_var: (v, v)})
+            else:
+                run(stmt.body, {**env, stmt.loop_var: (lo, lo + ext - 1)})
+        elif isinstance(stmt, s_tir.SBlockRealize):
+            if OPERAND_ATTR in stmt.block.annotations:
+                event(stmt.block, stmt, env)
+            else:
+                run(stmt.block.body, env)
+        elif isinstance(stmt, tirx.SeqStmt):
+            for s in stmt.seq:
+                run(s, env)
+        elif getattr(stmt, "body", None) is not None:
+            run(stmt.body, env)
+
+    count(func.body)
+    run(func.body, {})
+    overhead = spec.dram.latency_cycles
+    return CallReplay(stats["read"], stats["write"], stats["transfers"],
+                      math.ceil(stats["compute"]), stats["dram"], stats["body"] + overhead,
+                      high)

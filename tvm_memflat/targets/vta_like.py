@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import tvm
-from tvm import relax
+from tvm import relax, tirx
 
 from ..analysis.device_bytes import Accounting
 from ..hardware.call_tiling import BufferedPlan, plan_buffered
@@ -61,7 +61,8 @@ from ..planner.live_ranges import LoweredSchedule
 from ..planner.pipeline import BuildRecord, compile_llvm
 from ..planner.sram_plan import SpecPlan, plan_for_spec, weight_bytes_at
 from ..spec import AcceleratorSpec, load_spec
-from .tile_sim import replay_call
+from .tile_sim import replay_call, replay_kernel
+from .tile_tir import TiledKernel, tile_kernel
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,9 @@ class LayerReport:
     high_water_bytes: dict  # memory name -> highest aligned byte in use at this step
     #: buffered specs: the calls' tilings (``CallPlan.describe``)
     tiling: str = ""
+    #: buffered specs: what the simulator replayed: ``"tir"`` (the tiled kernel the
+    #: build runs) or ``"plan"`` (the tiling record; the kernel is not tiled in TIR)
+    replayed: str = ""
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,11 @@ class SimulationReport:
     def fits(self) -> bool:
         return not self.violations
 
+    @property
+    def layers_from_tir(self) -> int:
+        """Layers the simulator replayed from the tiled kernels the build runs."""
+        return sum(1 for layer in self.layers if layer.replayed == "tir")
+
     def to_dict(self) -> dict:
         return {"spec": self.spec, "clock_hz": self.clock_hz,
                 "total_cycles": self.total_cycles, "latency_ms": self.latency_ms,
@@ -128,6 +137,7 @@ class SimulationReport:
                 "capacity_bytes": dict(self.capacity_bytes),
                 "high_water_bytes": dict(self.high_water_bytes),
                 "fits": self.fits, "violations": list(self.violations),
+                "layers_from_tir": self.layers_from_tir,
                 "layers": [asdict(layer) for layer in self.layers]}
 
     def table(self) -> str:
@@ -205,8 +215,12 @@ def simulate(schedule: LoweredSchedule, spec: AcceleratorSpec | str | Path,
 
 
 def simulate_buffered(schedule: LoweredSchedule, spec: AcceleratorSpec,
-                      plan: BufferedPlan | None = None) -> SimulationReport:
-    """Replay every call's tiles (:func:`~.tile_sim.replay_call`) on a buffered spec.
+                      plan: BufferedPlan | None = None,
+                      kernels: dict | None = None) -> SimulationReport:
+    """Replay every call's tiles on a buffered spec: from the tiled kernel's TIR
+    (:func:`~.tile_sim.replay_kernel`) where ``kernels`` (kernel name ->
+    :class:`~.tile_tir.TiledKernel`, what the build ran) holds it tiled, else from the
+    plan's tiling record (:func:`~.tile_sim.replay_call`).
 
     Per step: the cycles, DRAM bytes and transfers the replay counts, and each
     memory's most-resident bytes. A tile that does not fit raises
@@ -222,8 +236,11 @@ def simulate_buffered(schedule: LoweredSchedule, spec: AcceleratorSpec,
     layers = []
     for s in schedule.steps:
         calls = by_step.get(s.step, [])
-        replays = [replay_call(c.shape, c.tiling, spec, where=f"step {s.step} ({s.kernel}): ")
-                   for c in calls]
+        where = f"step {s.step} ({s.kernel}): "
+        kernel = (kernels or {}).get(s.kernel)
+        from_tir = kernel is not None and kernel.tiled and len(calls) == 1
+        replays = ([replay_kernel(kernel.func, spec, where)] if from_tir else
+                   [replay_call(c.shape, c.tiling, spec, where=where) for c in calls])
         high = {m: max((r.high_water_bytes.get(m, 0) for r in replays), default=0)
                 for m in capacity}
         for m, v in high.items():
@@ -234,7 +251,7 @@ def simulate_buffered(schedule: LoweredSchedule, spec: AcceleratorSpec,
             sum(r.dram_cycles for r in replays), spec.dram.latency_cycles * len(replays),
             sum(r.cycles for r in replays), sum(r.read_bytes for r in replays),
             sum(r.write_bytes for r in replays), high,
-            "; ".join(c.describe() for c in calls)))
+            "; ".join(c.describe() for c in calls), "tir" if from_tir else "plan"))
     return SimulationReport(spec.name, spec.compute.clock_hz, tuple(layers), capacity, peak)
 
 
@@ -335,10 +352,52 @@ def build_vta_like(mod: tvm.IRModule, spec: AcceleratorSpec | str | Path = "vta_
     # reads the input from there, so no kernel copies it into an on-chip slot (the
     # host build's ``input_in_arena``), and the simulated schedule has no such step.
     set_threads(threads)
+    if spec.machine_kind == "buffered":
+        # every call tiled in its kernel's TIR: the llvm build runs the tiled program,
+        # and the simulator reads it (kernels start from legalization's loops: no
+        # CPU schedule, no scratch shrinking, no in-place depthwise)
+        plans: dict = {}
+
+        def tile_kernels(lowered: tvm.IRModule, schedule: LoweredSchedule) -> tvm.IRModule:
+            plans["plan"] = plan = plan_buffered(schedule, spec)
+            return tiled_module(lowered, plan, record)
+
+        executable = compile_llvm(mod, host_target(), in_place_concat=in_place_concat,
+                                  shrink_scratch=False, input_in_arena=False,
+                                  in_place_depthwise=False, cpu_schedule=False,
+                                  record=record, kernel_hook=tile_kernels)
+        plan = plans["plan"]
+        report = simulate_buffered(record.schedule, spec, plan, record.kernels)
+        return VtaLikeExecutable(executable, report, plan, record)
     executable = compile_llvm(mod, host_target(), in_place_concat=in_place_concat,
                               shrink_scratch=shrink_scratch, input_in_arena=False,
                               in_place_depthwise=in_place_depthwise, cpu_schedule=schedule,
                               record=record)
-    plan = (plan_buffered(record.schedule, spec) if spec.machine_kind == "buffered"
-            else plan_for_spec(record.schedule, spec))
+    plan = plan_for_spec(record.schedule, spec)
     return VtaLikeExecutable(executable, simulate(record.schedule, spec, plan), plan, record)
+
+
+def tiled_module(lowered: tvm.IRModule, plan: BufferedPlan,
+                 record: BuildRecord | None = None) -> tvm.IRModule:
+    """``lowered`` with every kernel whose calls have one tiling tiled in TIR
+    (:func:`~.tile_tir.tile_kernel`); the others kept as they are. ``record.kernels``
+    gets each kernel's :class:`~.tile_tir.TiledKernel`."""
+    by_kernel: dict = {}
+    steps: dict = {}
+    for call in plan.calls:
+        by_kernel.setdefault(call.kernel, set()).add((call.shape, call.tiling))
+        steps.setdefault(call.kernel, {}).setdefault(call.step, []).append(call)
+    out = tvm.IRModule(dict(lowered.functions_items()), attrs=lowered.attrs)
+    for gv, func in lowered.functions_items():
+        name = gv.name_hint
+        if not isinstance(func, tirx.PrimFunc) or name not in by_kernel:
+            continue
+        if len(by_kernel[name]) != 1 or any(len(c) != 1 for c in steps[name].values()):
+            done = TiledKernel(func, False, "its calls have several tilings (several GEMMs)")
+        else:
+            call = next(iter(steps[name].values()))[0]
+            done = tile_kernel(func, call)
+        out[gv] = done.func
+        if record is not None:
+            record.kernels[name] = done
+    return out

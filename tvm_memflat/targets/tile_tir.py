@@ -1,0 +1,258 @@
+"""A call's tiling written into its kernel: tile loops and staging blocks in TIR.
+
+:func:`tile_kernel` applies a :class:`~tvm_memflat.hardware.call_tiling.CallPlan` to
+the fused PrimFunc of the call with ``s_tir.Schedule`` primitives, so that the
+program the llvm build runs is the tiled program the accelerator would run:
+
+* the block writing the kernel's output (the fused epilogue, or a copy-out of the
+  accumulator) is split into **tile loops**: ``rows x cols`` output pixels and a
+  block of output channels (a plain GEMM), of groups (grouped and depthwise convs)
+  or of channels (pools), in the plan's loop order (``weights_outer``: channel
+  blocks outside the pixel tiles; ``input_outer``: inside);
+* the reduction (conv, dense, pool) is computed per output tile (``compute_at``):
+  its intermediate is the **accumulator tile**; a plain GEMM's input-channel loop
+  is split into blocks of ``in_block``, the block loop first, the rest in their
+  original order, so every output element is still summed in the original order
+  (results are bit-exact against the untiled kernel, fp32 and int8 alike);
+* the input window (the padding block, which zero-fills the halo as VTA's LOAD
+  does, or a ``cache_read`` of the input) and the weights (``cache_read``) are
+  **staged** per tile: computed at the innermost tile loop whose index changes
+  their region (a loop that does not is not a reason to load again); so a tile
+  stays on chip exactly while its loop has not moved on, as the plan's reload
+  factors say;
+* a tensor the epilogue reads besides the accumulator (a residual) is staged per
+  output tile.
+
+Each staging, reduction and output block is annotated with the operand it holds
+(:data:`OPERAND_ATTR`) and the spec memory it lives in (:data:`MEMORY_ATTR`); the
+output block with the ALU operations per element of its epilogue
+(:data:`ALU_ATTR`), the weight staging with its layout (:data:`LAYOUT_ATTR`). The
+simulator (:func:`tvm_memflat.targets.tile_sim.replay_kernel`) reads the loops,
+those blocks and their regions, and nothing else.
+
+A kernel no tiling rule fits (several reductions, an elementwise kernel, a plan
+whose shape does not match the loops) is left as it is: :class:`TiledKernel` says
+why, and the simulator replays its call from the plan instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tvm_ffi
+from tvm import s_tir, tirx
+
+from ..hardware.call_tiling import CallPlan
+from ..lowering.cpu_schedule import (
+    _block_names,
+    _extent,
+    _inline_injective,
+    _is_reduction,
+    _loop_kinds,
+    _writes_param,
+)
+
+#: Block annotation: the operand a block's tile is ("input", "weight", "residual",
+#: "accumulator", "output").
+OPERAND_ATTR = "memflat.operand"
+#: Block annotation: the spec memory the block's tile lives in.
+MEMORY_ATTR = "memflat.memory"
+#: Reduction block annotation: "gemm" (the GEMM core) or "vector" (the ALU).
+COMPUTE_ATTR = "memflat.compute"
+#: Output block annotation: ALU operations per output element of the fused epilogue.
+ALU_ATTR = "memflat.alu_ops"
+#: Weight staging annotation: which dims are output and input channels (``"oi"``,
+#: ``"io"``) and, for grouped convs, ``"g<output channels per group>"`` after it.
+LAYOUT_ATTR = "memflat.layout"
+#: PrimFunc attribute: the tiling the kernel carries (``CallPlan.describe()``).
+TILED_ATTR = "memflat.tiled"
+
+
+class _Unsupported(Exception):
+    """The kernel's structure is not one the tiling rules handle."""
+
+
+@dataclass(frozen=True)
+class TiledKernel:
+    """One kernel after :func:`tile_kernel`: tiled, or left as it was and why."""
+
+    func: tirx.PrimFunc
+    tiled: bool
+    reason: str = ""
+
+
+def _uses_any(expr, variables) -> bool:
+    hit: list = []
+    tvm_ffi.structural_walk(expr, [(tirx.Var, lambda v: hit.append(
+        any(v.same_as(x) for x in variables)))], order="pre")
+    return any(hit)
+
+
+def _read_index(sch, block, predicate) -> int:
+    """Index (in the block's reads) of the one read ``predicate(region)`` accepts."""
+    regions = list(sch.get(block).reads)
+    hits = [i for i, r in enumerate(regions) if predicate(r)]
+    if len(hits) != 1:
+        raise _Unsupported(f"{len(hits)} reads match")
+    return hits[0]
+
+
+def _region_uses(region, variables) -> bool:
+    return any(_uses_any(r.min, variables) for r in region.region)
+
+
+def _attach(sch, block, nest, deps) -> None:
+    """Compute ``block`` at the innermost loop of ``nest`` ((tag, loop) pairs, outermost
+    first) whose tag is in ``deps`` and whose extent is more than 1; leave it at the
+    root (one load for the whole call) when there is none."""
+    at = [lp for tag, lp in nest if tag in deps and (_extent(sch, lp) or 2) > 1]
+    # none: at the outermost tile loop, which runs once (its region is what the call
+    # reads, not the whole buffer: a padding row no window reads is not loaded)
+    sch.compute_at(block, at[-1] if at else nest[0][1], preserve_unit_loops=True)
+
+
+def _views(func: tirx.PrimFunc) -> list:
+    """Buffers the kernel declares as views of its parameters (``match_buffer``: a
+    kernel writing its slice of a concatenation in place)."""
+    body = func.body
+    block = body.block if isinstance(body, s_tir.SBlockRealize) else None
+    return [m.buffer for m in block.match_buffers] if block is not None else []
+
+
+def tile_kernel(func: tirx.PrimFunc, plan: CallPlan) -> TiledKernel:
+    """``func`` (a fused, unscheduled kernel) with ``plan``'s tiling written in (see
+    the module doc); left as it is when no rule fits."""
+    try:
+        return TiledKernel(_tile(func, plan).with_attr(TILED_ATTR, plan.describe()), True)
+    except (_Unsupported, s_tir.ScheduleError, ValueError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return TiledKernel(func, False, first[:200])
+
+
+def _tile(func: tirx.PrimFunc, plan: CallPlan) -> tirx.PrimFunc:
+    shape, t = plan.shape, plan.tiling
+    sch = s_tir.Schedule(func)
+    staged = _inline_injective(sch)
+    names = [n for n in _block_names(sch.mod["main"]) if n not in staged]
+    blocks = [sch.get_sblock(n) for n in names]
+    reductions = [b for b in blocks if _is_reduction(sch, b)]
+    views = _views(sch.mod["main"])
+    outputs = [b for b in blocks if _writes_param(sch, b) or any(
+        any(w.source.same_as(v) for v in views) for w in sch.get(b).writes)]
+    if len(outputs) != 1 or len(reductions) != 1 or len(blocks) > 2:
+        raise _Unsupported(f"{len(blocks)} blocks, {len(reductions)} reductions")
+    red, out = reductions[0], outputs[0]
+    if sch.get(red).same_as(sch.get(out)):
+        out = sch.cache_write(red, 0, "global")
+    elif len(blocks) != 2:
+        raise _Unsupported("the reduction does not feed the output")
+    plain = shape.kind == "gemm" and shape.groups == 1
+    loops = sch.get_loops(out)
+    extents = [_extent(sch, lp) for lp in loops]
+    w = shape.window
+    if len(loops) == 4:
+        channels = (t.out_block if plain else
+                    t.group_block * shape.out_channels if shape.kind == "gemm" else t.group_block)
+        total = shape.groups * shape.out_channels if shape.kind == "gemm" else shape.groups
+        if extents != [shape.batch, total, w.out_h, w.out_w]:
+            raise _Unsupported(f"loops {extents} do not match the call")
+        n, c, h, wl = loops
+        c_o, _ = sch.split(c, [None, channels])
+        h_o, _ = sch.split(h, [None, t.rows])
+        w_o, _ = sch.split(wl, [None, t.cols])
+        tagged = {"batch": n, "out": c_o, "rows": h_o, "cols": w_o}
+        order = (["batch", "out", "rows", "cols"] if t.order == "weights_outer"
+                 else ["batch", "rows", "cols", "out"])
+        row_dim = 2
+    elif len(loops) == 2 and plain:
+        if extents != [w.out_h, shape.out_channels]:
+            raise _Unsupported(f"loops {extents} do not match the call")
+        i, j = loops
+        i_o, _ = sch.split(i, [None, t.rows])
+        j_o, _ = sch.split(j, [None, t.out_block])
+        tagged = {"rows": i_o, "out": j_o}
+        order = ["out", "rows"] if t.order == "weights_outer" else ["rows", "out"]
+        row_dim = 0
+    else:
+        raise _Unsupported(f"{len(loops)} output loops")
+    inner = [lp for lp in sch.get_loops(out) if not any(
+        sch.get(lp).same_as(sch.get(x)) for x in tagged.values())]
+    sch.reorder(*[tagged[k] for k in order], *inner)
+    nest = [(k, tagged[k]) for k in order]
+    sch.compute_at(red, nest[-1][1], preserve_unit_loops=True)
+
+    # the reduction under the tile: input-channel blocks first (plain GEMMs)
+    anchor = sch.get(nest[-1][1])
+    red_loops = sch.get_loops(red)
+    at = next(k for k, lp in enumerate(red_loops) if sch.get(lp).same_as(anchor))
+    under = red_loops[at + 1:]
+    kinds = _loop_kinds(sch, red, under)
+    if plain:
+        first = kinds.index("R")
+        rc_o, rc_i = sch.split(under[first], [None, t.in_block])
+        rest = [lp for k, lp in enumerate(under) if k != first]
+        sch.reorder(rc_o, *rest[:first], rc_i, *rest[first:])
+        nest.append(("in", rc_o))
+
+    block = sch.get(red)
+    iters = list(block.iter_vars)
+    spatial = [iv.var for iv in iters if int(iv.iter_type) != tirx.IterVar.CommReduce]
+    if len(spatial) <= row_dim:
+        raise _Unsupported("the reduction has no row axis")
+    rows_var = [spatial[row_dim]]
+    out_var = [spatial[1]] if len(spatial) > 1 else []
+    params = list(sch.mod["main"].params)
+    acc_name = block.writes[0].source.name
+
+    def is_param(region):
+        return any(region.source.same_as(p) for p in params)
+
+    # the input: the padding block staged, or a cache of the input parameter
+    staged_in = [sch.get_sblock(s) for s in staged]
+    if staged_in:
+        if len(staged_in) != 1:
+            raise _Unsupported("several staging blocks")
+        copy_in = staged_in[0]
+    else:
+        idx = _read_index(sch, red, lambda r: is_param(r) and (
+            shape.kind == "vector" or _region_uses(r, rows_var)))
+        copy_in = sch.cache_read(red, idx, "global", consumer_blocks=[red])
+    deps_in = {"batch", "rows", "cols", "in"} | ({"out"} if not plain else set())
+    _attach(sch, copy_in, nest, deps_in)
+    memories = plan.memories
+    sch.annotate(copy_in, OPERAND_ATTR, "input")
+    sch.annotate(copy_in, MEMORY_ATTR, memories["input"])
+
+    if shape.kind == "gemm":
+        idx = _read_index(sch, red, lambda r: is_param(r) and not _region_uses(r, rows_var)
+                          and r.source.name != acc_name)
+        region = sch.get(red).reads[idx]
+        layout = "oi" if out_var and _uses_any(region.region[0].min, out_var) else "io"
+        if shape.groups > 1:
+            layout += f"g{shape.out_channels}"
+        copy_w = sch.cache_read(red, idx, "global", consumer_blocks=[red])
+        _attach(sch, copy_w, nest, {"out", "in"})
+        sch.annotate(copy_w, OPERAND_ATTR, "weight")
+        sch.annotate(copy_w, MEMORY_ATTR, memories["weight"])
+        sch.annotate(copy_w, LAYOUT_ATTR, layout)
+
+    # what the epilogue reads besides the accumulator, output-shaped: staged per tile
+    acc_buffer = sch.get(red).writes[0].source
+    out_rows = [list(sch.get(out).iter_vars)[row_dim].var]
+    extra = [i for i, r in enumerate(sch.get(out).reads)
+             if not r.source.same_as(acc_buffer) and is_param(r)
+             and _region_uses(r, out_rows)]   # a bias is indexed by channel only
+    if extra and len(extra) != shape.residuals:
+        raise _Unsupported(f"{len(extra)} residual reads, the plan has {shape.residuals}")
+    for idx in extra:
+        copy_r = sch.cache_read(out, idx, "global", consumer_blocks=[out])
+        _attach(sch, copy_r, nest, {"batch", "rows", "cols", "out"})
+        sch.annotate(copy_r, OPERAND_ATTR, "residual")
+        sch.annotate(copy_r, MEMORY_ATTR, memories["accumulator"])
+
+    sch.annotate(red, OPERAND_ATTR, "accumulator")
+    sch.annotate(red, MEMORY_ATTR, memories["accumulator"])
+    sch.annotate(red, COMPUTE_ATTR, shape.kind)
+    sch.annotate(out, OPERAND_ATTR, "output")
+    sch.annotate(out, ALU_ATTR, int(shape.epilogue))
+    return sch.mod["main"]
