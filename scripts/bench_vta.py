@@ -3,9 +3,14 @@
 
 Per net (fp32 zoo graph, and its int8 QDQ form with ``--int8``), in one run:
 
-* the per-call tiling (``hardware.call_tiling.plan_buffered``): how long it took,
-  the simulator's replay of it (``targets.vta_like.simulate``: violations raise,
-  so a finished row has 0), DRAM traffic against the compulsory traffic (weights,
+* the vta_like build (``tvm_memflat.build(mod, target="vta_like")``): every call
+  tiled (``hardware.call_tiling.plan_buffered``) and the tiling written into its
+  kernel's TIR (``targets.tile_tir``); the simulator's replay of the tiled kernels
+  the build runs (``targets.tile_sim.replay_kernel``; a kernel left untiled is
+  replayed from its tiling record, and the row says how many layers were read from
+  TIR; violations raise, so a finished row has 0); its outputs against the llvm
+  build's on the same random input (bit-exact, or the largest difference); DRAM
+  traffic against the compulsory traffic (weights,
   input, output once) and the per-layer minimum (every activation and weight off
   chip once per layer), cycles against the compute bound (GEMM blocks and vector
   work at the utilisation the channel counts allow) and what holds the cycles
@@ -33,20 +38,36 @@ from _meta import bench_meta
 FIVE = ("vgg16", "squeezenet1_1", "mobilenet_v2", "resnet18", "inception_v3")
 
 
-def _row(name: str, dtype: str, exhaustive: bool, spec) -> dict:
-    from tvm_memflat import load_model, zoo
-    from tvm_memflat.hardware.call_tiling import plan_buffered
-    from tvm_memflat.targets.tile_sim import exhaustive_tiling
-    from tvm_memflat.targets.vta_like import simulate, traffic_bounds
-    from tvm_memflat.tuner.cost_model import lowered
+def _outputs(executable, inputs):
+    import tvm
+    from tvm import relax
 
-    schedule = lowered(load_model(zoo.build(name, dtype=dtype)))
+    out = relax.VirtualMachine(executable, tvm.cpu())["main"](
+        *[tvm.runtime.tensor(x) for x in inputs])
+    return [o.numpy() for o in out] if isinstance(out, (list, tuple)) or \
+        not hasattr(out, "numpy") else [out.numpy()]
+
+
+def _row(name: str, dtype: str, exhaustive: bool, spec) -> dict:
+    import numpy as np
+
+    from tvm_memflat import build, load_model, zoo
+    from tvm_memflat.targets.tile_sim import exhaustive_tiling
+    from tvm_memflat.targets.vta_like import traffic_bounds
+    from tvm_memflat.tuner.inputs import random_inputs
+
+    mod = load_model(zoo.build(name, dtype=dtype))
     t0 = time.perf_counter()
-    plan = plan_buffered(schedule, spec)
-    plan_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    report = simulate(schedule, spec, plan)
-    sim_s = time.perf_counter() - t0
+    result = build(mod, target="vta_like", spec=spec)
+    build_s = time.perf_counter() - t0
+    schedule, plan, report = result.record.schedule, result.plan, result.report
+    # the tiled build against the llvm build (default CPU schedules), same input
+    inputs = random_inputs(mod["main"], seed=0)
+    ours, ref = _outputs(result.executable, inputs), _outputs(build(mod, "llvm"), inputs)
+    exact = all(np.array_equal(a, b) for a, b in zip(ours, ref, strict=True))
+    max_diff = max(float(np.max(np.abs(a.astype("float64") - b.astype("float64"))))
+                   for a, b in zip(ours, ref, strict=True))
+    untiled = {k: v.reason for k, v in result.record.kernels.items() if not v.tiled}
     bounds = traffic_bounds(schedule, spec, plan)
     dram = sum(layer.dram_cycles for layer in report.layers)
     compute = sum(layer.compute_cycles for layer in report.layers)
@@ -73,7 +94,10 @@ def _row(name: str, dtype: str, exhaustive: bool, spec) -> dict:
         "latency_ms": report.latency_ms,
         "high_water_bytes": dict(report.high_water_bytes),
         "capacity_bytes": dict(report.capacity_bytes),
-        "tiling_s": round(plan_s, 3), "simulate_s": round(sim_s, 3),
+        "build_s": round(build_s, 2),
+        "layers_from_tir": report.layers_from_tir, "layers": len(report.layers),
+        "untiled_kernels": untiled,
+        "bit_exact_vs_llvm": exact, "max_abs_diff_vs_llvm": max_diff,
         "top_rereads": [{"step": c.step, "kernel": c.kernel, "extra_bytes": extra,
                          "reason": c.reason} for extra, c in rereads[:5]],
     }
@@ -104,7 +128,7 @@ def _row(name: str, dtype: str, exhaustive: bool, spec) -> dict:
 def _table(rows: list[dict]) -> str:
     head = (f"{'model':<16}{'dtype':<8}{'calls':>6}{'viol':>5}{'traffic MB':>11}"
             f"{'x min':>7}{'x comp':>7}{'Mcycles':>9}{'x bound':>8}  {'held back by':<22}"
-            f"{'tiling s':>9}{'exhaustive':>12}")
+            f"{'from TIR':>9}{'exact':>6}{'build s':>8}{'exhaustive':>12}")
     lines = [head, "-" * len(head)]
     for r in rows:
         ex = r.get("exhaustive")
@@ -114,7 +138,10 @@ def _table(rows: list[dict]) -> str:
                      f"{r['dram_traffic_bytes'] / 1e6:>11.2f}"
                      f"{r['traffic_over_per_layer_min']:>7.3f}{r['traffic_over_compulsory']:>7.2f}"
                      f"{r['cycles'] / 1e6:>9.2f}{r['cycles_over_compute_bound']:>8.2f}  "
-                     f"{r['held_back_by']:<22}{r['tiling_s']:>9.2f}{ex_s:>12}")
+                     f"{r['held_back_by']:<22}"
+                     f"{str(r['layers_from_tir']) + '/' + str(r['layers']):>9}"
+                     f"{'yes' if r['bit_exact_vs_llvm'] else 'NO':>6}{r['build_s']:>8.1f}"
+                     f"{ex_s:>12}")
     return "\n".join(lines)
 
 

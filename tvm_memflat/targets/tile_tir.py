@@ -239,9 +239,11 @@ def _tile(func: tirx.PrimFunc, plan: CallPlan) -> tirx.PrimFunc:
     # what the epilogue reads besides the accumulator, output-shaped: staged per tile
     acc_buffer = sch.get(red).writes[0].source
     out_rows = [list(sch.get(out).iter_vars)[row_dim].var]
+    # a feature map (4-D, more than one pixel; a bias is indexed by channel only)
     extra = [i for i, r in enumerate(sch.get(out).reads)
              if not r.source.same_as(acc_buffer) and is_param(r)
-             and _region_uses(r, out_rows)]   # a bias is indexed by channel only
+             and _region_uses(r, out_rows) and len(r.source.shape) == 4
+             and int(r.source.shape[2]) * int(r.source.shape[3]) > 1]
     if extra and len(extra) != shape.residuals:
         raise _Unsupported(f"{len(extra)} residual reads, the plan has {shape.residuals}")
     for idx in extra:

@@ -160,11 +160,16 @@ class SimulationReport:
                          f"{r.dram_write_bytes:>9} "
                          + " ".join(f"{r.high_water_bytes.get(m, 0):>{width[m]}}"
                                     for m in mems)
-                         + (f"  {r.tiling}" if r.tiling else ""))
+                         + (f"  {r.tiling}" if r.tiling else "")
+                         + ("  (from the plan: kernel not tiled in TIR)"
+                            if r.replayed == "plan" else ""))
         lines.append("-" * len(head))
         lines.append(f"{'':>4} {'total; high water/size':<28} {self.total_cycles:>10} "
                      f"{'':>6} {'':>4} {self.dram_read_bytes:>9} {self.dram_write_bytes:>9} "
                      + " ".join(f"{foot[m]:>{width[m]}}" for m in mems))
+        if any(r.replayed for r in self.layers):
+            lines.append(f"simulated from the tiled TIR the build runs: {self.layers_from_tir} "
+                         f"of {len(self.layers)} layers (the rest from their tiling record)")
         lines += [f"violation: {v}" for v in self.violations]
         return "\n".join(lines)
 
