@@ -23,7 +23,11 @@ Layer-by-layer only: ``vta_like`` has no on-chip path from the accumulator to th
 input buffer, and the fused spec (``vta_like_fused``) is not built yet.
 Prints a table; writes JSON marked with the commit and the machine.
 
-    python scripts/bench_vta.py [--models ...] [--int8] [--exhaustive] [--json FILE]
+* latency on this CPU, medians of ``--runs`` in one process: the tiled build (its
+  kernels have no CPU schedule), the untiled build with no CPU schedule either
+  (``schedule=False``), and the untiled build with the default CPU schedules.
+
+    python scripts/bench_vta.py [--models ...] [--int8] [--exhaustive] [--runs N] [--json FILE]
 """
 
 from __future__ import annotations
@@ -48,7 +52,22 @@ def _outputs(executable, inputs):
         not hasattr(out, "numpy") else [out.numpy()]
 
 
-def _row(name: str, dtype: str, exhaustive: bool, spec) -> dict:
+def _median_ms(executable, inputs, runs: int) -> float:
+    import tvm
+    from tvm import relax
+
+    vm = relax.VirtualMachine(executable, tvm.cpu())
+    args = [tvm.runtime.tensor(x) for x in inputs]
+    vm["main"](*args)  # warm up
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        vm["main"](*args)
+        times.append(1000 * (time.perf_counter() - t0))
+    return sorted(times)[len(times) // 2]
+
+
+def _row(name: str, dtype: str, exhaustive: bool, spec, runs: int = 3) -> dict:
     import numpy as np
 
     from tvm_memflat import build, load_model, zoo
@@ -63,7 +82,14 @@ def _row(name: str, dtype: str, exhaustive: bool, spec) -> dict:
     schedule, plan, report = result.record.schedule, result.plan, result.report
     # the tiled build against the llvm build (default CPU schedules), same input
     inputs = random_inputs(mod["main"], seed=0)
-    ours, ref = _outputs(result.executable, inputs), _outputs(build(mod, "llvm"), inputs)
+    llvm = build(mod, "llvm")
+    ours, ref = _outputs(result.executable, inputs), _outputs(llvm, inputs)
+    # latency on this CPU, side by side: the tiled kernels (no CPU schedule), the
+    # untiled kernels with no CPU schedule either, and the default CPU schedules
+    latency = {"tiled_ms": _median_ms(result.executable, inputs, runs),
+               "untiled_unscheduled_ms": _median_ms(build(mod, "llvm", schedule=False),
+                                                    inputs, runs),
+               "untiled_scheduled_ms": _median_ms(llvm, inputs, runs)} if runs else {}
     exact = all(np.array_equal(a, b) for a, b in zip(ours, ref, strict=True))
     max_diff = max(float(np.max(np.abs(a.astype("float64") - b.astype("float64"))))
                    for a, b in zip(ours, ref, strict=True))
@@ -97,7 +123,7 @@ def _row(name: str, dtype: str, exhaustive: bool, spec) -> dict:
         "build_s": round(build_s, 2),
         "layers_from_tir": report.layers_from_tir, "layers": len(report.layers),
         "untiled_kernels": untiled,
-        "bit_exact_vs_llvm": exact, "max_abs_diff_vs_llvm": max_diff,
+        "bit_exact_vs_llvm": exact, "max_abs_diff_vs_llvm": max_diff, **latency,
         "top_rereads": [{"step": c.step, "kernel": c.kernel, "extra_bytes": extra,
                          "reason": c.reason} for extra, c in rereads[:5]],
     }
@@ -125,10 +151,17 @@ def _row(name: str, dtype: str, exhaustive: bool, spec) -> dict:
     return row
 
 
+def _ms(r: dict) -> str:
+    if "tiled_ms" not in r:
+        return "-"
+    return f"{r['tiled_ms']:.0f}/{r['untiled_unscheduled_ms']:.0f}"
+
+
 def _table(rows: list[dict]) -> str:
     head = (f"{'model':<16}{'dtype':<8}{'calls':>6}{'viol':>5}{'traffic MB':>11}"
             f"{'x min':>7}{'x comp':>7}{'Mcycles':>9}{'x bound':>8}  {'held back by':<22}"
-            f"{'from TIR':>9}{'exact':>6}{'build s':>8}{'exhaustive':>12}")
+            f"{'from TIR':>9}{'exact':>6}{'build s':>8}{'tiled/untiled ms':>18}"
+            f"{'exhaustive':>12}")
     lines = [head, "-" * len(head)]
     for r in rows:
         ex = r.get("exhaustive")
@@ -141,7 +174,7 @@ def _table(rows: list[dict]) -> str:
                      f"{r['held_back_by']:<22}"
                      f"{str(r['layers_from_tir']) + '/' + str(r['layers']):>9}"
                      f"{'yes' if r['bit_exact_vs_llvm'] else 'NO':>6}{r['build_s']:>8.1f}"
-                     f"{ex_s:>12}")
+                     f"{_ms(r):>18}{ex_s:>12}")
     return "\n".join(lines)
 
 
@@ -152,6 +185,8 @@ def main(argv=None) -> int:
     parser.add_argument("--exhaustive", action="store_true",
                         help="check every distinct GEMM call against the exhaustive reference")
     parser.add_argument("--spec", default="vta_like")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="timed runs per build (median; 0: no timing)")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     from tvm_memflat.spec import load_spec
@@ -162,7 +197,7 @@ def main(argv=None) -> int:
         for dtype in ("float32", "int8") if args.int8 else ("float32",):
             print(f"[{i + 1}/{len(args.models)}] {name} {dtype} ...", file=sys.stderr,
                   flush=True)
-            rows.append(_row(name, dtype, args.exhaustive, spec))
+            rows.append(_row(name, dtype, args.exhaustive, spec, args.runs))
             print(_table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
     print(_table(rows))
     for r in rows:
