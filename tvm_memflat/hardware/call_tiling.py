@@ -421,13 +421,22 @@ def tiling_cost(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec) -> 
                       total)
 
 
+def _touched(out: int, stride: int, span: int, pad: int, size: int) -> int:
+    """Input rows (or columns) of ``size`` that ``out`` windows read, each once."""
+    if span >= stride:
+        return max(0, min(size - 1, (out - 1) * stride + span - 1 - pad) - max(0, -pad) + 1)
+    return len({r for o in range(out) for r in range(o * stride - pad, o * stride - pad + span)
+                if 0 <= r < size})
+
+
 def min_traffic(shape: CallShape, spec: AcceleratorSpec) -> int:
-    """The call's per-layer minimum: the input its windows read (no halo twice: the
-    whole output as one tile), the weights and the output, once each."""
+    """The call's per-layer minimum: the input its windows read (each pixel once: no
+    halo twice, none of the pixels between windows that a box would load), the
+    weights and the output (and residuals), once each."""
     c, w = spec.compute, shape.window
     act, wgt = dtype_bytes(c.activation_dtype), dtype_bytes(c.weight_dtype)
-    (rows,) = tile_spans(w.out_h, w.out_h, w.stride_h, w.span_h, w.pad_top, w.in_h)
-    (cols,) = tile_spans(w.out_w, w.out_w, w.stride_w, w.span_w, w.pad_left, w.in_w)
+    rows = _touched(w.out_h, w.stride_h, w.span_h, w.pad_top, w.in_h)
+    cols = _touched(w.out_w, w.stride_w, w.span_w, w.pad_left, w.in_w)
     read = shape.batch * shape.operands * shape.groups * shape.in_channels * rows * cols * act
     return read + shape.weight_bytes(wgt) + (1 + shape.residuals) * shape.output_bytes(act)
 

@@ -87,6 +87,19 @@ def _group_blocks(groups: int, kc: int, n: int, spec: AcceleratorSpec) -> int:
     return groups * math.ceil(kc / bi) * math.ceil(n / bo)
 
 
+def _occupy(slots: dict, high: dict, mems: dict, where: str, operand: str, memory: str,
+            nbytes: int) -> None:
+    """(Re)allocate ``operand``'s tile slot in ``memory`` and check residency: the
+    memory's slots (twice each in a double-buffered memory) must fit its size."""
+    slots[operand] = (memory, nbytes)
+    used = sum(n * (2 if mems[m].double_buffered else 1)
+               for m, n in slots.values() if m == memory)
+    high[memory] = max(high[memory], used)
+    if used > mems[memory].size_bytes:
+        raise ScheduleViolation(f"{where}{memory} holds {used} B > "
+                                f"{mems[memory].size_bytes} B ({operand} tile)")
+
+
 class _OverBudget(Exception):
     """The replay moved more bytes than ``budget``: the exhaustive search's bound."""
 
@@ -106,21 +119,14 @@ def replay_call(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec,
     acc = dtype_bytes(c.accumulator_dtype)
     home = operand_memories(shape, spec)
     mems = {m.name: m for m in spec.memories}
-    slots: dict[str, int] = {}           # operand -> bytes allocated for its tile
+    slots: dict[str, tuple] = {}         # operand -> (memory, bytes of its tile slot)
     resident: dict[str, object] = {}     # operand -> which tile is in its slot
     high = {m: 0 for m in set(home.values())}
     stats = {"read": 0, "write": 0, "transfers": 0, "compute": 0, "dram": 0, "tile_dram": 0}
     block_cycles = c.gemm_batch * c.gemm_block_in * c.gemm_block_out / c.macs_per_cycle
 
     def occupy(operand: str, nbytes: int) -> None:
-        slots[operand] = nbytes
-        memory = home[operand]
-        used = sum(n * (2 if mems[memory].double_buffered else 1)
-                   for op, n in slots.items() if home[op] == memory)
-        high[memory] = max(high[memory], used)
-        if used > mems[memory].size_bytes:
-            raise ScheduleViolation(f"{where}{memory} holds {used} B > "
-                                    f"{mems[memory].size_bytes} B ({operand} tile)")
+        _occupy(slots, high, mems, where, operand, home[operand], nbytes)
 
     def transfer(nbytes: int, *, write: bool) -> None:
         stats["write" if write else "read"] += nbytes
@@ -340,13 +346,7 @@ def replay_kernel(func: tirx.PrimFunc, spec: AcceleratorSpec,
              "tile_dram": 0, "tile_compute": 0.0, "body": 0}
 
     def occupy(operand: str, memory: str, nbytes: int) -> None:
-        slots[operand] = (memory, nbytes)
-        used = sum(n * (2 if mems[m].double_buffered else 1)
-                   for m, n in slots.values() if m == memory)
-        high[memory] = max(high[memory], used)
-        if used > mems[memory].size_bytes:
-            raise ScheduleViolation(f"{where}{memory} holds {used} B > "
-                                    f"{mems[memory].size_bytes} B ({operand} tile)")
+        _occupy(slots, high, mems, where, operand, memory, nbytes)
 
     def transfer(nbytes: int, *, write: bool) -> None:
         stats["write" if write else "read"] += nbytes
