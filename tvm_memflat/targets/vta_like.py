@@ -168,8 +168,11 @@ class SimulationReport:
                      f"{'':>6} {'':>4} {self.dram_read_bytes:>9} {self.dram_write_bytes:>9} "
                      + " ".join(f"{foot[m]:>{width[m]}}" for m in mems))
         if any(r.replayed for r in self.layers):
+            rest = len(self.layers) - self.layers_from_tir
             lines.append(f"simulated from the tiled TIR the build runs: {self.layers_from_tir} "
-                         f"of {len(self.layers)} layers (the rest from their tiling record)")
+                         f"of {len(self.layers)} layers"
+                         + (f"; {rest} from their tiling record (kernel not tiled in TIR)"
+                            if rest else ""))
         lines += [f"violation: {v}" for v in self.violations]
         return "\n".join(lines)
 
