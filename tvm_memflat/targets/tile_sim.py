@@ -357,6 +357,18 @@ def replay_kernel(func: tirx.PrimFunc, spec: AcceleratorSpec,
     def padded(n: int, block: int) -> int:
         return math.ceil(n / block) * block
 
+    # per kernel, not per tile: the compute kind and the weights' layout
+    vector_call = any(str(b.annotations.get(COMPUTE_ATTR, "")) == "vector" for b in annotated)
+    layout = next((str(b.annotations[LAYOUT_ATTR]) for b in annotated
+                   if LAYOUT_ATTR in b.annotations), "oi")
+    per_group = int(layout.split("g")[1]) if "g" in layout else 0
+
+    def gemm_blocks(cout: int, cin: int) -> int:
+        """16x16 blocks of ``cout x cin`` channels (block-diagonal for small groups)."""
+        if per_group:
+            return _group_blocks(max(1, cout // per_group), cin, per_group, spec)
+        return math.ceil(cin / bi) * math.ceil(cout / bo)
+
     def event(block, realize, env: dict) -> None:
         # the block's iteration variables over this instance, clipped to their domains
         ivs = {}
@@ -374,24 +386,16 @@ def replay_kernel(func: tirx.PrimFunc, spec: AcceleratorSpec,
                                         f"{len(source)} kernel parameters")
             real = math.prod(_box(source[0], ivs, source[0].source.shape))
             if operand == "weight":
-                layout = str(block.annotations[LAYOUT_ATTR])
                 o_dim, i_dim = (0, 1) if layout.startswith("oi") else (1, 0)
                 cout, cin = written[o_dim], written[i_dim]
                 taps = math.prod(written) // (cout * cin)
-                if "g" in layout:
-                    per_group = int(layout.split("g")[1])
-                    blocks = _group_blocks(max(1, cout // per_group), cin, per_group, spec)
-                else:
-                    blocks = math.ceil(cin / bi) * math.ceil(cout / bo)
-                occupy(operand, memory, blocks * bi * bo * taps * wgt)
+                occupy(operand, memory, gemm_blocks(cout, cin) * bi * bo * taps * wgt)
                 transfer(real * wgt, write=False)
             elif operand == "input":
-                vector = any(str(b.annotations.get(COMPUTE_ATTR, "")) == "vector"
-                             for b in annotated)
                 ch = written[1] if len(written) > 1 else 1
                 px = math.prod(written) // ch
-                occupy(operand, memory, px * (ch if vector else padded(ch, bi))
-                       * (acc if vector else act))
+                occupy(operand, memory, px * (ch if vector_call else padded(ch, bi))
+                       * (acc if vector_call else act))
                 transfer(real * act, write=False)
             else:
                 ch = written[1] if len(written) > 1 else 1
@@ -405,15 +409,8 @@ def replay_kernel(func: tirx.PrimFunc, spec: AcceleratorSpec,
             if str(block.annotations[COMPUTE_ATTR]) == "gemm":
                 occupy(operand, memory, px * padded(ch, bo) * acc)
                 cin, taps = reduce[0], math.prod(reduce[1:])
-                layout = next(str(b.annotations[LAYOUT_ATTR]) for b in annotated
-                              if LAYOUT_ATTR in b.annotations)
-                if "g" in layout:
-                    per_group = int(layout.split("g")[1])
-                    blocks = _group_blocks(max(1, ch // per_group), cin, per_group, spec)
-                else:
-                    blocks = math.ceil(cin / bi) * math.ceil(ch / bo)
-                stats["tile_compute"] += (math.ceil(px / c.gemm_batch) * taps * blocks
-                                          * block_cycles)
+                stats["tile_compute"] += (math.ceil(px / c.gemm_batch) * taps
+                                          * gemm_blocks(ch, cin) * block_cycles)
             else:
                 occupy(operand, memory, px * ch * acc)
                 stats["tile_compute"] += math.ceil(px * ch * math.prod(reduce)

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import tvm_ffi
 from tvm import s_tir, tirx
 
 from ..hardware.call_tiling import CallPlan
@@ -49,6 +48,7 @@ from ..lowering.cpu_schedule import (
     _inline_injective,
     _is_reduction,
     _loop_kinds,
+    _uses,
     _writes_param,
 )
 
@@ -82,10 +82,7 @@ class TiledKernel:
 
 
 def _uses_any(expr, variables) -> bool:
-    hit: list = []
-    tvm_ffi.structural_walk(expr, [(tirx.Var, lambda v: hit.append(
-        any(v.same_as(x) for x in variables)))], order="pre")
-    return any(hit)
+    return any(_uses(expr, v) for v in variables)
 
 
 def _read_index(sch, block, predicate) -> int:
@@ -103,8 +100,8 @@ def _region_uses(region, variables) -> bool:
 
 def _attach(sch, block, nest, deps) -> None:
     """Compute ``block`` at the innermost loop of ``nest`` ((tag, loop) pairs, outermost
-    first) whose tag is in ``deps`` and whose extent is more than 1; leave it at the
-    root (one load for the whole call) when there is none."""
+    first) whose tag is in ``deps`` and whose extent is more than 1; at the outermost
+    loop of ``nest`` (one load for the whole call) when there is none."""
     at = [lp for tag, lp in nest if tag in deps and (_extent(sch, lp) or 2) > 1]
     # none: at the outermost tile loop, which runs once (its region is what the call
     # reads, not the whole buffer: a padding row no window reads is not loaded)
@@ -143,6 +140,10 @@ def _tile(func: tirx.PrimFunc, plan: CallPlan) -> tirx.PrimFunc:
         raise _Unsupported(f"{len(blocks)} blocks, {len(reductions)} reductions")
     red, out = reductions[0], outputs[0]
     if sch.get(red).same_as(sch.get(out)):
+        if any(sch.get(red).writes[0].source.same_as(v) for v in views):
+            # TVM's cache_write re-declares the view and leaves the buffer undefined
+            raise _Unsupported("the reduction writes its slice of a concatenation in "
+                               "place: no accumulator copy-out can be staged")
         out = sch.cache_write(red, 0, "global")
     elif len(blocks) != 2:
         raise _Unsupported("the reduction does not feed the output")
@@ -202,7 +203,7 @@ def _tile(func: tirx.PrimFunc, plan: CallPlan) -> tirx.PrimFunc:
     rows_var = [spatial[row_dim]]
     out_var = [spatial[1]] if len(spatial) > 1 else []
     params = list(sch.mod["main"].params)
-    acc_name = block.writes[0].source.name
+    acc_buffer = block.writes[0].source
 
     def is_param(region):
         return any(region.source.same_as(p) for p in params)
@@ -225,7 +226,7 @@ def _tile(func: tirx.PrimFunc, plan: CallPlan) -> tirx.PrimFunc:
 
     if shape.kind == "gemm":
         idx = _read_index(sch, red, lambda r: is_param(r) and not _region_uses(r, rows_var)
-                          and r.source.name != acc_name)
+                          and not r.source.same_as(acc_buffer))
         region = sch.get(red).reads[idx]
         layout = "oi" if out_var and _uses_any(region.region[0].min, out_var) else "io"
         if shape.groups > 1:
@@ -237,14 +238,13 @@ def _tile(func: tirx.PrimFunc, plan: CallPlan) -> tirx.PrimFunc:
         sch.annotate(copy_w, LAYOUT_ATTR, layout)
 
     # what the epilogue reads besides the accumulator, output-shaped: staged per tile
-    acc_buffer = sch.get(red).writes[0].source
     out_rows = [list(sch.get(out).iter_vars)[row_dim].var]
     # a feature map (4-D, more than one pixel; a bias is indexed by channel only)
     extra = [i for i, r in enumerate(sch.get(out).reads)
              if not r.source.same_as(acc_buffer) and is_param(r)
              and _region_uses(r, out_rows) and len(r.source.shape) == 4
              and int(r.source.shape[2]) * int(r.source.shape[3]) > 1]
-    if extra and len(extra) != shape.residuals:
+    if len(extra) != shape.residuals:
         raise _Unsupported(f"{len(extra)} residual reads, the plan has {shape.residuals}")
     for idx in extra:
         copy_r = sch.cache_read(out, idx, "global", consumer_blocks=[out])
