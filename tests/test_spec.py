@@ -16,7 +16,7 @@ def _data(name="vta_like"):
 
 
 def test_shipped_specs_load():
-    assert shipped_specs() == ["edge_npu_1m", "mcu_256k", "vta_like"]
+    assert shipped_specs() == ["edge_npu_1m", "mcu_256k", "vta_like", "vta_like_fused"]
     vta = load_spec("vta_like")
     kib = {m.name: m.size_bytes // 1024 for m in vta.memories}
     assert kib == {"input_buffer": 32, "weight_buffer": 256, "accumulator_buffer": 128,
@@ -161,6 +161,10 @@ def test_shipped_specs_say_what_kind_of_machine():
     assert (vta.machine_kind, vta.weights_location, vta.weights_memory) == (
         "buffered", "streamed", "weight_buffer")
     assert vta.dram.writable and vta.onchip_paths == ()
+    fused = load_spec("vta_like_fused")  # vta_like plus the path VTA lacks
+    assert [(p.source, p.dest) for p in fused.onchip_paths] == [
+        ("accumulator_buffer", "input_buffer")]
+    assert fused.memories == vta.memories and fused.compute == vta.compute
     for spec in (mcu, npu, vta):
         assert (spec.accounting.input, spec.accounting.output) == ("sram", "sram")
         assert not any(m.double_buffered for m in spec.memories)

@@ -11,10 +11,17 @@ import tvm
 from tvm import relax, tirx
 
 from tvm_memflat.errors import ScheduleViolation
-from tvm_memflat.hardware.call_tiling import CallTiling, plan_buffered
+from tvm_memflat.hardware.call_tiling import (
+    CallTiling,
+    TilingError,
+    plan_buffered,
+    plan_call,
+    resident_bytes,
+)
 from tvm_memflat.host import host_target
 from tvm_memflat.lowering.pipeline import lower
 from tvm_memflat.planner.live_ranges import lowered_schedule
+from tvm_memflat.spec import load_spec
 from tvm_memflat.targets.build import build
 from tvm_memflat.targets.tile_sim import replay_call, replay_kernel
 from tvm_memflat.targets.tile_tir import OPERAND_ATTR, tile_kernel
@@ -22,6 +29,10 @@ from tvm_memflat.tuner.inputs import random_inputs
 
 from . import graphs
 from .test_call_tiling import SMALL
+
+#: SMALL with vta_like_fused's path: accumulator tiles move to the input buffer
+SMALL_FUSED = dataclasses.replace(SMALL, name="small_fused",
+                                  onchip_paths=load_spec("vta_like_fused").onchip_paths)
 
 EXAMPLES = 24
 
@@ -198,3 +209,82 @@ def test_int8_buffered_build_is_bit_identical_to_llvm(name):
     gemm_kernels = {c.kernel for c in result.plan.calls if c.shape.kind == "gemm"}
     assert not gemm_kernels & set(untiled), untiled
     assert result.report.dram_traffic_bytes == result.plan.traffic_bytes
+
+
+def test_tiles_kept_on_chip_are_exact_and_the_simulator_reads_them():
+    """Property: the random layers again, on a small VTA with an on-chip path, each
+    call's input kept on chip (GEMMs), its output moved over the path, or both, with
+    the resident bytes reserved: the tiled kernel stays bit-exact, and the simulator,
+    reading the on-chip marks from the TIR, moves exactly the closed form's DRAM bytes
+    (no input loads, no output stores) and holds the reservation. Calls whose
+    reservation leaves no tile that fits are counted and reported."""
+    import types
+
+    rng = np.random.default_rng(11)
+    checked, no_fit, untiled = 0, 0, 0
+    for _ in range(2 * EXAMPLES):  # a third do not fit the 2 KiB input buffer
+        kind, mod = _random_layer(rng)
+        funcs, plan = _kernels(mod)
+        for call in plan.calls:
+            keep_in = call.shape.kind == "gemm" and rng.random() < 0.6
+            keep_out = rng.random() < 0.6 or not keep_in
+            reserved = int(rng.integers(0, 512))
+            if keep_in:  # the whole input is in the reservation
+                w = call.shape.window
+                reserved += resident_bytes((call.shape.batch, w.channels, w.in_h, w.in_w),
+                                           SMALL_FUSED)
+            shape = dataclasses.replace(call.shape, input_on_chip=keep_in,
+                                        output_on_chip=keep_out, reserved_bytes=reserved)
+            try:
+                ours = plan_call(types.SimpleNamespace(step=call.step, kernel=call.kernel),
+                                 shape, SMALL_FUSED)
+            except TilingError:
+                no_fit += 1
+                continue
+            func = funcs[call.kernel]
+            done = tile_kernel(func, ours)
+            if not done.tiled:
+                untiled += 1
+                continue
+            checked += 1
+            args = [np.random.default_rng(1).standard_normal(
+                [int(d) for d in p.shape]).astype(str(p.dtype)) for p in func.params]
+            np.testing.assert_array_equal(_run(done.func, args), _run(func, args))
+            got = replay_kernel(done.func, SMALL_FUSED)
+            assert (got.traffic_bytes, got.transfers) == \
+                (ours.cost.traffic_bytes, ours.cost.transfers), (kind, ours.describe())
+            assert got.cycles == pytest.approx(ours.cost.cycles, rel=0.05)
+            assert got.high_water_bytes == dict(ours.footprint_bytes)
+            if keep_out:
+                assert ours.cost.output_traffic_bytes == 0
+            if keep_in:
+                assert ours.cost.input_traffic_bytes == 0 or call.shape.residuals
+            plan_replay = replay_call(ours.shape, ours.tiling, SMALL_FUSED)
+            assert plan_replay.traffic_bytes == got.traffic_bytes
+    print(f"checked {checked} calls kept on chip; {no_fit} did not fit beside their "
+          f"reservation, {untiled} untiled")
+    assert checked >= EXAMPLES
+
+
+def test_a_fused_spec_keeps_intermediates_on_chip_exactly():
+    """On a spec with an on-chip path, a chain's intermediates stay in the input
+    buffer: less DRAM traffic than the same spec without the path, outputs still
+    equal to the llvm build's. The two later convs share one kernel but not their
+    on-chip marks (the last one's output goes to DRAM): the build runs a copy of the
+    kernel per tiling, and every layer is simulated from its tiled TIR."""
+    mod = graphs.chain()  # 8x8x8 intermediates: 1 KiB each, channels padded to 16
+    fused = build(mod, target="vta_like", spec=SMALL_FUSED)
+    plain = build(mod, target="vta_like", spec=SMALL)
+    assert fused.plan.kept_on_chip and not plain.plan.kept_on_chip
+    assert fused.report.dram_traffic_bytes == fused.plan.traffic_bytes
+    assert fused.report.activation_traffic_bytes == fused.plan.activation_traffic_bytes
+    assert fused.plan.activation_traffic_bytes < plain.plan.activation_traffic_bytes
+    assert fused.report.layers_from_tir == len(fused.report.layers)
+    assert len({c.kernel for c in fused.plan.calls}) == 4, fused.plan.calls
+    ends = ("out:chip", "in+out:chip", "in:chip", "px g8/8")
+    assert all(layer.tiling.endswith(end) for layer, end in zip(fused.report.layers, ends,
+                                                                 strict=True)), \
+        [layer.tiling for layer in fused.report.layers]
+    inputs = [tvm.runtime.tensor(x) for x in random_inputs(mod["main"], seed=4)]
+    ref = relax.VirtualMachine(build(mod), tvm.cpu())["main"](*inputs).numpy()
+    np.testing.assert_array_equal(fused.vm()["main"](*inputs).numpy(), ref)

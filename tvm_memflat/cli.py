@@ -39,7 +39,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                         "resnet18, inception_v3)")
     p.add_argument("--spec", metavar="SPEC",
                    help="accelerator spec: a TOML path or a name in configs/ "
-                        "(vta_like, mcu_256k, edge_npu_1m)")
+                        "(vta_like, vta_like_fused, mcu_256k, edge_npu_1m)")
     p.add_argument("--input-shape", metavar="NAME=1x3x224x224", action="append", default=[],
                    help="static shape for an input with symbolic dims (repeatable)")
 

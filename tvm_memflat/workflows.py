@@ -462,7 +462,9 @@ def plan(model, *, spec=None, optimized: bool = False, input: str | None = None,
         from .hardware.call_tiling import plan_buffered
         from .targets.vta_like import traffic_bounds
 
-        config["plan"] = "per-call tiles (activations in DRAM between layers)"
+        config["plan"] = ("per-call tiles (activations in DRAM between layers"
+                          + (", unless kept on chip over the spec's on-chip path)"
+                             if spec.onchip_paths else ")"))
         tiles = plan_buffered(schedule, spec, progress=progress)
         return PlanResult(config, tiles, schedule, steps, mod,
                           traffic_bounds(schedule, spec, tiles))

@@ -94,6 +94,14 @@ class CallShape:
     #: gemm: output-shaped tensors the epilogue reads (a residual add), loaded per
     #: output tile into the accumulator memory (where VTA's ALU adds)
     residuals: int = 0
+    #: on a spec with an on-chip path (:func:`onchip_path`): the call's input is
+    #: resident in the activation memory for the whole call (no loads, no input slot)
+    input_on_chip: bool = False
+    #: ... and its output tiles move over the path into the activation memory (no stores)
+    output_on_chip: bool = False
+    #: activation-memory bytes that resident tensors hold during the call (its own
+    #: resident input and output included): what its tiles cannot use
+    reserved_bytes: int = 0
 
     @property
     def taps(self) -> int:
@@ -144,6 +152,7 @@ class TilingCost:
     output_traffic_bytes: int
     transfers: int
     compute_cycles: int
+    #: DRAM time, and the on-chip path's for an output kept on chip
     dram_cycles: int
     overhead_cycles: int
     cycles: int
@@ -181,7 +190,9 @@ class CallPlan:
         else:
             what = (f"{t.rows}x{t.cols}px oc{t.out_block}/{shape.out_channels} "
                     f"ic{t.in_block}/{shape.in_channels} {t.order}")
-        return f"{shape.kind} {what}"
+        chip = [k for k, on in (("in", shape.input_on_chip), ("out", shape.output_on_chip))
+                if on]
+        return f"{shape.kind} {what}" + (f" {'+'.join(chip)}:chip" if chip else "")
 
     def to_dict(self) -> dict:
         return {"step": self.step, "kernel": self.kernel, "kind": self.shape.kind,
@@ -189,7 +200,10 @@ class CallPlan:
                 "memories": dict(self.memories), "traffic_bytes": self.cost.traffic_bytes,
                 "footprint_bytes": dict(self.footprint_bytes),
                 "min_traffic_bytes": self.min_traffic_bytes, "cycles": self.cost.cycles,
-                "compute_cycles": self.cost.compute_cycles, "reason": self.reason}
+                "compute_cycles": self.cost.compute_cycles, "reason": self.reason,
+                "input_on_chip": self.shape.input_on_chip,
+                "output_on_chip": self.shape.output_on_chip,
+                "reserved_bytes": self.shape.reserved_bytes}
 
 
 # --------------------------------------------------------------------------- shapes
@@ -311,7 +325,8 @@ def tile_bytes(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec) -> T
         cin, cout = tiling.in_block, tiling.out_block
         blocks = _blocks(cin, bi) * _blocks(cout, bo)
     weight = blocks * bi * bo * shape.taps * dtype_bytes(c.weight_dtype)
-    return TileBytes(in_px * _padded(cin, bi) * act, weight,
+    # a resident input is read where it is (its bytes are in ``reserved_bytes``)
+    return TileBytes(0 if shape.input_on_chip else in_px * _padded(cin, bi) * act, weight,
                      (1 + shape.residuals) * out_px * _padded(cout, bo) * acc)
 
 
@@ -319,6 +334,8 @@ def footprint(shape: CallShape, tiles: TileBytes, spec: AcceleratorSpec) -> dict
     """Bytes each memory must hold for one tile of every operand (double buffering x2)."""
     used: dict[str, int] = {}
     mems = {m.name: m for m in spec.memories}
+    if shape.reserved_bytes:
+        used[memory_for(spec, "activations").name] = shape.reserved_bytes
     for operand, memory in operand_memories(shape, spec).items():
         nbytes = getattr(tiles, operand)
         factor = 2 if mems[memory].double_buffered else 1
@@ -376,26 +393,29 @@ def tiling_cost(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec) -> 
     rows = tile_spans(w.out_h, tiling.rows, w.stride_h, w.span_h, w.pad_top, w.in_h)
     cols = tile_spans(w.out_w, tiling.cols, w.stride_w, w.span_w, w.pad_left, w.in_w)
     channels = shape.operands * shape.groups * shape.in_channels
-    halo_input = shape.batch * channels * sum(rows) * sum(cols) * act
+    halo_input = 0 if shape.input_on_chip else (
+        shape.batch * channels * sum(rows) * sum(cols) * act)
     f_in, f_w = reload_factors(shape, tiling)
     pixels, n_out, n_in, n_groups = loop_counts(shape, tiling)
     in_traffic = f_in * halo_input
     w_traffic = f_w * shape.weight_bytes(wgt)
-    out_traffic = shape.output_bytes(act)
-    in_traffic += shape.residuals * out_traffic   # residuals: read once, as the output
+    out_traffic = 0 if shape.output_on_chip else shape.output_bytes(act)
+    in_traffic += shape.residuals * shape.output_bytes(act)  # residuals: read once
+    tiles = _output_tiles(shape, tiling)
     # transfers: one per input tile load, weight tile load and output tile store
+    # (none for a resident input; an output kept on chip moves over the path)
+    stores = 0 if shape.output_on_chip else 1
     if shape.kind == "vector":
-        transfers = (shape.operands + 1) * pixels * n_groups
+        loads = 0 if shape.input_on_chip else shape.operands
+        transfers = (loads + stores) * pixels * n_groups
         # per tile, ceil(elements / width): over the (at most 2) sizes of each loop
-        compute = shape.batch * sum(
-            nr * nc * ng * math.ceil(r * cc * g * shape.operands * shape.taps
-                                     / vector_width(c))
-            for r, nr in _sizes(w.out_h, tiling.rows) for cc, nc in _sizes(w.out_w, tiling.cols)
-            for g, ng in _sizes(shape.groups, tiling.group_block))
+        compute = sum(n * math.ceil(e * shape.operands * shape.taps / vector_width(c))
+                      for e, n in tiles)
     else:
-        in_loads = pixels * n_in * (n_out if f_in > 1 else 1) * n_groups
+        in_loads = 0 if shape.input_on_chip else (
+            pixels * n_in * (n_out if f_in > 1 else 1) * n_groups)
         w_loads = n_out * n_in * (pixels if f_w > 1 else 1) * n_groups
-        transfers = in_loads + w_loads + (1 + shape.residuals) * pixels * n_out * n_groups
+        transfers = in_loads + w_loads + (stores + shape.residuals) * pixels * n_out * n_groups
         g = shape.gemm()
         if shape.groups > 1:  # per group block: block-diagonal packing restarts in each
             blocks = sum(count * gemm_blocks(GemmShape(g.m, g.k, g.n, size, g.taps), c)
@@ -403,22 +423,48 @@ def tiling_cost(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec) -> 
         else:
             blocks = gemm_blocks(g, c)
         compute = math.ceil(blocks * block_macs(c) / c.macs_per_cycle)
-        if shape.epilogue:  # per output tile, ceil(elements x ops / width)
-            channel_sizes = (_sizes(shape.out_channels, tiling.out_block) if shape.groups == 1
-                             else [(g * shape.out_channels, n)
-                                   for g, n in _sizes(shape.groups, tiling.group_block)])
-            compute += shape.batch * sum(
-                nr * nc * nch * math.ceil(r * cc * ch * shape.epilogue / vector_width(c))
-                for r, nr in _sizes(w.out_h, tiling.rows)
-                for cc, nc in _sizes(w.out_w, tiling.cols)
-                for ch, nch in channel_sizes)
+        # the epilogue, per output tile: ceil(elements x ops / width)
+        compute += sum(n * math.ceil(e * shape.epilogue / vector_width(c)) for e, n in tiles)
     traffic = in_traffic + w_traffic + out_traffic
     dram = math.ceil(traffic / spec.dram.bandwidth_bytes_per_cycle) + \
         transfers * spec.dram.latency_cycles
+    if shape.output_on_chip:  # each output tile over the path, no DRAM latency
+        bandwidth = _path_bandwidth(spec)
+        dram += sum(n * math.ceil(e * act / bandwidth) for e, n in tiles)
     overhead = spec.dram.latency_cycles
     total = (max(compute, dram) if _double_buffered(shape, spec) else compute + dram) + overhead
     return TilingCost(in_traffic, w_traffic, out_traffic, transfers, compute, dram, overhead,
                       total)
+
+
+def _output_tiles(shape: CallShape, tiling: CallTiling) -> list[tuple[int, int]]:
+    """(elements of an output tile, how many tiles of that size): over the (at most
+    2) sizes of the row, column and channel loops."""
+    w = shape.window
+    channels = (_sizes(shape.out_channels, tiling.out_block)
+                if shape.kind == "gemm" and shape.groups == 1 else
+                [(g * shape.out_channels, n) for g, n in _sizes(shape.groups, tiling.group_block)])
+    return [(r * cc * ch, shape.batch * nr * nc * nch)
+            for r, nr in _sizes(w.out_h, tiling.rows) for cc, nc in _sizes(w.out_w, tiling.cols)
+            for ch, nch in channels]
+
+
+def onchip_path(spec: AcceleratorSpec):
+    """The spec's on-chip path from the accumulator memory to the memory holding
+    activation tiles (design.md §6 ``[[onchip_path]]``), or None: where results can
+    stay on chip as the next layer's input."""
+    acc = next((m for m in spec.memories if "accumulators" in m.holds), None)
+    act = memory_for(spec, "activations")
+    return next((p for p in spec.onchip_paths
+                 if acc is not None and p.source == acc.name and p.dest == act.name), None)
+
+
+def _path_bandwidth(spec: AcceleratorSpec) -> int:
+    path = onchip_path(spec)
+    if path is None:
+        raise MemflatError(f"spec {spec.name!r} has no on-chip path from the accumulator "
+                           "memory to the activation memory: no output can stay on chip")
+    return path.bandwidth_bytes_per_cycle
 
 
 def _touched(out: int, stride: int, span: int, pad: int, size: int) -> int:
@@ -551,6 +597,9 @@ class BufferedPlan:
     #: the least the activation memory can be: the largest footprint there of any
     #: call's smallest tiling (one pixel, the smallest channel blocks)
     lower_bound_bytes: int = 0
+    #: the activations kept on chip between their producers and readers (a spec
+    #: with an on-chip path: :func:`keep_on_chip`), by buffer name
+    kept_on_chip: tuple[str, ...] = ()
 
     @property
     def high_water_bytes(self) -> dict:
@@ -570,6 +619,12 @@ class BufferedPlan:
         return sum(c.cost.traffic_bytes for c in self.calls)
 
     @property
+    def activation_traffic_bytes(self) -> int:
+        """DRAM traffic of activations: all but the weights."""
+        return sum(c.cost.input_traffic_bytes + c.cost.output_traffic_bytes
+                   for c in self.calls)
+
+    @property
     def min_traffic_bytes(self) -> int:
         return sum(c.min_traffic_bytes for c in self.calls)
 
@@ -579,6 +634,8 @@ class BufferedPlan:
 
     def to_dict(self) -> dict:
         return {"spec": self.spec, "traffic_bytes": self.traffic_bytes,
+                "activation_traffic_bytes": self.activation_traffic_bytes,
+                "kept_on_chip": list(self.kept_on_chip),
                 "per_layer_min_traffic_bytes": self.min_traffic_bytes,
                 "cycles": self.cycles, "high_water_bytes": self.high_water_bytes,
                 "capacity_bytes": dict(self.capacity_bytes),
@@ -589,14 +646,19 @@ class BufferedPlan:
 def plan_buffered(schedule: LoweredSchedule, spec: AcceleratorSpec,
                   progress=None) -> BufferedPlan:
     """Tile every call of ``schedule`` for the buffered ``spec``. Identical calls are
-    tiled once."""
+    tiled once. On a spec with an on-chip path, the activations :func:`keep_on_chip`
+    chooses stay on chip."""
     if spec.machine_kind != "buffered":
         raise MemflatError(f"spec {spec.name!r} is a {spec.machine_kind} machine, "
                            "not buffered: its plan places whole tensors (plan_for_spec)")
+    shapes = {step.step: call_shapes(step, schedule) for step in schedule.steps}
+    kept: tuple[str, ...] = ()
+    if onchip_path(spec) is not None:
+        shapes, kept = keep_on_chip(schedule, spec, shapes)
     memo: dict = {}
     calls = []
     for i, step in enumerate(schedule.steps):
-        for shape in call_shapes(step, schedule):
+        for shape in shapes[step.step]:
             if shape not in memo:
                 memo[shape] = plan_call(step, shape, spec)
             calls.append(_at(memo[shape], step))
@@ -606,7 +668,78 @@ def plan_buffered(schedule: LoweredSchedule, spec: AcceleratorSpec,
     lower = max((footprint(c.shape, tile_bytes(c.shape, smallest_tiling(c.shape, spec), spec),
                            spec).get(act, 0) for c in memo.values()), default=0)
     return BufferedPlan(spec.name, tuple(calls), act,
-                        {m.name: m.size_bytes for m in spec.memories}, lower)
+                        {m.name: m.size_bytes for m in spec.memories}, lower, kept)
+
+
+def resident_bytes(shape: tuple, spec: AcceleratorSpec) -> int:
+    """On-chip bytes of a whole NCHW activation kept resident: channels padded to the
+    GEMM block (VTA stores 16-channel vectors), at the spec's activation dtype."""
+    n, ch, h, w = (int(d) for d in shape)
+    return n * _padded(ch, spec.compute.gemm_block_in) * h * w * \
+        dtype_bytes(spec.compute.activation_dtype)
+
+
+def keep_on_chip(schedule: LoweredSchedule, spec: AcceleratorSpec, shapes: dict
+                 ) -> tuple[dict, tuple[str, ...]]:
+    """Which activations stay on chip, and the calls' shapes that say so.
+
+    On a spec whose accumulator memory has an on-chip path to the activation memory
+    (:func:`onchip_path`), a layer's result can move there instead of to DRAM, and
+    the next layer can read it where it is. A candidate is a 4-D intermediate
+    tensor whose producers write only it (one call each) and whose readers are GEMM
+    calls that read only it (their input; a residual or a vector read would need it
+    in the accumulator memory, which no path feeds), all producers before the first
+    reader. Keeping it reserves its whole (channel-padded) bytes in the activation
+    memory from the first producer to the last reader: every call in between tiles
+    in what is left.
+
+    Greedy in schedule order: a candidate is kept when the calls it spans, re-tiled
+    with the reservation, move fewer DRAM bytes (then take fewer cycles) than
+    without it, and every one still fits (else it is not kept). ``shapes`` is step
+    -> its calls' :class:`CallShape` (:func:`call_shapes`); returns the updated map
+    and the kept buffers' names.
+    """
+    memo: dict = {}
+
+    def cost(shape: CallShape) -> TilingCost:
+        if shape not in memo:
+            memo[shape] = tiling_cost(shape, choose_tiling(shape, spec), spec)
+        return memo[shape]
+
+    def total(calls: dict) -> tuple[int, int]:
+        costs = [cost(x) for xs in calls.values() for x in xs]
+        return sum(c.traffic_bytes for c in costs), sum(c.cycles for c in costs)
+
+    current = dict(shapes)
+    kept = []
+    steps = list(schedule.steps)
+    for buf in sorted(schedule.buffers, key=lambda b: (b.start, b.name)):
+        if buf.role != "intermediate" or len(buf.shape) != 4:
+            continue
+        producers = {s.step for s in steps if buf.name in s.writes}
+        readers = {s.step for s in steps if buf.name in s.reads}
+        if not producers or not readers or max(producers) >= min(readers):
+            continue
+        if any(s.writes != (buf.name,) or len(current[s.step]) != 1
+               for s in steps if s.step in producers):
+            continue
+        if any(s.reads != (buf.name,) or len(current[s.step]) != 1
+               or current[s.step][0].kind != "gemm" for s in steps if s.step in readers):
+            continue
+        size = resident_bytes(buf.shape, spec)
+        span = [s.step for s in steps if min(producers) <= s.step <= max(readers)]
+        trial = {k: tuple(replace(x, reserved_bytes=x.reserved_bytes + size,
+                                  output_on_chip=x.output_on_chip or k in producers,
+                                  input_on_chip=x.input_on_chip or k in readers)
+                          for x in current[k]) for k in span}
+        try:
+            better = total(trial) < total({k: current[k] for k in span})
+        except TilingError:  # some call no longer fits beside the reservation
+            continue
+        if better:
+            current.update(trial)
+            kept.append(buf.name)
+    return current, tuple(kept)
 
 
 def smallest_tiling(shape: CallShape, spec: AcceleratorSpec) -> CallTiling:

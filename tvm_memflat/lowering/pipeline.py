@@ -63,6 +63,9 @@ class BuildRecord:
     tuning: object = None      # lowering.cpu_tune.TuneSummary, when build tuned
     #: buffered targets: kernel name -> targets.tile_tir.TiledKernel
     kernels: dict = field(default_factory=dict)
+    #: buffered targets: the per-call tiling the build ran (hardware.call_tiling.BufferedPlan),
+    #: its calls naming the kernels as built (shared kernels split per tiling)
+    buffered_plan: object = None
 
 
 def lowering_passes(target: tvm.target.Target, *, shrink_scratch: bool = True,

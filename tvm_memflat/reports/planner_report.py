@@ -119,8 +119,15 @@ def buffered_summary(plan: BufferedPlan, bounds, *, top: int = 8) -> str:
                      f"{format_bytes(c.cost.traffic_bytes):>10}"
                      f"{c.cost.traffic_bytes / max(1, c.min_traffic_bytes):>7.2f}"
                      f"{c.cost.cycles:>11}")
-    lines.append(f"fits {plan.spec}: every call's tiles fit their buffers "
-                 "(activations stay in DRAM between layers)")
+    if plan.kept_on_chip:
+        lines.append(f"fits {plan.spec}: every call's tiles fit their buffers; "
+                     f"{len(plan.kept_on_chip)} activations stay on chip between their "
+                     "layers (in:chip / out:chip: over the on-chip path, in the "
+                     f"reservation), the others in DRAM; activation traffic "
+                     f"{format_bytes(plan.activation_traffic_bytes)}")
+    else:
+        lines.append(f"fits {plan.spec}: every call's tiles fit their buffers "
+                     "(activations stay in DRAM between layers)")
     return "\n".join(lines)
 
 
@@ -135,6 +142,9 @@ def buffered_csv_rows(plan: BufferedPlan) -> list[dict]:
         row.update({f"{m}_bytes": c.footprint_bytes.get(m, 0) for m in plan.capacity_bytes})
         row.update({"traffic_bytes": c.cost.traffic_bytes,
                     "min_traffic_bytes": c.min_traffic_bytes, "cycles": c.cost.cycles,
-                    "compute_cycles": c.cost.compute_cycles, "reason": c.reason})
+                    "compute_cycles": c.cost.compute_cycles, "reason": c.reason,
+                    "input_on_chip": c.shape.input_on_chip,
+                    "output_on_chip": c.shape.output_on_chip,
+                    "reserved_bytes": c.shape.reserved_bytes})
         rows.append(row)
     return rows

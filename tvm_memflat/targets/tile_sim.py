@@ -40,12 +40,22 @@ from ..errors import ScheduleViolation
 from ..hardware.call_tiling import (
     CallShape,
     CallTiling,
+    memory_for,
+    onchip_path,
     operand_memories,
     tiling_space,
 )
 from ..hardware.gemm import vector_width
 from ..spec import AcceleratorSpec
-from .tile_tir import ALU_ATTR, COMPUTE_ATTR, LAYOUT_ATTR, MEMORY_ATTR, OPERAND_ATTR
+from .tile_tir import (
+    ALU_ATTR,
+    COMPUTE_ATTR,
+    LAYOUT_ATTR,
+    MEMORY_ATTR,
+    ON_CHIP_ATTR,
+    OPERAND_ATTR,
+    RESERVED_ATTR,
+)
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,8 @@ class CallReplay:
     cycles: int
     #: memory name -> the most bytes resident at once
     high_water_bytes: dict
+    #: of ``read_bytes``: the weights
+    weight_bytes: int = 0
 
     @property
     def traffic_bytes(self) -> int:
@@ -87,17 +99,31 @@ def _group_blocks(groups: int, kc: int, n: int, spec: AcceleratorSpec) -> int:
     return groups * math.ceil(kc / bi) * math.ceil(n / bo)
 
 
+#: the slot of the tensors kept on chip across calls (``CallShape.reserved_bytes``)
+RESIDENT = "resident"
+
+
 def _occupy(slots: dict, high: dict, mems: dict, where: str, operand: str, memory: str,
             nbytes: int) -> None:
     """(Re)allocate ``operand``'s tile slot in ``memory`` and check residency: the
-    memory's slots (twice each in a double-buffered memory) must fit its size."""
+    memory's slots (twice each in a double-buffered memory; the ``resident`` slot of
+    tensors kept on chip once) must fit its size."""
     slots[operand] = (memory, nbytes)
-    used = sum(n * (2 if mems[m].double_buffered else 1)
-               for m, n in slots.values() if m == memory)
-    high[memory] = max(high[memory], used)
+    used = sum(n * (2 if mems[m].double_buffered and op != RESIDENT else 1)
+               for op, (m, n) in slots.items() if m == memory)
+    high[memory] = max(high.get(memory, 0), used)
     if used > mems[memory].size_bytes:
         raise ScheduleViolation(f"{where}{memory} holds {used} B > "
                                 f"{mems[memory].size_bytes} B ({operand} tile)")
+
+
+def _path_cycles(nbytes: int, spec: AcceleratorSpec) -> int:
+    """Cycles of one output tile moved over the on-chip path (no DRAM latency)."""
+    path = onchip_path(spec)
+    if path is None:
+        raise ScheduleViolation(f"spec {spec.name!r} has no on-chip path for an output "
+                                "kept on chip")
+    return math.ceil(nbytes / path.bandwidth_bytes_per_cycle)
 
 
 class _OverBudget(Exception):
@@ -122,7 +148,8 @@ def replay_call(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec,
     slots: dict[str, tuple] = {}         # operand -> (memory, bytes of its tile slot)
     resident: dict[str, object] = {}     # operand -> which tile is in its slot
     high = {m: 0 for m in set(home.values())}
-    stats = {"read": 0, "write": 0, "transfers": 0, "compute": 0, "dram": 0, "tile_dram": 0}
+    stats = {"read": 0, "write": 0, "transfers": 0, "compute": 0, "dram": 0, "tile_dram": 0,
+             "weights": 0}
     block_cycles = c.gemm_batch * c.gemm_block_in * c.gemm_block_out / c.macs_per_cycle
 
     def occupy(operand: str, nbytes: int) -> None:
@@ -137,6 +164,16 @@ def replay_call(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec,
                                + spec.dram.latency_cycles)
 
     overlap = all(mems[m].double_buffered for m in home.values())
+    if shape.reserved_bytes:  # tensors kept on chip: held for the whole call
+        _occupy(slots, high, mems, where, RESIDENT, memory_for(spec, "activations").name,
+                shape.reserved_bytes)
+
+    def store(nbytes: int) -> None:
+        """An output tile: to DRAM, or over the on-chip path when it stays on chip."""
+        if shape.output_on_chip:
+            stats["tile_dram"] += _path_cycles(nbytes, spec)
+        else:
+            transfer(nbytes, write=True)
 
     def end_tile(compute: float) -> None:
         compute = math.ceil(compute)
@@ -150,8 +187,9 @@ def replay_call(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec,
               for cc in _ranges(w.out_w, tiling.cols)]
 
     def input_tile(key, rr, cc, channels: int, pad_channels: int) -> None:
-        """Load the input tile ``key`` unless it is the one in the slot."""
-        if resident.get("input") != key:
+        """Load the input tile ``key`` unless it is the one in the slot (or the whole
+        input is on chip)."""
+        if resident.get("input") != key and not shape.input_on_chip:
             # a ragged last tile loads a whole tile's box, clipped to the tensor
             in_rows, real_rows = _rows_read(rr[0], rr[0] + tiling.rows, w.stride_h, w.span_h,
                                             w.pad_top, w.in_h)
@@ -182,6 +220,7 @@ def replay_call(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec,
                 resident["weight"] = (g0, g1)
                 transfer(g * shape.in_channels * shape.out_channels * shape.taps * wgt,
                          write=False)
+                stats["weights"] += g * shape.in_channels * shape.out_channels * shape.taps * wgt
             for b, rr, cc in pixels:
                 if shape.kind == "vector":
                     input_tile((g0, b, rr, cc), rr, cc, cin, cin)
@@ -194,7 +233,7 @@ def replay_call(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec,
                     blocks = _group_blocks(g, shape.in_channels, shape.out_channels, spec)
                     compute = (math.ceil(px / c.gemm_batch) * shape.taps * blocks * block_cycles
                                + _epilogue(px * cout, shape, spec))
-                transfer(px * cout * act, write=True)
+                store(px * cout * act)
                 end_tile(compute)
     else:
         bi, bo = c.gemm_block_in, c.gemm_block_out
@@ -216,13 +255,15 @@ def replay_call(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec,
                            * shape.taps * wgt)
                     resident["weight"] = (o0, i0)
                     transfer(cout * cin * shape.taps * wgt, write=False)
+                    stats["weights"] += cout * cin * shape.taps * wgt
                 compute += (math.ceil(px / c.gemm_batch) * shape.taps * math.ceil(cin / bi)
                             * math.ceil(cout / bo) * block_cycles)
-            transfer(px * cout * act, write=True)
+            store(px * cout * act)
             end_tile(compute + _epilogue(px * cout, shape, spec))
     overhead = spec.dram.latency_cycles
     return CallReplay(stats["read"], stats["write"], stats["transfers"], stats["compute"],
-                      stats["dram"], stats.get("cycles_body", 0) + overhead, high)
+                      stats["dram"], stats.get("cycles_body", 0) + overhead, high,
+                      stats["weights"])
 
 
 def exhaustive_tiling(shape: CallShape, spec: AcceleratorSpec
@@ -343,7 +384,7 @@ def replay_kernel(func: tirx.PrimFunc, spec: AcceleratorSpec,
     slots: dict[str, tuple[str, int]] = {}
     high = {m: 0 for m in used_memories}
     stats = {"read": 0, "write": 0, "transfers": 0, "compute": 0.0, "dram": 0,
-             "tile_dram": 0, "tile_compute": 0.0, "body": 0}
+             "tile_dram": 0, "tile_compute": 0.0, "body": 0, "weights": 0}
 
     def occupy(operand: str, memory: str, nbytes: int) -> None:
         _occupy(slots, high, mems, where, operand, memory, nbytes)
@@ -356,6 +397,11 @@ def replay_kernel(func: tirx.PrimFunc, spec: AcceleratorSpec,
 
     def padded(n: int, block: int) -> int:
         return math.ceil(n / block) * block
+
+    reserved = max((int(b.annotations[RESERVED_ATTR]) for b in annotated
+                    if RESERVED_ATTR in b.annotations), default=0)
+    if reserved:  # tensors kept on chip across calls: held for the whole call
+        occupy(RESIDENT, memory_for(spec, "activations").name, reserved)
 
     # per kernel, not per tile: the compute kind and the weights' layout
     vector_call = any(str(b.annotations.get(COMPUTE_ATTR, "")) == "vector" for b in annotated)
@@ -378,7 +424,10 @@ def replay_kernel(func: tirx.PrimFunc, spec: AcceleratorSpec,
             ivs[iv.var] = (max(lo, d0), min(hi, d0 + int(iv.dom.extent) - 1))
         operand = str(block.annotations[OPERAND_ATTR])
         memory = str(block.annotations.get(MEMORY_ATTR, ""))
+        on_chip = int(block.annotations.get(ON_CHIP_ATTR, 0)) == 1
         written = _box(block.writes[0], ivs)
+        if operand == "input" and on_chip:
+            return  # the input is resident (in the reservation): read where it is
         if operand in ("input", "weight", "residual"):
             source = [r for r in block.reads if any(r.source.same_as(p) for p in params)]
             if len(source) != 1:
@@ -391,6 +440,7 @@ def replay_kernel(func: tirx.PrimFunc, spec: AcceleratorSpec,
                 taps = math.prod(written) // (cout * cin)
                 occupy(operand, memory, gemm_blocks(cout, cin) * bi * bo * taps * wgt)
                 transfer(real * wgt, write=False)
+                stats["weights"] += real * wgt
             elif operand == "input":
                 ch = written[1] if len(written) > 1 else 1
                 px = math.prod(written) // ch
@@ -417,7 +467,10 @@ def replay_kernel(func: tirx.PrimFunc, spec: AcceleratorSpec,
                                                    / vector_width(c))
         elif operand == "output":
             elements = math.prod(written)
-            transfer(elements * act, write=True)
+            if on_chip:  # the tile moves over the on-chip path into the activation memory
+                stats["tile_dram"] += _path_cycles(elements * act, spec)
+            else:
+                transfer(elements * act, write=True)
             compute = math.ceil(stats["tile_compute"] + math.ceil(
                 elements * int(block.annotations.get(ALU_ATTR, 0)) / vector_width(c)))
             stats["compute"] += compute
@@ -467,4 +520,4 @@ def replay_kernel(func: tirx.PrimFunc, spec: AcceleratorSpec,
     overhead = spec.dram.latency_cycles
     return CallReplay(stats["read"], stats["write"], stats["transfers"],
                       math.ceil(stats["compute"]), stats["dram"], stats["body"] + overhead,
-                      high)
+                      high, stats["weights"])

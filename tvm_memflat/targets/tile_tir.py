@@ -64,6 +64,13 @@ ALU_ATTR = "memflat.alu_ops"
 #: Weight staging annotation: which dims are output and input channels (``"oi"``,
 #: ``"io"``) and, for grouped convs, ``"g<output channels per group>"`` after it.
 LAYOUT_ATTR = "memflat.layout"
+#: Input staging and output block annotation (1): the tensor is on chip, not in DRAM
+#: (a spec with an on-chip path): the input is read where it is resident, the
+#: output tiles move over the path.
+ON_CHIP_ATTR = "memflat.on_chip"
+#: Reduction block annotation: activation-memory bytes that tensors kept on chip
+#: hold during the call.
+RESERVED_ATTR = "memflat.reserved_bytes"
 #: PrimFunc attribute: the tiling the kernel carries (``CallPlan.describe()``).
 TILED_ATTR = "memflat.tiled"
 
@@ -223,6 +230,8 @@ def _tile(func: tirx.PrimFunc, plan: CallPlan) -> tirx.PrimFunc:
     memories = plan.memories
     sch.annotate(copy_in, OPERAND_ATTR, "input")
     sch.annotate(copy_in, MEMORY_ATTR, memories["input"])
+    if shape.input_on_chip:
+        sch.annotate(copy_in, ON_CHIP_ATTR, 1)
 
     if shape.kind == "gemm":
         idx = _read_index(sch, red, lambda r: is_param(r) and not _region_uses(r, rows_var)
@@ -255,6 +264,10 @@ def _tile(func: tirx.PrimFunc, plan: CallPlan) -> tirx.PrimFunc:
     sch.annotate(red, OPERAND_ATTR, "accumulator")
     sch.annotate(red, MEMORY_ATTR, memories["accumulator"])
     sch.annotate(red, COMPUTE_ATTR, shape.kind)
+    if shape.reserved_bytes:
+        sch.annotate(red, RESERVED_ATTR, int(shape.reserved_bytes))
     sch.annotate(out, OPERAND_ATTR, "output")
     sch.annotate(out, ALU_ATTR, int(shape.epilogue))
+    if shape.output_on_chip:
+        sch.annotate(out, ON_CHIP_ATTR, 1)
     return sch.mod["main"]

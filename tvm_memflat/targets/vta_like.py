@@ -40,13 +40,14 @@ not fit is a bug and raises :class:`~tvm_memflat.errors.ScheduleViolation`.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import tvm
 from tvm import relax, tirx
 
 from ..analysis.device_bytes import Accounting
+from ..errors import ScheduleViolation
 from ..hardware.call_tiling import BufferedPlan, plan_buffered
 from ..hardware.cost_model import (
     SpecCostModel,
@@ -86,6 +87,8 @@ class LayerReport:
     #: buffered specs: what the simulator replayed: ``"tir"`` (the tiled kernel the
     #: build runs) or ``"plan"`` (the tiling record; the kernel is not tiled in TIR)
     replayed: str = ""
+    #: of ``dram_read_bytes``: the weights
+    dram_weight_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,11 @@ class SimulationReport:
         return self.dram_read_bytes + self.dram_write_bytes
 
     @property
+    def activation_traffic_bytes(self) -> int:
+        """DRAM traffic of activations: all but the weights."""
+        return self.dram_traffic_bytes - sum(layer.dram_weight_bytes for layer in self.layers)
+
+    @property
     def fits(self) -> bool:
         return not self.violations
 
@@ -134,6 +142,7 @@ class SimulationReport:
                 "dram_read_bytes": self.dram_read_bytes,
                 "dram_write_bytes": self.dram_write_bytes,
                 "dram_traffic_bytes": self.dram_traffic_bytes,
+                "activation_traffic_bytes": self.activation_traffic_bytes,
                 "capacity_bytes": dict(self.capacity_bytes),
                 "high_water_bytes": dict(self.high_water_bytes),
                 "fits": self.fits, "violations": list(self.violations),
@@ -147,7 +156,9 @@ class SimulationReport:
         width = {m: max(len(m), len(foot[m])) for m in mems}
         head = (f"{'step':>4} {'kernel':<28} {'cycles':>10} {'util%':>6} {'pass':>4} "
                 f"{'dram_rd':>9} {'dram_wr':>9} " + " ".join(f"{m:>{width[m]}}" for m in mems)
-                + ("  tiling (layer by layer: activations in DRAM)"
+                + (("  tiling (activations in DRAM, or on chip where marked :chip)"
+                    if any(":chip" in r.tiling for r in self.layers) else
+                    "  tiling (layer by layer: activations in DRAM)")
                    if any(r.tiling for r in self.layers) else ""))
         lines = [f"{self.spec}: {self.total_cycles} cycles = {self.latency_ms:.4f} ms at "
                  f"{self.clock_hz / 1e6:g} MHz, DRAM {self.dram_read_bytes} B read / "
@@ -245,7 +256,7 @@ def simulate_buffered(schedule: LoweredSchedule, spec: AcceleratorSpec,
     for s in schedule.steps:
         calls = by_step.get(s.step, [])
         where = f"step {s.step} ({s.kernel}): "
-        kernel = (kernels or {}).get(s.kernel)
+        kernel = (kernels or {}).get(calls[0].kernel if calls else s.kernel)
         from_tir = kernel is not None and kernel.tiled and len(calls) == 1
         replays = ([replay_kernel(kernel.func, spec, where)] if from_tir else
                    [replay_call(c.shape, c.tiling, spec, where=where) for c in calls])
@@ -259,7 +270,8 @@ def simulate_buffered(schedule: LoweredSchedule, spec: AcceleratorSpec,
             sum(r.dram_cycles for r in replays), spec.dram.latency_cycles * len(replays),
             sum(r.cycles for r in replays), sum(r.read_bytes for r in replays),
             sum(r.write_bytes for r in replays), high,
-            "; ".join(c.describe() for c in calls), "tir" if from_tir else "plan"))
+            "; ".join(c.describe() for c in calls), "tir" if from_tir else "plan",
+            sum(r.weight_bytes for r in replays)))
     return SimulationReport(spec.name, spec.compute.clock_hz, tuple(layers), capacity, peak)
 
 
@@ -367,8 +379,9 @@ def build_vta_like(mod: tvm.IRModule, spec: AcceleratorSpec | str | Path = "vta_
         plans: dict = {}
 
         def tile_kernels(lowered: tvm.IRModule, schedule: LoweredSchedule) -> tvm.IRModule:
-            plans["plan"] = plan = plan_buffered(schedule, spec)
-            return tiled_module(lowered, plan, record)
+            done = tiled_module(lowered, plan_buffered(schedule, spec), record, schedule)
+            plans["plan"] = record.buffered_plan
+            return done
 
         executable = compile_llvm(mod, host_target(), in_place_concat=in_place_concat,
                                   shrink_scratch=False, input_in_arena=False,
@@ -386,10 +399,21 @@ def build_vta_like(mod: tvm.IRModule, spec: AcceleratorSpec | str | Path = "vta_
 
 
 def tiled_module(lowered: tvm.IRModule, plan: BufferedPlan,
-                 record: BuildRecord | None = None) -> tvm.IRModule:
+                 record: BuildRecord | None = None,
+                 schedule: LoweredSchedule | None = None) -> tvm.IRModule:
     """``lowered`` with every kernel whose calls have one tiling tiled in TIR
     (:func:`~.tile_tir.tile_kernel`); the others kept as they are. ``record.kernels``
-    gets each kernel's :class:`~.tile_tir.TiledKernel`."""
+    gets each kernel's :class:`~.tile_tir.TiledKernel`.
+
+    With ``schedule`` (the one ``plan`` tiles), a kernel whose one-GEMM calls got
+    different tilings (the same layer shape with its input or output kept on chip in
+    one call and not in another) is first cloned, one copy per tiling, and each call
+    pointed at its copy: ``plan``'s calls are renamed to match (the returned module
+    and ``record.buffered_plan`` carry them)."""
+    if schedule is not None:
+        lowered, plan = split_shared_kernels(lowered, plan, schedule)
+    if record is not None:
+        record.buffered_plan = plan
     by_kernel: dict = {}
     steps: dict = {}
     for call in plan.calls:
@@ -409,3 +433,54 @@ def tiled_module(lowered: tvm.IRModule, plan: BufferedPlan,
         if record is not None:
             record.kernels[name] = done
     return out
+
+
+def split_shared_kernels(lowered: tvm.IRModule, plan: BufferedPlan,
+                         schedule: LoweredSchedule) -> tuple[tvm.IRModule, BufferedPlan]:
+    """Clone each kernel whose one-call steps have several tilings: one copy per
+    tiling (``<kernel>_t<k>``), each step's call pointed at its copy (steps are the
+    kernel calls of ``main`` in binding order, as
+    :func:`~tvm_memflat.planner.live_ranges.lowered_schedule` counts them)."""
+    from ..lowering.concat_in_place import flat_bindings, is_kernel_call, rebuild
+
+    per_step: dict = {}
+    for call in plan.calls:
+        per_step.setdefault(call.step, []).append(call)
+    variants: dict = {}   # kernel -> {(shape, tiling): new name}
+    rename: dict = {}     # step -> new kernel name
+    for step, calls in sorted(per_step.items()):
+        if len(calls) != 1:
+            continue
+        call = calls[0]
+        names = variants.setdefault(call.kernel, {})
+        key = (call.shape, call.tiling)
+        if key not in names:
+            names[key] = call.kernel if not names else f"{call.kernel}_t{len(names)}"
+        if names[key] != call.kernel:
+            rename[step] = names[key]
+    if not rename:
+        return lowered, plan
+    builder = relax.BlockBuilder(tvm.IRModule(dict(lowered.functions_items()),
+                                              attrs=lowered.attrs))
+    clones: dict = {}
+    for step, name in rename.items():
+        if name not in clones:
+            original = schedule.steps[step].kernel
+            clones[name] = builder.add_func(
+                lowered[original].with_attr("global_symbol", name), name)
+    out = builder.get()
+    main = lowered["main"]
+    bindings, step = [], 0
+    for b in flat_bindings(main):
+        if is_kernel_call(lowered, b.value):
+            if step in rename:
+                v = b.value
+                b = relax.VarBinding(b.var, relax.Call(clones[rename[step]], v.args, v.attrs,
+                                                       v.ty_args))
+            step += 1
+        bindings.append(b)
+    if step != len(schedule.steps):
+        raise ScheduleViolation(f"main has {step} kernel calls, the schedule {len(schedule.steps)}")
+    out["main"] = rebuild(main, bindings)
+    calls = tuple(replace(c, kernel=rename.get(c.step, c.kernel)) for c in plan.calls)
+    return out, replace(plan, calls=calls)
