@@ -19,15 +19,20 @@ Per net (fp32 zoo graph, and its int8 QDQ form with ``--int8``), in one run:
   reference (``targets.tile_sim.exhaustive_tiling``, each tiling of the space
   replayed): the chooser's traffic must equal the least traffic there.
 
-Layer-by-layer only: ``vta_like`` has no on-chip path from the accumulator to the
-input buffer, and the fused spec (``vta_like_fused``) is not built yet.
+With ``--fused vta_like_fused``, each net is also built for that spec (vta_like's
+buffers plus an on-chip path from the accumulator to the input buffer): the
+intermediates :func:`tvm_memflat.hardware.call_tiling.keep_on_chip` keeps on chip,
+the activation DRAM traffic against the layer-by-layer build's, violations, TIR
+replay and exactness. The graph is the zoo net as given (no region is tiled for
+the path: the depth-first choice of regions is not built).
 Prints a table; writes JSON marked with the commit and the machine.
 
 * latency on this CPU, medians of ``--runs`` in one process: the tiled build (its
   kernels have no CPU schedule), the untiled build with no CPU schedule either
   (``schedule=False``), and the untiled build with the default CPU schedules.
 
-    python scripts/bench_vta.py [--models ...] [--int8] [--exhaustive] [--runs N] [--json FILE]
+    python scripts/bench_vta.py [--models ...] [--int8] [--exhaustive] [--runs N]
+                                [--fused vta_like_fused] [--json FILE]
 """
 
 from __future__ import annotations
@@ -67,7 +72,34 @@ def _median_ms(executable, inputs, runs: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def _row(name: str, dtype: str, exhaustive: bool, spec, runs: int = 3) -> dict:
+def _fused(mod, spec, ref, base) -> dict:
+    """The same module built for a spec with an on-chip path: what stays on chip and
+    the activation traffic against the layer-by-layer build ``base``."""
+    import numpy as np
+
+    from tvm_memflat import build
+    from tvm_memflat.tuner.inputs import random_inputs
+
+    t0 = time.perf_counter()
+    result = build(mod, target="vta_like", spec=spec)
+    build_s = time.perf_counter() - t0
+    report = result.report
+    ours = _outputs(result.executable, random_inputs(mod["main"], seed=0))
+    act, act0 = report.activation_traffic_bytes, base.activation_traffic_bytes
+    return {"spec": spec.name, "violations": len(report.violations),
+            "dram_traffic_bytes": report.dram_traffic_bytes,
+            "activation_traffic_bytes": act,
+            "activation_traffic_saved": 1 - act / act0,
+            "kept_on_chip": len(result.plan.kept_on_chip),
+            "cycles": report.total_cycles,
+            "layers_from_tir": report.layers_from_tir, "layers": len(report.layers),
+            "bit_exact_vs_llvm": all(np.array_equal(a, b) for a, b in zip(ours, ref,
+                                                                           strict=True)),
+            "build_s": round(build_s, 2)}
+
+
+def _row(name: str, dtype: str, exhaustive: bool, spec, runs: int = 3,
+         fused=None) -> dict:
     import numpy as np
 
     from tvm_memflat import build, load_model, zoo
@@ -103,6 +135,7 @@ def _row(name: str, dtype: str, exhaustive: bool, spec, runs: int = 3) -> dict:
         "model": name, "dtype": dtype, "calls": len(plan.calls),
         "violations": len(report.violations),
         "dram_traffic_bytes": report.dram_traffic_bytes,
+        "activation_traffic_bytes": report.activation_traffic_bytes,
         "closed_form_traffic_bytes": plan.traffic_bytes,
         "compulsory_traffic_bytes": bounds.compulsory_traffic_bytes,
         "per_layer_min_traffic_bytes": bounds.per_layer_min_traffic_bytes,
@@ -127,6 +160,8 @@ def _row(name: str, dtype: str, exhaustive: bool, spec, runs: int = 3) -> dict:
         "top_rereads": [{"step": c.step, "kernel": c.kernel, "extra_bytes": extra,
                          "reason": c.reason} for extra, c in rereads[:5]],
     }
+    if fused is not None:
+        row["fused"] = _fused(mod, fused, ref, report)
     if exhaustive:
         # Where the chosen tiling moves exactly the call's per-layer minimum (input,
         # weights and output once: no tiling can move less), it is optimal without a
@@ -149,6 +184,22 @@ def _row(name: str, dtype: str, exhaustive: bool, spec, runs: int = 3) -> dict:
                              "mismatches": sum(v.startswith("mismatch") for v in verdicts),
                              "seconds": round(time.perf_counter() - t0, 1)}
     return row
+
+
+def _fused_table(rows: list[dict]) -> str:
+    head = (f"{'model':<16}{'dtype':<8}{'act MB lbl':>11}{'act MB fused':>13}{'saved':>7}"
+            f"{'kept':>6}{'traffic MB':>11}{'Mcycles':>9}{'viol':>5}{'from TIR':>9}"
+            f"{'exact':>6}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        f = r["fused"]
+        lines.append(f"{r['model']:<16}{r['dtype']:<8}{r['activation_traffic_bytes'] / 1e6:>11.2f}"
+                     f"{f['activation_traffic_bytes'] / 1e6:>13.2f}"
+                     f"{100 * f['activation_traffic_saved']:>6.1f}%{f['kept_on_chip']:>6}"
+                     f"{f['dram_traffic_bytes'] / 1e6:>11.2f}{f['cycles'] / 1e6:>9.2f}"
+                     f"{f['violations']:>5}{str(f['layers_from_tir']) + '/' + str(f['layers']):>9}"
+                     f"{'yes' if f['bit_exact_vs_llvm'] else 'NO':>6}")
+    return "\n".join(lines)
 
 
 def _ms(r: dict) -> str:
@@ -185,6 +236,9 @@ def main(argv=None) -> int:
     parser.add_argument("--exhaustive", action="store_true",
                         help="check every distinct GEMM call against the exhaustive reference")
     parser.add_argument("--spec", default="vta_like")
+    parser.add_argument("--fused", metavar="SPEC",
+                        help="also build for this spec with an on-chip path (vta_like_fused) "
+                             "and compare its activation traffic with --spec's")
     parser.add_argument("--runs", type=int, default=3,
                         help="timed runs per build (median; 0: no timing)")
     parser.add_argument("--json")
@@ -192,21 +246,26 @@ def main(argv=None) -> int:
     from tvm_memflat.spec import load_spec
 
     spec = load_spec(args.spec)
+    fused = load_spec(args.fused) if args.fused else None
     rows = []
     for i, name in enumerate(args.models):
         for dtype in ("float32", "int8") if args.int8 else ("float32",):
             print(f"[{i + 1}/{len(args.models)}] {name} {dtype} ...", file=sys.stderr,
                   flush=True)
-            rows.append(_row(name, dtype, args.exhaustive, spec, args.runs))
+            rows.append(_row(name, dtype, args.exhaustive, spec, args.runs, fused))
             print(_table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
     print(_table(rows))
+    if fused is not None:
+        print(f"\nlayer by layer on {spec.name} (lbl) vs {fused.name}: activation DRAM traffic")
+        print(_fused_table(rows))
     for r in rows:
         for rr in r["top_rereads"][:2]:
             print(f"  {r['model']} {r['dtype']}: step {rr['step']} {rr['kernel']} "
                   f"+{rr['extra_bytes']} B ({rr['reason']})")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"meta": {**bench_meta(), "spec": args.spec}, "rows": rows}, f, indent=1)
+            json.dump({"meta": {**bench_meta(), "spec": args.spec, "fused_spec": args.fused},
+                       "rows": rows}, f, indent=1)
         print(f"wrote {args.json}")
     return 0
 
