@@ -266,7 +266,7 @@ def test_tiles_kept_on_chip_are_exact_and_the_simulator_reads_them():
     assert checked >= EXAMPLES
 
 
-def test_a_fused_spec_keeps_intermediates_on_chip_exactly():
+def test_a_fused_spec_keeps_intermediates_on_chip_exactly(tmp_path):
     """On a spec with an on-chip path, a chain's intermediates stay in the input
     buffer: less DRAM traffic than the same spec without the path, outputs still
     equal to the llvm build's. The two later convs share one kernel but not their
@@ -288,3 +288,7 @@ def test_a_fused_spec_keeps_intermediates_on_chip_exactly():
     inputs = [tvm.runtime.tensor(x) for x in random_inputs(mod["main"], seed=4)]
     ref = relax.VirtualMachine(build(mod), tvm.cpu())["main"](*inputs).numpy()
     np.testing.assert_array_equal(fused.vm()["main"](*inputs).numpy(), ref)
+    # the occupancy plot draws the reservation under the tiles
+    from tvm_memflat.reports.occupancy import plot_occupancy
+
+    assert plot_occupancy(fused.plan, tmp_path / "tiles.png").stat().st_size > 0

@@ -78,11 +78,13 @@ def _rect(x, y, w, h, color, hatch):
 
 
 _OPERAND_COLORS = {"input": "C0", "weight": "C2", "accumulator": "C1"}
+_KEPT_COLOR = "C3"
 
 
 def plot_tile_occupancy(plan, path: str | os.PathLike, *, title: str | None = None) -> Path:
     """One panel per buffer: the bytes one tile of each operand takes there (stacked:
-    input, weight, accumulator tiles), call by call, against the buffer's size."""
+    the activations kept on chip, then the input, weight, accumulator tiles), call
+    by call, against the buffer's size."""
     fmt = _plot_format(path)
     if not plan.calls:
         raise ValueError("the plan has no calls: nothing to draw")
@@ -95,6 +97,10 @@ def plot_tile_occupancy(plan, path: str | os.PathLike, *, title: str | None = No
         peak = max(c.footprint_bytes.get(mem, 0) for c in plan.calls)
         scale, unit = _axis_unit(max(peak, size or 0, 1))
         bottom = [0.0] * len(x)
+        if mem == plan.activation_memory and plan.kept_on_chip:
+            bottom = [c.shape.reserved_bytes / scale for c in plan.calls]
+            ax.bar(x, bottom, width=1.0, color=_KEPT_COLOR, linewidth=0,
+                   label="activations kept on chip")
         for operand, color in _OPERAND_COLORS.items():
             heights = [(getattr(c.tiles, operand) if c.memories.get(operand) == mem else 0)
                        / scale for c in plan.calls]
@@ -109,6 +115,7 @@ def plot_tile_occupancy(plan, path: str | os.PathLike, *, title: str | None = No
         ax.set_ylabel(unit)
         ax.legend(loc="upper right", fontsize=7)
         ax.set_title(f"{mem}: largest tile set {format_bytes(peak)}", fontsize=9)
-    axes[-1].set_xlabel("kernel call (tiles stream through the buffers; activations in DRAM)")
+    axes[-1].set_xlabel("kernel call (tiles stream through the buffers; activations in DRAM"
+                        + (", except those kept on chip)" if plan.kept_on_chip else ")"))
     fig.suptitle(title or f"on-chip tiles per call on {plan.spec}", fontsize=10)
     return _save(fig, path, fmt)
