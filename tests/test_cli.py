@@ -323,6 +323,28 @@ def test_plan_on_a_buffered_spec_reports_per_call_tiles(tmp_path, capsys):
     assert os.path.getsize(png) > 1000
 
 
+def test_plan_on_the_fused_spec_says_what_stays_on_chip(tmp_path, capsys):
+    """vta_like_fused: the same buffers, plus the path; the plan keeps intermediates
+    on chip only where the layers' traffic drops, and says which."""
+    path = _save(tmp_path, onnx_models.small_cnn(h=64))
+    reports = {}
+    for spec in ("vta_like", "vta_like_fused"):
+        js = str(tmp_path / f"{spec}.json")
+        code, out, err = _run(capsys, "plan", path, "--spec", spec, "--json", js)
+        assert code == 0, err
+        reports[spec] = (json.loads(open(js).read()), out)
+    fused, out = reports["vta_like_fused"]
+    plain, _ = reports["vta_like"]
+    assert plain["kept_on_chip"] == [] and fused["kept_on_chip"]
+    assert fused["activation_traffic_bytes"] < plain["activation_traffic_bytes"]
+    assert fused["dram_traffic_bytes"] < plain["dram_traffic_bytes"]
+    kept = [c for c in fused["calls"] if c["input_on_chip"] or c["output_on_chip"]]
+    assert kept and all(c["reserved_bytes"] > 0 for c in kept)
+    assert all(c["footprint_bytes"]["input_buffer"] <= 32768 for c in fused["calls"]
+               if "input_buffer" in c["footprint_bytes"])
+    assert "stay on chip" in out and ":chip" in out
+
+
 def test_a_buffered_spec_too_small_for_any_tile_is_exit_2(tmp_path, capsys):
     path = _save(tmp_path, onnx_models.small_cnn(h=64))
     spec = tmp_path / "tiny_vta.toml"
