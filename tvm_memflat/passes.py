@@ -129,8 +129,30 @@ class FlattenMemoryPeaks:
         self.front: Front | None = None
         self.decisions: list[Decision] = []
         self.tune_result: TuneResult | None = None
+        #: a spec with an on-chip path: the regions fused (tuner.fusion.FusionResult)
+        self.fusion = None
         self.canonical_changes: tuple[tuple[str, int], ...] = ()
         self.stop_reason: str = ""
+
+    @property
+    def fuses(self) -> bool:
+        """A buffered spec with an on-chip path, no memory budget: the regions are
+        fused depth-first for the least DRAM traffic (:mod:`tvm_memflat.tuner.fusion`),
+        not tiled for memory."""
+        from .hardware.call_tiling import onchip_path
+
+        return (self.spec is not None and self.spec.machine_kind == "buffered"
+                and onchip_path(self.spec) is not None and self.memory_budget is None)
+
+    @property
+    def fusion_budget(self) -> float:
+        """The fusion's cycle budget: the relative latency budget, 1.1x by default."""
+        if self.latency_budget is None:
+            return 1.1
+        if self.latency_budget.relative is None:
+            raise MemflatError(f"fusing for spec {self.spec.name!r} takes a relative latency "
+                               f"budget (like 1.1x), not {self.latency_budget.text!r}")
+        return self.latency_budget.relative
 
     @property
     def uses_tuner(self) -> bool:
@@ -150,6 +172,14 @@ class FlattenMemoryPeaks:
             logger.warning("FlattenMemoryPeaks: %s", self.stop_reason)
             return mod
         search_mod = canonical.marked()  # no second visit of an unchanged module
+        if self.fuses:
+            from .tuner.fusion import fuse_regions
+
+            new, self.fusion = fuse_regions(
+                search_mod, self.spec, latency_budget=self.fusion_budget, halo=self.halo,
+                progress=self.progress or (lambda m: logger.info("FlattenMemoryPeaks: %s", m)))
+            self.stop_reason = f"fusion: {self.fusion.reason}"
+            return new if self.fusion.steps else mod
         if self.uses_tuner:
             new, self.tune_result = tune(search_mod, spec=self.spec,
                                          latency_budget=self.latency_budget, halo=self.halo)

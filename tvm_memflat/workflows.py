@@ -134,6 +134,8 @@ class OptimizeResult:
     steps: tuple                 # RewriteStep of every accepted rewrite, in order
     descriptions: tuple[str, ...]
     tune_result: object = field(default=None, compare=False)
+    #: a spec with an on-chip path: tuner.fusion.FusionResult (the regions fused)
+    fusion: object = field(default=None, compare=False)
     module: tvm.IRModule = field(default=None, compare=False, repr=False)
     original: tvm.IRModule = field(default=None, compare=False, repr=False)
     before_profile: MemoryProfile = field(default=None, compare=False, repr=False)
@@ -177,6 +179,8 @@ class OptimizeResult:
         out["config"].update(self.accounting.to_dict())
         if self.tune_result is not None:
             out["tuner"] = self.tune_result.to_dict()
+        if self.fusion is not None:
+            out["fusion"] = self.fusion.to_dict()
         if self.simulations:
             out["simulation"] = {side: v.report.to_dict() for side, v in self.simulations.items()}
         return out
@@ -299,13 +303,20 @@ def optimize(model, *, spec=None, latency_budget=None, memory_budget: int | None
                                halo=halo, input=input, output=output,
                                max_mac_overhead=max_mac_overhead, search=search,
                                progress=progress if search == "front" else None)
+    if pass_.fuses:  # the fusion's rounds are long: show them
+        pass_.progress = progress
     acc = Accounting(pass_.input, pass_.output)
     progress("loading the model ...")
     mod, default_label = _module(model, input_shapes)
     label = label or default_label
     config = {"model": label, "spec": spec.name if spec else "(none)", "target": target,
               "halo": halo, "input": acc.input, "output": acc.output}
-    if pass_.uses_tuner:
+    if pass_.fuses:
+        config.update({"search": "depth-first fusion for the spec's on-chip path "
+                                 "(tuner.fusion.fuse_regions: the least DRAM traffic)",
+                       "latency_budget": f"{pass_.fusion_budget:g}x the spec's cycles of "
+                                         "the module as given"})
+    elif pass_.uses_tuner:
         config.update({"search": "tuner over FlattenMemoryPeaks' rewrites",
                        "latency_budget": pass_.latency_budget.text if pass_.latency_budget
                        else "(none: fit the spec at the least latency)",
@@ -334,7 +345,14 @@ def optimize(model, *, spec=None, latency_budget=None, memory_budget: int | None
                                    + ("" if acc.output == "sram" else ", output not counted")})
 
     t0 = time.perf_counter()
-    if pass_.uses_tuner:
+    fusion = None
+    if pass_.fuses:
+        progress("fusing regions for the on-chip path ...")
+        new = pass_(mod)
+        fusion, tuned = pass_.fusion, None
+        steps = tuple(s.step for s in fusion.steps)
+        descriptions = tuple(s.describe for s in steps)
+    elif pass_.uses_tuner:
         from .targets.build import build
         from .tuner.tuner import tune
 
@@ -386,7 +404,8 @@ def optimize(model, *, spec=None, latency_budget=None, memory_budget: int | None
         sims["after"], figures = _simulate(new, spec, inputs, got)
         after = dataclasses.replace(after, simulation=figures)
     return OptimizeResult(config, acc, before, before_ours, after, err, ref, search_s, steps,
-                          descriptions, tuned, new, mod, before_prof, after_prof, sims, spec)
+                          descriptions, tuned, fusion, new, mod, before_prof, after_prof, sims,
+                          spec)
 
 
 @dataclass(frozen=True)
@@ -453,8 +472,9 @@ def plan(model, *, spec=None, optimized: bool = False, input: str | None = None,
         progress("flattening memory peaks ...")
         pass_ = FlattenMemoryPeaks(spec, halo=halo, input=acc.input, output=acc.output)
         mod = pass_(mod)
-        steps = tuple(pass_.tune_result.chosen.path) if pass_.tune_result is not None else \
-            tuple(d.step for d in pass_.decisions)
+        steps = (tuple(pass_.tune_result.chosen.path) if pass_.tune_result is not None else
+                 tuple(s.step for s in pass_.fusion.steps) if pass_.fusion is not None else
+                 tuple(d.step for d in pass_.decisions))
     progress("lowering and planning ...")
     # the spec's own kernels, not the CPU schedules (tuner.cost_model.lowered)
     _, _, schedule = lower_and_plan(mod, tvm.target.Target("llvm"), cpu_schedule=False)

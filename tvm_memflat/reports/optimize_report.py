@@ -15,7 +15,12 @@ def _pct(new: float, old: float) -> str:
 def optimize_summary(result: OptimizeResult) -> str:
     """What was rewritten, then the three builds side by side, then the savings."""
     lines: list[str] = []
-    if not result.changed:
+    if result.fusion is not None:
+        lines.append(result.fusion.summary())
+        if not result.changed:
+            lines.append("fusion did not pay: no region lowered the DRAM traffic within the "
+                         "budget; the module is unchanged")
+    elif not result.changed:
         lines.append("tiling did not pay: no exact rewrite lowered the device bytes within the "
                      "limits; the module is unchanged")
     lines += list(result.descriptions)
