@@ -23,8 +23,10 @@ With ``--fused vta_like_fused``, each net is also built for that spec (vta_like'
 buffers plus an on-chip path from the accumulator to the input buffer): the
 intermediates :func:`tvm_memflat.hardware.call_tiling.keep_on_chip` keeps on chip,
 the activation DRAM traffic against the layer-by-layer build's, violations, TIR
-replay and exactness. The graph is the zoo net as given (no region is tiled for
-the path: the depth-first choice of regions is not built).
+replay and exactness. With ``--fuse`` the regions
+:func:`tvm_memflat.tuner.fusion.fuse_regions` chooses (cycles within ``--budget``,
+default 1.1x, of the module as given on that spec) are fused first, and the
+tuner's time and choices are reported; without it the zoo net is built as given.
 Prints a table; writes JSON marked with the commit and the machine.
 
 * latency on this CPU, medians of ``--runs`` in one process: the tiled build (its
@@ -32,7 +34,8 @@ Prints a table; writes JSON marked with the commit and the machine.
   (``schedule=False``), and the untiled build with the default CPU schedules.
 
     python scripts/bench_vta.py [--models ...] [--int8] [--exhaustive] [--runs N]
-                                [--fused vta_like_fused] [--json FILE]
+                                [--fused vta_like_fused [--fuse] [--budget 1.1]]
+                                [--json FILE]
 """
 
 from __future__ import annotations
@@ -72,14 +75,22 @@ def _median_ms(executable, inputs, runs: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def _fused(mod, spec, ref, base) -> dict:
+def _fused(mod, spec, ref, base, fuse: bool = False, budget: float = 1.1) -> dict:
     """The same module built for a spec with an on-chip path: what stays on chip and
-    the activation traffic against the layer-by-layer build ``base``."""
+    the activation traffic against the layer-by-layer build ``base``. With ``fuse``,
+    the regions :func:`~tvm_memflat.tuner.fusion.fuse_regions` chooses are fused
+    first (the tuner's time is reported)."""
     import numpy as np
 
     from tvm_memflat import build
     from tvm_memflat.tuner.inputs import random_inputs
 
+    fusion = None
+    if fuse:
+        from tvm_memflat.tuner.fusion import fuse_regions
+
+        mod, fusion = fuse_regions(mod, spec, latency_budget=budget, progress=lambda m: print(
+            f"  {m}", file=sys.stderr, flush=True) if not m.startswith("  ") else None)
     t0 = time.perf_counter()
     result = build(mod, target="vta_like", spec=spec)
     build_s = time.perf_counter() - t0
@@ -95,11 +106,16 @@ def _fused(mod, spec, ref, base) -> dict:
             "layers_from_tir": report.layers_from_tir, "layers": len(report.layers),
             "bit_exact_vs_llvm": all(np.array_equal(a, b) for a, b in zip(ours, ref,
                                                                            strict=True)),
+            "max_abs_diff_vs_llvm": max(float(np.max(np.abs(a.astype("float64")
+                                                             - b.astype("float64"))))
+                                        for a, b in zip(ours, ref, strict=True)),
+            "lbl_cycles": base.total_cycles,
+            "fusion": fusion.to_dict() if fusion is not None else None,
             "build_s": round(build_s, 2)}
 
 
 def _row(name: str, dtype: str, exhaustive: bool, spec, runs: int = 3,
-         fused=None) -> dict:
+         fused=None, fuse: bool = False, budget: float = 1.1) -> dict:
     import numpy as np
 
     from tvm_memflat import build, load_model, zoo
@@ -161,7 +177,7 @@ def _row(name: str, dtype: str, exhaustive: bool, spec, runs: int = 3,
                          "reason": c.reason} for extra, c in rereads[:5]],
     }
     if fused is not None:
-        row["fused"] = _fused(mod, fused, ref, report)
+        row["fused"] = _fused(mod, fused, ref, report, fuse, budget)
     if exhaustive:
         # Where the chosen tiling moves exactly the call's per-layer minimum (input,
         # weights and output once: no tiling can move less), it is optimal without a
@@ -188,17 +204,21 @@ def _row(name: str, dtype: str, exhaustive: bool, spec, runs: int = 3,
 
 def _fused_table(rows: list[dict]) -> str:
     head = (f"{'model':<16}{'dtype':<8}{'act MB lbl':>11}{'act MB fused':>13}{'saved':>7}"
-            f"{'kept':>6}{'traffic MB':>11}{'Mcycles':>9}{'viol':>5}{'from TIR':>9}"
-            f"{'exact':>6}")
+            f"{'kept':>6}{'regions':>8}{'traffic MB':>11}{'Mcycles':>9}{'x lbl':>7}{'viol':>5}"
+            f"{'from TIR':>9}{'exact':>6}{'tuner s':>8}")
     lines = [head, "-" * len(head)]
     for r in rows:
         f = r["fused"]
+        fu = f["fusion"]
         lines.append(f"{r['model']:<16}{r['dtype']:<8}{r['activation_traffic_bytes'] / 1e6:>11.2f}"
                      f"{f['activation_traffic_bytes'] / 1e6:>13.2f}"
                      f"{100 * f['activation_traffic_saved']:>6.1f}%{f['kept_on_chip']:>6}"
+                     f"{len(fu['steps']) if fu else '-'!s:>8}"
                      f"{f['dram_traffic_bytes'] / 1e6:>11.2f}{f['cycles'] / 1e6:>9.2f}"
+                     f"{f['cycles'] / f['lbl_cycles']:>7.3f}"
                      f"{f['violations']:>5}{str(f['layers_from_tir']) + '/' + str(f['layers']):>9}"
-                     f"{'yes' if f['bit_exact_vs_llvm'] else 'NO':>6}")
+                     f"{'yes' if f['bit_exact_vs_llvm'] else 'NO':>6}"
+                     f"{fu['seconds'] if fu else '-'!s:>8}")
     return "\n".join(lines)
 
 
@@ -239,6 +259,10 @@ def main(argv=None) -> int:
     parser.add_argument("--fused", metavar="SPEC",
                         help="also build for this spec with an on-chip path (vta_like_fused) "
                              "and compare its activation traffic with --spec's")
+    parser.add_argument("--fuse", action="store_true",
+                        help="with --fused: fuse regions first (tuner.fusion.fuse_regions)")
+    parser.add_argument("--budget", type=float, default=1.1,
+                        help="with --fuse: cycles within this factor of the module as given")
     parser.add_argument("--runs", type=int, default=3,
                         help="timed runs per build (median; 0: no timing)")
     parser.add_argument("--json")
@@ -252,7 +276,8 @@ def main(argv=None) -> int:
         for dtype in ("float32", "int8") if args.int8 else ("float32",):
             print(f"[{i + 1}/{len(args.models)}] {name} {dtype} ...", file=sys.stderr,
                   flush=True)
-            rows.append(_row(name, dtype, args.exhaustive, spec, args.runs, fused))
+            rows.append(_row(name, dtype, args.exhaustive, spec, args.runs, fused, args.fuse,
+                             args.budget))
             print(_table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
     print(_table(rows))
     if fused is not None:
@@ -264,7 +289,8 @@ def main(argv=None) -> int:
                   f"+{rr['extra_bytes']} B ({rr['reason']})")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"meta": {**bench_meta(), "spec": args.spec, "fused_spec": args.fused},
+            json.dump({"meta": {**bench_meta(), "spec": args.spec, "fused_spec": args.fused,
+                                "fuse_regions": args.fuse, "fusion_budget": args.budget},
                        "rows": rows}, f, indent=1)
         print(f"wrote {args.json}")
     return 0

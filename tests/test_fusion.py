@@ -12,7 +12,9 @@ from tvm import relax
 from tvm_memflat import load_model
 from tvm_memflat.errors import MemflatError
 from tvm_memflat.frontend.canonicalize import canonicalize
+from tvm_memflat.spec import load_spec
 from tvm_memflat.targets.build import build
+from tvm_memflat.targets.vta_like import traffic_bounds
 from tvm_memflat.transform.flatten_memory_peaks import replay
 from tvm_memflat.tuner.fusion import fuse_regions
 from tvm_memflat.tuner.inputs import random_inputs
@@ -43,6 +45,12 @@ def test_fusion_lowers_the_traffic_the_build_simulates(small):
     assert fused.report.dram_traffic_bytes == result.traffic_bytes
     assert fused.report.activation_traffic_bytes == result.activation_traffic_bytes
     assert fused.plan.kept_on_chip
+    # the compulsory traffic (weights, input, output once) is the module's as given:
+    # the tiles share their weights
+    spec = load_spec("vta_like_fused")
+    given = build(small, target="vta_like", spec=spec)
+    assert traffic_bounds(fused.record.schedule, spec).compulsory_traffic_bytes == \
+        traffic_bounds(given.record.schedule, spec).compulsory_traffic_bytes
     inputs = [tvm.runtime.tensor(x) for x in random_inputs(small["main"], seed=3)]
     ref = relax.VirtualMachine(build(small), tvm.cpu())["main"](*inputs).numpy()
     got = fused.vm()["main"](*inputs).numpy()

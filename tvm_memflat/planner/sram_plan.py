@@ -196,6 +196,13 @@ def _unseen_weights(step: KernelStep, seen: set, dtype: str) -> int:
     return total
 
 
+def distinct_weight_bytes(schedule: LoweredSchedule, dtype: str) -> int:
+    """Bytes at ``dtype`` of every weight of ``schedule``, each counted once (the tiles
+    of a region share theirs)."""
+    seen: set = set()
+    return sum(_unseen_weights(s, seen, dtype) for s in schedule.steps)
+
+
 def _output_channels(step: KernelStep, weight_bytes: int) -> int:
     """How many parts ``step``'s weights stream in at the finest: its output channels,
     or, when its TIR shows no GEMM, every byte."""

@@ -60,7 +60,12 @@ from ..planner.allocator import align_up
 from ..planner.check import check_plan
 from ..planner.live_ranges import LoweredSchedule
 from ..planner.pipeline import BuildRecord, compile_llvm
-from ..planner.sram_plan import SpecPlan, plan_for_spec, weight_bytes_at
+from ..planner.sram_plan import (
+    SpecPlan,
+    distinct_weight_bytes,
+    plan_for_spec,
+    weight_bytes_at,
+)
 from ..spec import AcceleratorSpec, load_spec
 from .tile_sim import replay_call, replay_kernel
 from .tile_tir import TiledKernel, tile_kernel
@@ -327,9 +332,10 @@ def _sizes_at(schedule: LoweredSchedule, dtype: str) -> dict[str, int]:
 
 
 def _compulsory_bytes(schedule: LoweredSchedule, spec: AcceleratorSpec) -> int:
-    """Weights, the network input and its output, each moved once, at the spec's dtypes."""
+    """Weights, the network input and its output, each moved once, at the spec's dtypes
+    (a weight the tiles of a region share counts once)."""
     size = _sizes_at(schedule, spec.compute.activation_dtype)
-    weights = sum(weight_bytes_at(s, spec.compute.weight_dtype) for s in schedule.steps)
+    weights = distinct_weight_bytes(schedule, spec.compute.weight_dtype)
     return weights + sum(size[b.name] for b in schedule.buffers
                          if b.role in ("input", "output"))
 
