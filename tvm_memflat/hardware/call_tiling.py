@@ -712,22 +712,23 @@ def keep_on_chip(schedule: LoweredSchedule, spec: AcceleratorSpec, shapes: dict
 
     current = dict(shapes)
     kept = []
-    steps = list(schedule.steps)
+    by_step = {s.step: s for s in schedule.steps}
     for buf in sorted(schedule.buffers, key=lambda b: (b.start, b.name)):
         if buf.role != "intermediate" or len(buf.shape) != 4:
             continue
-        producers = {s.step for s in steps if buf.name in s.writes}
-        readers = {s.step for s in steps if buf.name in s.reads}
+        # the steps that use it (``uses``) are its producers and readers
+        using = [by_step[k] for k in buf.uses if k in by_step]
+        producers = {s.step for s in using if buf.name in s.writes}
+        readers = {s.step for s in using if buf.name in s.reads}
         if not producers or not readers or max(producers) >= min(readers):
             continue
-        if any(s.writes != (buf.name,) or len(current[s.step]) != 1
-               for s in steps if s.step in producers):
+        if any(by_step[k].writes != (buf.name,) or len(current[k]) != 1 for k in producers):
             continue
-        if any(s.reads != (buf.name,) or len(current[s.step]) != 1
-               or current[s.step][0].kind != "gemm" for s in steps if s.step in readers):
+        if any(by_step[k].reads != (buf.name,) or len(current[k]) != 1
+               or current[k][0].kind != "gemm" for k in readers):
             continue
         size = resident_bytes(buf.shape, spec)
-        span = [s.step for s in steps if min(producers) <= s.step <= max(readers)]
+        span = [k for k in by_step if min(producers) <= k <= max(readers)]
         trial = {k: tuple(replace(x, reserved_bytes=x.reserved_bytes + size,
                                   output_on_chip=x.output_on_chip or k in producers,
                                   input_on_chip=x.input_on_chip or k in readers)

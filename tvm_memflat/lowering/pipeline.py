@@ -68,6 +68,15 @@ class BuildRecord:
     buffered_plan: object = None
 
 
+#: How a buffered machine's build lowers (``targets.vta_like.build_vta_like``) and
+#: what anything that plans for it must lower the same way (``tuner.fusion``): the
+#: kernels as legalization wrote them, to be tiled for the spec's buffers (no CPU
+#: schedule, no scratch shrinking, no in-place depthwise), and the network input
+#: read from DRAM by the first layer (no copy into an on-chip slot).
+BUFFERED_LOWERING = {"shrink_scratch": False, "input_in_arena": False,
+                     "in_place_depthwise": False, "cpu_schedule": False}
+
+
 def lowering_passes(target: tvm.target.Target, *, shrink_scratch: bool = True,
                     cpu_schedule: bool = True) -> list:
     """Legalize, fuse and lower to destination-passing Relax (no memory planning yet).

@@ -155,8 +155,9 @@ def replay_call(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec,
     def occupy(operand: str, nbytes: int) -> None:
         _occupy(slots, high, mems, where, operand, home[operand], nbytes)
 
-    def transfer(nbytes: int, *, write: bool) -> None:
+    def transfer(nbytes: int, *, write: bool, weight: bool = False) -> None:
         stats["write" if write else "read"] += nbytes
+        stats["weights"] += nbytes if weight else 0
         if budget is not None and stats["read"] + stats["write"] > budget:
             raise _OverBudget
         stats["transfers"] += 1
@@ -219,8 +220,7 @@ def replay_call(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec,
                 occupy("weight", blocks * bi * bo * shape.taps * wgt)
                 resident["weight"] = (g0, g1)
                 transfer(g * shape.in_channels * shape.out_channels * shape.taps * wgt,
-                         write=False)
-                stats["weights"] += g * shape.in_channels * shape.out_channels * shape.taps * wgt
+                         write=False, weight=True)
             for b, rr, cc in pixels:
                 if shape.kind == "vector":
                     input_tile((g0, b, rr, cc), rr, cc, cin, cin)
@@ -254,8 +254,7 @@ def replay_call(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec,
                     occupy("weight", math.ceil(cin / bi) * math.ceil(cout / bo) * bi * bo
                            * shape.taps * wgt)
                     resident["weight"] = (o0, i0)
-                    transfer(cout * cin * shape.taps * wgt, write=False)
-                    stats["weights"] += cout * cin * shape.taps * wgt
+                    transfer(cout * cin * shape.taps * wgt, write=False, weight=True)
                 compute += (math.ceil(px / c.gemm_batch) * shape.taps * math.ceil(cin / bi)
                             * math.ceil(cout / bo) * block_cycles)
             store(px * cout * act)
@@ -389,8 +388,9 @@ def replay_kernel(func: tirx.PrimFunc, spec: AcceleratorSpec,
     def occupy(operand: str, memory: str, nbytes: int) -> None:
         _occupy(slots, high, mems, where, operand, memory, nbytes)
 
-    def transfer(nbytes: int, *, write: bool) -> None:
+    def transfer(nbytes: int, *, write: bool, weight: bool = False) -> None:
         stats["write" if write else "read"] += nbytes
+        stats["weights"] += nbytes if weight else 0
         stats["transfers"] += 1
         stats["tile_dram"] += (math.ceil(nbytes / spec.dram.bandwidth_bytes_per_cycle)
                                + spec.dram.latency_cycles)
@@ -439,8 +439,7 @@ def replay_kernel(func: tirx.PrimFunc, spec: AcceleratorSpec,
                 cout, cin = written[o_dim], written[i_dim]
                 taps = math.prod(written) // (cout * cin)
                 occupy(operand, memory, gemm_blocks(cout, cin) * bi * bo * taps * wgt)
-                transfer(real * wgt, write=False)
-                stats["weights"] += real * wgt
+                transfer(real * wgt, write=False, weight=True)
             elif operand == "input":
                 ch = written[1] if len(written) > 1 else 1
                 px = math.prod(written) // ch

@@ -56,6 +56,7 @@ from ..hardware.cost_model import (
     utilisation,
 )
 from ..host import host_target, set_threads
+from ..lowering.pipeline import BUFFERED_LOWERING
 from ..planner.allocator import align_up
 from ..planner.check import check_plan
 from ..planner.live_ranges import LoweredSchedule
@@ -380,20 +381,14 @@ def build_vta_like(mod: tvm.IRModule, spec: AcceleratorSpec | str | Path = "vta_
     set_threads(threads)
     if spec.machine_kind == "buffered":
         # every call tiled in its kernel's TIR: the llvm build runs the tiled program,
-        # and the simulator reads it (kernels start from legalization's loops: no
-        # CPU schedule, no scratch shrinking, no in-place depthwise)
-        plans: dict = {}
-
+        # and the simulator reads it (kernels start from legalization's loops:
+        # BUFFERED_LOWERING)
         def tile_kernels(lowered: tvm.IRModule, schedule: LoweredSchedule) -> tvm.IRModule:
-            done = tiled_module(lowered, plan_buffered(schedule, spec), record, schedule)
-            plans["plan"] = record.buffered_plan
-            return done
+            return tiled_module(lowered, plan_buffered(schedule, spec), schedule, record)
 
         executable = compile_llvm(mod, host_target(), in_place_concat=in_place_concat,
-                                  shrink_scratch=False, input_in_arena=False,
-                                  in_place_depthwise=False, cpu_schedule=False,
-                                  record=record, kernel_hook=tile_kernels)
-        plan = plans["plan"]
+                                  **BUFFERED_LOWERING, record=record, kernel_hook=tile_kernels)
+        plan = record.buffered_plan
         report = simulate_buffered(record.schedule, spec, plan, record.kernels)
         return VtaLikeExecutable(executable, report, plan, record)
     executable = compile_llvm(mod, host_target(), in_place_concat=in_place_concat,
@@ -404,20 +399,18 @@ def build_vta_like(mod: tvm.IRModule, spec: AcceleratorSpec | str | Path = "vta_
     return VtaLikeExecutable(executable, simulate(record.schedule, spec, plan), plan, record)
 
 
-def tiled_module(lowered: tvm.IRModule, plan: BufferedPlan,
-                 record: BuildRecord | None = None,
-                 schedule: LoweredSchedule | None = None) -> tvm.IRModule:
+def tiled_module(lowered: tvm.IRModule, plan: BufferedPlan, schedule: LoweredSchedule,
+                 record: BuildRecord | None = None) -> tvm.IRModule:
     """``lowered`` with every kernel whose calls have one tiling tiled in TIR
     (:func:`~.tile_tir.tile_kernel`); the others kept as they are. ``record.kernels``
     gets each kernel's :class:`~.tile_tir.TiledKernel`.
 
-    With ``schedule`` (the one ``plan`` tiles), a kernel whose one-GEMM calls got
-    different tilings (the same layer shape with its input or output kept on chip in
-    one call and not in another) is first cloned, one copy per tiling, and each call
-    pointed at its copy: ``plan``'s calls are renamed to match (the returned module
-    and ``record.buffered_plan`` carry them)."""
-    if schedule is not None:
-        lowered, plan = split_shared_kernels(lowered, plan, schedule)
+    A kernel whose one-call steps got different tilings (the same layer shape with its
+    input or output kept on chip in one call and not in another) is first cloned, one
+    copy per tiling, and each call of ``schedule`` (the one ``plan`` tiles) pointed at
+    its copy: ``plan``'s calls are renamed to match (the returned module and
+    ``record.buffered_plan`` carry them)."""
+    lowered, plan = split_shared_kernels(lowered, plan, schedule)
     if record is not None:
         record.buffered_plan = plan
     by_kernel: dict = {}

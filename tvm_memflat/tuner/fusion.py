@@ -31,10 +31,10 @@ from ..errors import MemflatError
 from ..frontend.canonicalize import canonicalize
 from ..hardware.call_tiling import BufferedPlan, TilingError, onchip_path, plan_buffered
 from ..host import host_target
-from ..lowering.pipeline import lower
+from ..lowering.pipeline import BUFFERED_LOWERING, lower
 from ..planner.live_ranges import lowered_schedule
 from ..spec import AcceleratorSpec, load_spec
-from ..transform.regions import Region, find_regions
+from ..transform.regions import Region, bindings, find_regions
 from ..transform.rewrite_step import RewriteStep
 from ..transform.tile_region import tile_region
 from ..transform.tiling import TilingRefused
@@ -124,8 +124,7 @@ class FusionResult:
 def plan_module(mod: tvm.IRModule, spec: AcceleratorSpec) -> BufferedPlan:
     """``mod`` lowered as the ``vta_like`` build lowers it, every call tiled for
     ``spec`` (intermediates kept on chip where the spec's path allows)."""
-    low = lower(mod, host_target(), shrink_scratch=False, cpu_schedule=False,
-                in_place_depthwise=False, input_in_arena=False)
+    low = lower(mod, host_target(), **BUFFERED_LOWERING)
     return plan_buffered(lowered_schedule(low), spec)
 
 
@@ -181,7 +180,7 @@ def fuse_regions(mod: tvm.IRModule, spec: AcceleratorSpec | str = "vta_like_fuse
     mod = canonical.mod
     base = plan_module(mod, spec)
     limit = latency_budget * base.cycles
-    own = {v.name for v in find_vars(mod)}
+    own = {b.var.name for b in bindings(mod["main"])}
     current, best_plan, steps, evaluated = mod, base, [], 0
     reason = f"{rounds} rounds done"
     for r in range(rounds):
@@ -236,11 +235,6 @@ def fuse_regions(mod: tvm.IRModule, spec: AcceleratorSpec | str = "vta_like_fuse
                           base.activation_traffic_bytes, base.cycles, tuple(steps), evaluated,
                           time.perf_counter() - t0, reason)
     return current, result
-
-
-def find_vars(mod: tvm.IRModule) -> list:
-    """The variables bound in ``mod``'s ``main``."""
-    return [b.var for block in mod["main"].body.blocks for b in block.bindings]
 
 
 def _try(mod, region, tiles, strips, mode, spec):
