@@ -267,10 +267,21 @@ def main(argv=None) -> int:
                         help="timed runs per build (median; 0: no timing)")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
+    from tvm_memflat.errors import MemflatError
     from tvm_memflat.spec import load_spec
 
-    spec = load_spec(args.spec)
-    fused = load_spec(args.fused) if args.fused else None
+    problem = ("--fuse needs --fused SPEC (a spec with an on-chip path)"
+               if args.fuse and not args.fused else
+               f"--budget must be at least 1 (the module as given), got {args.budget:g}"
+               if args.budget < 1.0 else None)
+    try:
+        spec = load_spec(args.spec)
+        fused = load_spec(args.fused) if args.fused else None
+    except MemflatError as err:
+        problem = problem or str(err)
+    if problem:
+        print(f"bench_vta: error: {problem}", file=sys.stderr)
+        return 2
     rows = []
     for i, name in enumerate(args.models):
         for dtype in ("float32", "int8") if args.int8 else ("float32",):
