@@ -435,7 +435,8 @@ def replay_kernel(func: tirx.PrimFunc, spec: AcceleratorSpec,
                                         f"{len(source)} kernel parameters")
             real = math.prod(_box(source[0], ivs, source[0].source.shape))
             if operand == "weight":
-                o_dim, i_dim = (0, 1) if layout.startswith("oi") else (1, 0)
+                o_dim, i_dim = ((0, 1) if layout.startswith("oi") else
+                                (-1, 0) if layout.startswith("i..o") else (1, 0))
                 cout, cin = written[o_dim], written[i_dim]
                 taps = math.prod(written) // (cout * cin)
                 occupy(operand, memory, gemm_blocks(cout, cin) * bi * bo * taps * wgt)

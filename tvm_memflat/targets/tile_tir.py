@@ -37,13 +37,19 @@ why, and the simulator replays its call from the plan instead.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from tvm import s_tir, tirx
 
 from ..hardware.call_tiling import CallPlan
 from ..lowering.cpu_schedule import (
+    MAX_LANES,
+    MAX_UNROLL_TAPS,
+    MIN_PARALLEL_WORK,
+    TILE_WIDTHS,
     _block_names,
+    _divisor,
     _extent,
     _inline_injective,
     _is_reduction,
@@ -62,7 +68,8 @@ COMPUTE_ATTR = "memflat.compute"
 #: Output block annotation: ALU operations per output element of the fused epilogue.
 ALU_ATTR = "memflat.alu_ops"
 #: Weight staging annotation: which dims are output and input channels (``"oi"``,
-#: ``"io"``) and, for grouped convs, ``"g<output channels per group>"`` after it.
+#: ``"io"``; ``"i..o"``: input channels first, output channels last, the taps between)
+#: and, for grouped convs, ``"g<output channels per group>"`` after it.
 LAYOUT_ATTR = "memflat.layout"
 #: Input staging and output block annotation (1): the tensor is on chip, not in DRAM
 #: (a spec with an on-chip path): the input is read where it is resident, the
@@ -71,6 +78,8 @@ ON_CHIP_ATTR = "memflat.on_chip"
 #: Reduction block annotation: activation-memory bytes that tensors kept on chip
 #: hold during the call.
 RESERVED_ATTR = "memflat.reserved_bytes"
+#: Output channels per vector in a plain GEMM's tile, most preferred first.
+CHANNEL_LANES = (16, 8)
 #: PrimFunc attribute: the tiling the kernel carries (``CallPlan.describe()``).
 TILED_ATTR = "memflat.tiled"
 
@@ -228,6 +237,7 @@ def _tile(func: tirx.PrimFunc, plan: CallPlan) -> tirx.PrimFunc:
     deps_in = {"batch", "rows", "cols", "in"} | ({"out"} if not plain else set())
     _attach(sch, copy_in, nest, deps_in)
     memories = plan.memories
+    copies = [copy_in]
     sch.annotate(copy_in, OPERAND_ATTR, "input")
     sch.annotate(copy_in, MEMORY_ATTR, memories["input"])
     if shape.input_on_chip:
@@ -242,6 +252,7 @@ def _tile(func: tirx.PrimFunc, plan: CallPlan) -> tirx.PrimFunc:
             layout += f"g{shape.out_channels}"
         copy_w = sch.cache_read(red, idx, "global", consumer_blocks=[red])
         _attach(sch, copy_w, nest, {"out", "in"})
+        copies.append(copy_w)
         sch.annotate(copy_w, OPERAND_ATTR, "weight")
         sch.annotate(copy_w, MEMORY_ATTR, memories["weight"])
         sch.annotate(copy_w, LAYOUT_ATTR, layout)
@@ -258,6 +269,7 @@ def _tile(func: tirx.PrimFunc, plan: CallPlan) -> tirx.PrimFunc:
     for idx in extra:
         copy_r = sch.cache_read(out, idx, "global", consumer_blocks=[out])
         _attach(sch, copy_r, nest, {"batch", "rows", "cols", "out"})
+        copies.append(copy_r)
         sch.annotate(copy_r, OPERAND_ATTR, "residual")
         sch.annotate(copy_r, MEMORY_ATTR, memories["accumulator"])
 
@@ -270,4 +282,126 @@ def _tile(func: tirx.PrimFunc, plan: CallPlan) -> tirx.PrimFunc:
     sch.annotate(out, ALU_ATTR, int(shape.epilogue))
     if shape.output_on_chip:
         sch.annotate(out, ON_CHIP_ATTR, 1)
+    # channel vectors need each tile's sums whole (one input-channel block: the local
+    # accumulator then holds one pixel's channels) and no ragged channel tile
+    whole = plain and (_extent(sch, nest[-1][1]) or 2) == 1 and \
+        shape.out_channels % t.out_block == 0
+    _schedule_tile(sch, red, nest, copies, out, whole)
     return sch.mod["main"]
+
+
+def _vector_loop(sch, loop) -> None:
+    """Vectorise ``loop`` (a block's innermost loop): whole when at most
+    :data:`MAX_LANES` long, else in vectors of a preferred width that divides it; left
+    serial when shorter than 4 or when no such width divides it."""
+    n = _extent(sch, loop)
+    if n is None or n < 4:
+        return
+    if n > MAX_LANES:
+        lanes = _divisor(n, TILE_WIDTHS)
+        if lanes < 4:
+            return
+        loop = sch.split(loop, [None, lanes])[1]
+    sch.vectorize(loop)
+
+
+def _own_loops(sch, red, nest):
+    """The reduction's loops under the tile nest: (spatial, reduction) loops, in order."""
+    anchor = sch.get(nest[-1][1])
+    red_loops = sch.get_loops(red)
+    at = next(k for k, lp in enumerate(red_loops) if sch.get(lp).same_as(anchor))
+    own = red_loops[at + 1:]
+    kinds = _loop_kinds(sch, red, own)
+    return ([lp for lp, k in zip(own, kinds, strict=True) if k == "S"],
+            [lp for lp, k in zip(own, kinds, strict=True) if k == "R"])
+
+
+def _unroll_taps(sch, reductions) -> None:
+    """Unroll a kernel window's taps (a GEMM's first reduction loop is its input
+    channels: not unrolled)."""
+    taps = [lp for lp in (reductions[1:] if len(reductions) > 2 else reductions)
+            if (_extent(sch, lp) or 0) <= MAX_UNROLL_TAPS]
+    if math.prod(_extent(sch, lp) for lp in taps) > MAX_UNROLL_TAPS * 2:
+        taps = taps[-1:]
+    for lp in taps:
+        sch.unroll(lp)
+
+
+def _channel_vectors(sch, red, copy_w, spatial, reductions) -> list | None:
+    """A plain GEMM's tile vectorised over its output channels: per output pixel, the
+    reduction loops (in their original order) outside a vector of :data:`CHANNEL_LANES`
+    channels summed in registers (a local accumulator written back per pixel); the
+    staged weights laid out with the output channels innermost (so each tap's weights
+    are one vector), and :data:`LAYOUT_ATTR` says so. Returns the pixel loops (batch,
+    channel vectors, rows, columns), or None (nothing done) when the tile's channels
+    are no multiple of a lane count."""
+    channels = _extent(sch, spatial[1])
+    lanes = next((n for n in CHANNEL_LANES if channels and channels % n == 0), None)
+    if lanes is None:
+        return None
+    layout = str(sch.get(copy_w).annotations[LAYOUT_ATTR])
+    if layout == "oi":
+        rank = len(sch.get(copy_w).writes[0].source.shape)
+        if rank == 4:    # (o, i, kh, kw) -> (i, kh, kw, o)
+            sch.transform_layout(copy_w, ("write", 0), lambda o, i, h, w: (i, h, w, o))
+            sch.unannotate(copy_w, LAYOUT_ATTR)
+            sch.annotate(copy_w, LAYOUT_ATTR, "i..o")
+        else:            # a dense layer's (o, i) -> (i, o)
+            sch.transform_layout(copy_w, ("write", 0), lambda o, i: (i, o))
+            sch.unannotate(copy_w, LAYOUT_ATTR)
+            sch.annotate(copy_w, LAYOUT_ATTR, "io")
+    c_o, c_i = sch.split(spatial[1], [None, lanes])
+    pixels = [spatial[0], c_o, *spatial[2:]]
+    sch.reorder(*pixels, *reductions, c_i)
+    local = sch.cache_write(red, 0, "local")
+    sch.reverse_compute_at(local, pixels[-1])
+    sch.vectorize(c_i)
+    sch.vectorize(sch.get_loops(local)[-1])
+    return pixels
+
+
+def _schedule_tile(sch, red, nest, copies, out, channel_vectors: bool) -> None:
+    """The CPU schedule inside one tile, with nothing that changes a sum's order or
+    what the simulator reads (the tile loops, the annotated blocks and their regions):
+
+    * with ``channel_vectors`` (a plain GEMM whose tile sums all its input channels
+      and whose channel tiles divide the output), the tile is vectorised over its
+      output channels (:func:`_channel_vectors`); any other reduction's own loops run
+      its channels and rows, then its reduction loops in their original order, then
+      its columns, vectorised (:mod:`~tvm_memflat.lowering.cpu_schedule`'s order);
+    * kernel taps up to :data:`MAX_UNROLL_TAPS` are unrolled; the outermost channel
+      or row loop runs in parallel when the tile has at least
+      :data:`MIN_PARALLEL_WORK` multiply-accumulates;
+    * the innermost loops of the staging copies and of the output are vectorised.
+
+    Every output element is still summed in its original order, so the tiled kernel
+    stays bit-exact against the untiled one. (The plan's tiles are the accelerator's:
+    a tile that does not divide the tensor leaves a bounds test in its loops, which
+    keeps a column vector scalar; channel vectors do not have it.)"""
+    spatial, reductions = _own_loops(sch, red, nest)
+    extents = [_extent(sch, lp) for lp in spatial + reductions]
+    if not spatial or None in extents:
+        return
+    work = math.prod(extents)
+    weights = [b for b in copies
+               if str(sch.get(b).annotations.get(OPERAND_ATTR, "")) == "weight"]
+    pixels = _channel_vectors(sch, red, weights[0], spatial, reductions) \
+        if channel_vectors and weights and len(spatial) > 1 else None
+    if pixels is not None:
+        outer = next((lp for lp in pixels if (_extent(sch, lp) or 1) > 1), None)
+    else:
+        weights = []
+        if reductions:
+            sch.reorder(*spatial[:-1], *reductions, spatial[-1])
+        _vector_loop(sch, spatial[-1])
+        outer = next((lp for lp in spatial[:-1] if (_extent(sch, lp) or 1) > 1), None)
+    _unroll_taps(sch, reductions)
+    if outer is not None and (_extent(sch, outer) or 1) > 1 and work >= MIN_PARALLEL_WORK:
+        sch.parallel(outer)
+    for block in [*copies, out]:
+        if any(sch.get(block).same_as(sch.get(w)) for w in weights):
+            continue   # laid out anew: its writes are scattered
+        loops = sch.get_loops(block)
+        # its own innermost loop (a tile loop holds other blocks too)
+        if loops and len(sch.get_child_blocks(loops[-1])) == 1:
+            _vector_loop(sch, loops[-1])

@@ -56,6 +56,7 @@ from ..hardware.cost_model import (
     utilisation,
 )
 from ..host import host_target, set_threads
+from ..lowering.cpu_schedule import scheduled
 from ..lowering.pipeline import BUFFERED_LOWERING
 from ..planner.allocator import align_up
 from ..planner.check import check_plan
@@ -367,7 +368,9 @@ def build_vta_like(mod: tvm.IRModule, spec: AcceleratorSpec | str | Path = "vta_
     (:func:`~tvm_memflat.planner.pipeline.compile_llvm`; this module does not import
     :mod:`.build`, which dispatches here). ``input``/``output`` are the counting
     convention, as for ``build``. The llvm executable is the exactness check of what
-    the accelerator computes; its kernels are left unscheduled for the CPU by default
+    the accelerator computes. On a buffered spec every kernel carries a CPU schedule
+    that changes neither a result nor what the simulator reads (:func:`tiled_module`).
+    On a fixed machine the kernels are left unscheduled for the CPU by default
     (``schedule=False``), so the simulated schedule and the spec plan carry the
     accelerator's kernels, not the CPU schedules' staging scratch. ``threads`` as
     for ``build``.
@@ -409,7 +412,12 @@ def tiled_module(lowered: tvm.IRModule, plan: BufferedPlan, schedule: LoweredSch
     input or output kept on chip in one call and not in another) is first cloned, one
     copy per tiling, and each call of ``schedule`` (the one ``plan`` tiles) pointed at
     its copy: ``plan``'s calls are renamed to match (the returned module and
-    ``record.buffered_plan`` carry them)."""
+    ``record.buffered_plan`` carry them).
+
+    Every kernel carries a CPU schedule for the llvm build, none of which changes a
+    result or what the simulator reads: a tiled kernel inside its tiles
+    (:func:`~.tile_tir.tile_kernel`), any other the default one
+    (:func:`~tvm_memflat.lowering.cpu_schedule.scheduled`)."""
     lowered, plan = split_shared_kernels(lowered, plan, schedule)
     if record is not None:
         record.buffered_plan = plan
@@ -421,14 +429,18 @@ def tiled_module(lowered: tvm.IRModule, plan: BufferedPlan, schedule: LoweredSch
     out = tvm.IRModule(dict(lowered.functions_items()), attrs=lowered.attrs)
     for gv, func in lowered.functions_items():
         name = gv.name_hint
-        if not isinstance(func, tirx.PrimFunc) or name not in by_kernel:
+        if not isinstance(func, tirx.PrimFunc):
+            continue
+        if name not in by_kernel:   # elementwise: no call of the plan
+            out[gv] = scheduled(func).func
             continue
         if len(by_kernel[name]) != 1 or any(len(c) != 1 for c in steps[name].values()):
             done = TiledKernel(func, False, "its calls have several tilings (several GEMMs)")
         else:
             call = next(iter(steps[name].values()))[0]
             done = tile_kernel(func, call)
-        out[gv] = done.func
+        # a kernel left untiled (replayed from the plan) runs the default CPU schedule
+        out[gv] = done.func if done.tiled else scheduled(func).func
         if record is not None:
             record.kernels[name] = done
     return out
