@@ -292,3 +292,33 @@ def test_a_fused_spec_keeps_intermediates_on_chip_exactly(tmp_path):
     from tvm_memflat.reports.occupancy import plot_occupancy
 
     assert plot_occupancy(fused.plan, tmp_path / "tiles.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("cin,size,cout,k,stride,pad", [
+    (64, 56, 64, 3, 1, 1),     # the hand-worked layer (test_call_tiling)
+    (3, 224, 64, 3, 2, 0),     # SqueezeNet's first: 111 columns, ragged tiles
+    (256, 14, 512, 3, 2, 1),   # input-channel blocks: sums carried across them
+])
+def test_vta_like_tiles_of_real_layers_are_exact_and_replayed(cin, size, cout, k, stride, pad):
+    """Layers of zoo size on vta_like itself: the tiled kernel, CPU schedule inside its
+    tiles and all, computes the untiled kernel's output bit for bit, and the
+    simulator reads from it exactly the closed form's bytes, transfers and buffer
+    high-water marks."""
+    spec = load_spec("vta_like")
+    mod = graphs._net(lambda bb, x, rng: graphs.conv(bb, x, rng, cout, k=k, stride=stride,
+                                                     pad=pad), (1, cin, size, size))
+    low = lower(mod, host_target(), shrink_scratch=False, cpu_schedule=False,
+                in_place_depthwise=False)
+    funcs = {gv.name_hint: f for gv, f in low.functions_items() if isinstance(f, tirx.PrimFunc)}
+    (call,) = [c for c in plan_buffered(lowered_schedule(low), spec).calls]
+    assert call.reason != "whole call fits"
+    done = tile_kernel(funcs[call.kernel], call)
+    assert done.tiled, done.reason
+    script = done.func.script()
+    assert '"memflat.layout": "i..o"' in script and "T.vectorized" in script
+    args = [np.random.default_rng(3).standard_normal([int(d) for d in p.shape])
+            .astype(str(p.dtype)) for p in done.func.params]
+    np.testing.assert_array_equal(_run(done.func, args), _run(funcs[call.kernel], args))
+    got = replay_kernel(done.func, spec)
+    assert (got.traffic_bytes, got.transfers) == (call.cost.traffic_bytes, call.cost.transfers)
+    assert got.high_water_bytes == dict(call.footprint_bytes)

@@ -406,7 +406,8 @@ def replay_kernel(func: tirx.PrimFunc, spec: AcceleratorSpec,
     # per kernel, not per tile: the compute kind and the weights' layout
     vector_call = any(str(b.annotations.get(COMPUTE_ATTR, "")) == "vector" for b in annotated)
     layout = next((str(b.annotations[LAYOUT_ATTR]) for b in annotated
-                   if LAYOUT_ATTR in b.annotations), "oi")
+                   if LAYOUT_ATTR in b.annotations
+                   and str(b.annotations[OPERAND_ATTR]) == "weight"), "oi")
     per_group = int(layout.split("g")[1]) if "g" in layout else 0
 
     def gemm_blocks(cout: int, cin: int) -> int:
@@ -452,7 +453,8 @@ def replay_kernel(func: tirx.PrimFunc, spec: AcceleratorSpec,
                 occupy(operand, memory, math.prod(written) // ch * padded(ch, bo) * acc)
                 transfer(real * act, write=False)
         elif operand == "accumulator":
-            ch = written[1] if len(written) > 1 else 1
+            nhwc = str(block.annotations.get(LAYOUT_ATTR, "")) == "nhwc"
+            ch = written[-1 if nhwc else 1] if len(written) > 1 else 1
             px = math.prod(written) // ch
             reduce = [ivs[iv.var][1] - ivs[iv.var][0] + 1 for iv in block.iter_vars
                       if int(iv.iter_type) == tirx.IterVar.CommReduce]

@@ -69,7 +69,8 @@ COMPUTE_ATTR = "memflat.compute"
 ALU_ATTR = "memflat.alu_ops"
 #: Weight staging annotation: which dims are output and input channels (``"oi"``,
 #: ``"io"``; ``"i..o"``: input channels first, output channels last, the taps between)
-#: and, for grouped convs, ``"g<output channels per group>"`` after it.
+#: and, for grouped convs, ``"g<output channels per group>"`` after it. On the
+#: reduction block, ``"nhwc"``: the accumulator tile is laid out channels-last.
 LAYOUT_ATTR = "memflat.layout"
 #: Input staging and output block annotation (1): the tensor is on chip, not in DRAM
 #: (a spec with an on-chip path): the input is read where it is resident, the
@@ -80,6 +81,8 @@ ON_CHIP_ATTR = "memflat.on_chip"
 RESERVED_ATTR = "memflat.reserved_bytes"
 #: Output channels per vector in a plain GEMM's tile, most preferred first.
 CHANNEL_LANES = (16, 8)
+#: Columns whose channel vectors a plain GEMM's tile sums side by side (at most).
+PIXEL_BLOCK = 8
 #: PrimFunc attribute: the tiling the kernel carries (``CallPlan.describe()``).
 TILED_ATTR = "memflat.tiled"
 
@@ -282,11 +285,10 @@ def _tile(func: tirx.PrimFunc, plan: CallPlan) -> tirx.PrimFunc:
     sch.annotate(out, ALU_ATTR, int(shape.epilogue))
     if shape.output_on_chip:
         sch.annotate(out, ON_CHIP_ATTR, 1)
-    # channel vectors need each tile's sums whole (one input-channel block: the local
-    # accumulator then holds one pixel's channels) and no ragged channel tile
-    whole = plain and (_extent(sch, nest[-1][1]) or 2) == 1 and \
-        shape.out_channels % t.out_block == 0
-    _schedule_tile(sch, red, nest, copies, out, whole)
+    # channel vectors need channel tiles that divide the output (a ragged tile's bounds
+    # test would sit in the vector loop)
+    _schedule_tile(sch, red, nest, copies, out,
+                   plain and shape.out_channels % t.out_block == 0)
     return sch.mod["main"]
 
 
@@ -327,12 +329,14 @@ def _unroll_taps(sch, reductions) -> None:
         sch.unroll(lp)
 
 
-def _channel_vectors(sch, red, copy_w, spatial, reductions) -> list | None:
+def _channel_vectors(sch, red, nest, copy_w, spatial, reductions) -> list | None:
     """A plain GEMM's tile vectorised over its output channels: per output pixel, the
     reduction loops (in their original order) outside a vector of :data:`CHANNEL_LANES`
-    channels summed in registers (a local accumulator written back per pixel); the
-    staged weights laid out with the output channels innermost (so each tap's weights
-    are one vector), and :data:`LAYOUT_ATTR` says so. Returns the pixel loops (batch,
+    channels summed in registers (a local accumulator written back per pixel, when the
+    tile has one input-channel block; else the accumulator tile laid out
+    channels-last, :data:`LAYOUT_ATTR` ``"nhwc"`` on the reduction); the staged
+    weights laid out with the output channels innermost (so each tap's weights are one
+    vector), and :data:`LAYOUT_ATTR` says so. Returns the pixel loops (batch,
     channel vectors, rows, columns), or None (nothing done) when the tile's channels
     are no multiple of a lane count."""
     channels = _extent(sch, spatial[1])
@@ -352,11 +356,32 @@ def _channel_vectors(sch, red, copy_w, spatial, reductions) -> list | None:
             sch.annotate(copy_w, LAYOUT_ATTR, "io")
     c_o, c_i = sch.split(spatial[1], [None, lanes])
     pixels = [spatial[0], c_o, *spatial[2:]]
-    sch.reorder(*pixels, *reductions, c_i)
-    local = sch.cache_write(red, 0, "local")
-    sch.reverse_compute_at(local, pixels[-1])
+    # register blocking: a few columns' vectors summed side by side, each tap's weight
+    # vector loaded once for them
+    cols = _extent(sch, pixels[-1]) or 1
+    # (a divisor: a ragged split would make the simulator read a wider tile)
+    block = cols if cols <= PIXEL_BLOCK else next(
+        (d for d in range(PIXEL_BLOCK, 1, -1) if cols % d == 0), 1)
+    inner = []
+    if block > 1:
+        pixels[-1], w_i = sch.split(pixels[-1], [None, block])
+        inner = [w_i]
+    whole = nest[-1][0] == "in" and _extent(sch, nest[-1][1]) == 1
+    # one input-channel block: its loop (no staging block under it) goes down beside
+    # the other reduction loops, so that the local accumulator lives under the pixel
+    sch.reorder(*pixels, *([nest[-1][1]] if whole else []), *reductions, *inner, c_i)
+    for lp in inner:
+        sch.unroll(lp)
+    if whole:
+        # each pixel's sums are whole in a local accumulator (the reduction writes it)
+        local = sch.cache_write(red, 0, "local")
+        sch.reverse_compute_at(local, pixels[-1])
+    if len(spatial) == 4:
+        # the accumulator tile (or its local part) laid out channels-last, so that a
+        # pixel's channels are one vector
+        sch.transform_layout(red, ("write", 0), lambda n, c, h, w: (n, h, w, c))
+        sch.annotate(red, LAYOUT_ATTR, "nhwc")
     sch.vectorize(c_i)
-    sch.vectorize(sch.get_loops(local)[-1])
     return pixels
 
 
@@ -364,8 +389,8 @@ def _schedule_tile(sch, red, nest, copies, out, channel_vectors: bool) -> None:
     """The CPU schedule inside one tile, with nothing that changes a sum's order or
     what the simulator reads (the tile loops, the annotated blocks and their regions):
 
-    * with ``channel_vectors`` (a plain GEMM whose tile sums all its input channels
-      and whose channel tiles divide the output), the tile is vectorised over its
+    * with ``channel_vectors`` (a plain GEMM whose channel tiles divide the output),
+      the tile is vectorised over its
       output channels (:func:`_channel_vectors`); any other reduction's own loops run
       its channels and rows, then its reduction loops in their original order, then
       its columns, vectorised (:mod:`~tvm_memflat.lowering.cpu_schedule`'s order);
@@ -385,7 +410,7 @@ def _schedule_tile(sch, red, nest, copies, out, channel_vectors: bool) -> None:
     work = math.prod(extents)
     weights = [b for b in copies
                if str(sch.get(b).annotations.get(OPERAND_ATTR, "")) == "weight"]
-    pixels = _channel_vectors(sch, red, weights[0], spatial, reductions) \
+    pixels = _channel_vectors(sch, red, nest, weights[0], spatial, reductions) \
         if channel_vectors and weights and len(spatial) > 1 else None
     if pixels is not None:
         outer = next((lp for lp in pixels if (_extent(sch, lp) or 1) > 1), None)
