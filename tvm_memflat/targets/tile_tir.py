@@ -285,10 +285,7 @@ def _tile(func: tirx.PrimFunc, plan: CallPlan) -> tirx.PrimFunc:
     sch.annotate(out, ALU_ATTR, int(shape.epilogue))
     if shape.output_on_chip:
         sch.annotate(out, ON_CHIP_ATTR, 1)
-    # channel vectors need channel tiles that divide the output (a ragged tile's bounds
-    # test would sit in the vector loop)
-    _schedule_tile(sch, red, nest, copies, out,
-                   plain and shape.out_channels % t.out_block == 0)
+    _schedule_tile(sch, red, nest, copies, out, shape.out_channels if plain else 0)
     return sch.mod["main"]
 
 
@@ -329,7 +326,8 @@ def _unroll_taps(sch, reductions) -> None:
         sch.unroll(lp)
 
 
-def _channel_vectors(sch, red, nest, copy_w, spatial, reductions) -> list | None:
+def _channel_vectors(sch, red, nest, copy_w, spatial, reductions,
+                     out_channels: int) -> list | None:
     """A plain GEMM's tile vectorised over its output channels: per output pixel, the
     reduction loops (in their original order) outside a vector of :data:`CHANNEL_LANES`
     channels summed in registers (a local accumulator written back per pixel, when the
@@ -340,7 +338,10 @@ def _channel_vectors(sch, red, nest, copy_w, spatial, reductions) -> list | None
     channel vectors, rows, columns), or None (nothing done) when the tile's channels
     are no multiple of a lane count."""
     channels = _extent(sch, spatial[1])
-    lanes = next((n for n in CHANNEL_LANES if channels and channels % n == 0), None)
+    # lanes that divide the tile's channels and the layer's, so that a ragged last
+    # tile's bounds test is the same for every lane (simplified out of the vector loop)
+    lanes = next((n for n in CHANNEL_LANES
+                  if channels and channels % n == 0 and out_channels % n == 0), None)
     if lanes is None:
         return None
     layout = str(sch.get(copy_w).annotations[LAYOUT_ATTR])
@@ -385,12 +386,12 @@ def _channel_vectors(sch, red, nest, copy_w, spatial, reductions) -> list | None
     return pixels
 
 
-def _schedule_tile(sch, red, nest, copies, out, channel_vectors: bool) -> None:
+def _schedule_tile(sch, red, nest, copies, out, out_channels: int) -> None:
     """The CPU schedule inside one tile, with nothing that changes a sum's order or
     what the simulator reads (the tile loops, the annotated blocks and their regions):
 
-    * with ``channel_vectors`` (a plain GEMM whose channel tiles divide the output),
-      the tile is vectorised over its
+    * a plain GEMM (``out_channels``: its output channels; 0 for any other kernel)
+      is vectorised over its
       output channels (:func:`_channel_vectors`); any other reduction's own loops run
       its channels and rows, then its reduction loops in their original order, then
       its columns, vectorised (:mod:`~tvm_memflat.lowering.cpu_schedule`'s order);
@@ -410,8 +411,9 @@ def _schedule_tile(sch, red, nest, copies, out, channel_vectors: bool) -> None:
     work = math.prod(extents)
     weights = [b for b in copies
                if str(sch.get(b).annotations.get(OPERAND_ATTR, "")) == "weight"]
-    pixels = _channel_vectors(sch, red, nest, weights[0], spatial, reductions) \
-        if channel_vectors and weights and len(spatial) > 1 else None
+    pixels = _channel_vectors(sch, red, nest, weights[0], spatial, reductions,
+                              out_channels) if out_channels and weights and len(spatial) > 1 \
+        else None
     if pixels is not None:
         outer = next((lp for lp in pixels if (_extent(sch, lp) or 1) > 1), None)
     else:
