@@ -81,7 +81,8 @@ ON_CHIP_ATTR = "memflat.on_chip"
 RESERVED_ATTR = "memflat.reserved_bytes"
 #: Output channels per vector in a plain GEMM's tile, most preferred first.
 CHANNEL_LANES = (16, 8)
-#: Columns whose channel vectors a plain GEMM's tile sums side by side (at most).
+#: Columns whose channel vectors a plain GEMM's tile sums side by side: all of a
+#: tile's columns up to twice this, else the largest divisor up to this.
 PIXEL_BLOCK = 8
 #: PrimFunc attribute: the tiling the kernel carries (``CallPlan.describe()``).
 TILED_ATTR = "memflat.tiled"
@@ -361,7 +362,7 @@ def _channel_vectors(sch, red, nest, copy_w, spatial, reductions,
     # vector loaded once for them
     cols = _extent(sch, pixels[-1]) or 1
     # (a divisor: a ragged split would make the simulator read a wider tile)
-    block = cols if cols <= PIXEL_BLOCK else next(
+    block = cols if cols <= 2 * PIXEL_BLOCK else next(
         (d for d in range(PIXEL_BLOCK, 1, -1) if cols % d == 0), 1)
     inner = []
     if block > 1:
