@@ -21,7 +21,12 @@ program the llvm build runs is the tiled program the accelerator would run:
   stays on chip exactly while its loop has not moved on, as the plan's reload
   factors say;
 * a tensor the epilogue reads besides the accumulator (a residual) is staged per
-  output tile.
+  output tile;
+* inside the tiles, a CPU schedule for the llvm build that changes no sum's order and
+  nothing the simulator reads (:func:`_schedule_tile`): a plain GEMM vectorised over
+  its output channels (weights staged channels-last, the accumulator tile
+  channels-last), any other reduction over its columns; taps unrolled, a large
+  tile's channels or rows in parallel.
 
 Each staging, reduction and output block is annotated with the operand it holds
 (:data:`OPERAND_ATTR`) and the spec memory it lives in (:data:`MEMORY_ATTR`); the
@@ -392,10 +397,10 @@ def _schedule_tile(sch, red, nest, copies, out, out_channels: int) -> None:
     what the simulator reads (the tile loops, the annotated blocks and their regions):
 
     * a plain GEMM (``out_channels``: its output channels; 0 for any other kernel)
-      is vectorised over its
-      output channels (:func:`_channel_vectors`); any other reduction's own loops run
-      its channels and rows, then its reduction loops in their original order, then
-      its columns, vectorised (:mod:`~tvm_memflat.lowering.cpu_schedule`'s order);
+      is vectorised over its output channels (:func:`_channel_vectors`); any other
+      reduction's own loops run its channels and rows, then its reduction loops in
+      their original order, then its columns, vectorised
+      (:mod:`~tvm_memflat.lowering.cpu_schedule`'s order);
     * kernel taps up to :data:`MAX_UNROLL_TAPS` are unrolled; the outermost channel
       or row loop runs in parallel when the tile has at least
       :data:`MIN_PARALLEL_WORK` multiply-accumulates;
