@@ -38,13 +38,13 @@ SMALL_FUSED = dataclasses.replace(SMALL, name="small_fused",
 EXAMPLES = 24
 
 
-def _kernels(mod):
-    """The kernels as the buffered build starts from them, the schedule and the plan."""
+def _kernels(mod, spec=SMALL):
+    """The kernels as the buffered build starts from them, and the plan on ``spec``."""
     low = lower(mod, host_target(), shrink_scratch=False, cpu_schedule=False,
                 in_place_depthwise=False)
     schedule = lowered_schedule(low)
     funcs = {gv.name_hint: f for gv, f in low.functions_items() if isinstance(f, tirx.PrimFunc)}
-    return funcs, plan_buffered(schedule, SMALL)
+    return funcs, plan_buffered(schedule, spec)
 
 
 def _run(func, args):
@@ -311,10 +311,8 @@ def test_vta_like_tiles_of_real_layers_are_exact_and_replayed(cin, size, cout, k
     spec = load_spec("vta_like")
     mod = graphs._net(lambda bb, x, rng: graphs.conv(bb, x, rng, cout, k=k, stride=stride,
                                                      pad=pad), (1, cin, size, size))
-    low = lower(mod, host_target(), shrink_scratch=False, cpu_schedule=False,
-                in_place_depthwise=False)
-    funcs = {gv.name_hint: f for gv, f in low.functions_items() if isinstance(f, tirx.PrimFunc)}
-    (call,) = [c for c in plan_buffered(lowered_schedule(low), spec).calls]
+    funcs, plan = _kernels(mod, spec)
+    (call,) = plan.calls
     assert call.reason != "whole call fits"
     done = tile_kernel(funcs[call.kernel], call)
     assert done.tiled, done.reason

@@ -191,6 +191,28 @@ def _loop_kinds(sch: s_tir.Schedule, block, loops) -> list[str]:
     return kinds
 
 
+def _loops_under(sch: s_tir.Schedule, block, loop) -> tuple[list, list]:
+    """``block``'s loops under ``loop`` (one of its ancestors), split into spatial and
+    reduction loops (:func:`_loop_kinds`), each in their order."""
+    anchor = sch.get(loop)
+    loops = sch.get_loops(block)
+    at = next(i for i, lp in enumerate(loops) if sch.get(lp).same_as(anchor))
+    under = loops[at + 1:]
+    kinds = _loop_kinds(sch, block, under)
+    return ([lp for lp, k in zip(under, kinds, strict=True) if k == "S"],
+            [lp for lp, k in zip(under, kinds, strict=True) if k == "R"])
+
+
+def unroll_taps(sch: s_tir.Schedule, taps) -> None:
+    """Unroll those of ``taps`` (a kernel window's reduction loops) up to
+    :data:`MAX_UNROLL_TAPS` long; of a large window, its rows' taps only (code size)."""
+    taps = [lp for lp in taps if (_extent(sch, lp) or 0) <= MAX_UNROLL_TAPS]
+    if math.prod(_extent(sch, lp) for lp in taps) > MAX_UNROLL_TAPS * 2:
+        taps = taps[-1:]
+    for lp in taps:
+        sch.unroll(lp)
+
+
 def _reduces_channels(sch: s_tir.Schedule, block, out_channels: int) -> bool:
     """``block`` reads a 4-D parameter shaped (out_channels, C_in/groups > 1, kh, kw):
     a convolution whose outputs sum over several input channels."""
@@ -308,13 +330,7 @@ def _tiled_reduction(sch: s_tir.Schedule, reduction, out, staged: list[str],
     sch.compute_at(reduction, w_outer)
     # the reduction's loops under the tile: reductions first (original order), then
     # the tile's spatial loops (vectorised innermost, the rest unrolled)
-    anchor = sch.get(w_outer)
-    red_loops = sch.get_loops(reduction)
-    at = next(i for i, lp in enumerate(red_loops) if sch.get(lp).same_as(anchor))
-    inner = red_loops[at + 1:]
-    kinds = _loop_kinds(sch, reduction, inner)
-    spatial = [lp for lp, k in zip(inner, kinds, strict=True) if k == "S"]
-    reductions = [lp for lp, k in zip(inner, kinds, strict=True) if k == "R"]
+    spatial, reductions = _loops_under(sch, reduction, w_outer)
     if spatial and reductions:
         sch.reorder(*reductions, *spatial)
     if spatial:
@@ -325,11 +341,7 @@ def _tiled_reduction(sch: s_tir.Schedule, reduction, out, staged: list[str],
     # window) for a convolution, under the tile loop for a window op
     if staged:
         _stage(sch, staged, reductions[0] if rule == "conv" and reductions else w_outer)
-    taps = [lp for lp in reductions[1:] if (_extent(sch, lp) or 0) <= MAX_UNROLL_TAPS]
-    if math.prod(_extent(sch, lp) for lp in taps) > MAX_UNROLL_TAPS * 2:
-        taps = taps[-1:]   # a large window: unroll its rows' taps only (code size)
-    for lp in taps:
-        sch.unroll(lp)
+    unroll_taps(sch, reductions[1:])
     out_loops = sch.get_loops(out)
     sch.vectorize(out_loops[-1])
     if rule == "conv":

@@ -50,7 +50,6 @@ from tvm import s_tir, tirx
 from ..hardware.call_tiling import CallPlan
 from ..lowering.cpu_schedule import (
     MAX_LANES,
-    MAX_UNROLL_TAPS,
     MIN_PARALLEL_WORK,
     TILE_WIDTHS,
     _block_names,
@@ -59,8 +58,10 @@ from ..lowering.cpu_schedule import (
     _inline_injective,
     _is_reduction,
     _loop_kinds,
+    _loops_under,
     _uses,
     _writes_param,
+    unroll_taps,
 )
 
 #: Block annotation: the operand a block's tile is ("input", "weight", "residual",
@@ -310,28 +311,6 @@ def _vector_loop(sch, loop) -> None:
     sch.vectorize(loop)
 
 
-def _own_loops(sch, red, nest):
-    """The reduction's loops under the tile nest: (spatial, reduction) loops, in order."""
-    anchor = sch.get(nest[-1][1])
-    red_loops = sch.get_loops(red)
-    at = next(k for k, lp in enumerate(red_loops) if sch.get(lp).same_as(anchor))
-    own = red_loops[at + 1:]
-    kinds = _loop_kinds(sch, red, own)
-    return ([lp for lp, k in zip(own, kinds, strict=True) if k == "S"],
-            [lp for lp, k in zip(own, kinds, strict=True) if k == "R"])
-
-
-def _unroll_taps(sch, reductions) -> None:
-    """Unroll a kernel window's taps (a GEMM's first reduction loop is its input
-    channels: not unrolled)."""
-    taps = [lp for lp in (reductions[1:] if len(reductions) > 2 else reductions)
-            if (_extent(sch, lp) or 0) <= MAX_UNROLL_TAPS]
-    if math.prod(_extent(sch, lp) for lp in taps) > MAX_UNROLL_TAPS * 2:
-        taps = taps[-1:]
-    for lp in taps:
-        sch.unroll(lp)
-
-
 def _channel_vectors(sch, red, nest, copy_w, spatial, reductions,
                      out_channels: int) -> list | None:
     """A plain GEMM's tile vectorised over its output channels: per output pixel, the
@@ -350,17 +329,15 @@ def _channel_vectors(sch, red, nest, copy_w, spatial, reductions,
                   if channels and channels % n == 0 and out_channels % n == 0), None)
     if lanes is None:
         return None
-    layout = str(sch.get(copy_w).annotations[LAYOUT_ATTR])
-    if layout == "oi":
-        rank = len(sch.get(copy_w).writes[0].source.shape)
-        if rank == 4:    # (o, i, kh, kw) -> (i, kh, kw, o)
+    if str(sch.get(copy_w).annotations[LAYOUT_ATTR]) == "oi":
+        if len(sch.get(copy_w).writes[0].source.shape) == 4:
+            # (o, i, kh, kw) -> (i, kh, kw, o)
             sch.transform_layout(copy_w, ("write", 0), lambda o, i, h, w: (i, h, w, o))
-            sch.unannotate(copy_w, LAYOUT_ATTR)
-            sch.annotate(copy_w, LAYOUT_ATTR, "i..o")
-        else:            # a dense layer's (o, i) -> (i, o)
+        else:   # a dense layer's (o, i) -> (i, o)
             sch.transform_layout(copy_w, ("write", 0), lambda o, i: (i, o))
-            sch.unannotate(copy_w, LAYOUT_ATTR)
-            sch.annotate(copy_w, LAYOUT_ATTR, "io")
+        sch.unannotate(copy_w, LAYOUT_ATTR)
+        sch.annotate(copy_w, LAYOUT_ATTR,
+                     "i..o" if len(sch.get(copy_w).writes[0].source.shape) == 4 else "io")
     c_o, c_i = sch.split(spatial[1], [None, lanes])
     pixels = [spatial[0], c_o, *spatial[2:]]
     # register blocking: a few columns' vectors summed side by side, each tap's weight
@@ -410,7 +387,7 @@ def _schedule_tile(sch, red, nest, copies, out, out_channels: int) -> None:
     stays bit-exact against the untiled one. (The plan's tiles are the accelerator's:
     a tile that does not divide the tensor leaves a bounds test in its loops, which
     keeps a column vector scalar; channel vectors do not have it.)"""
-    spatial, reductions = _own_loops(sch, red, nest)
+    spatial, reductions = _loops_under(sch, red, nest[-1][1])
     extents = [_extent(sch, lp) for lp in spatial + reductions]
     if not spatial or None in extents:
         return
@@ -420,20 +397,21 @@ def _schedule_tile(sch, red, nest, copies, out, out_channels: int) -> None:
     pixels = _channel_vectors(sch, red, nest, weights[0], spatial, reductions,
                               out_channels) if out_channels and weights and len(spatial) > 1 \
         else None
-    if pixels is not None:
-        outer = next((lp for lp in pixels if (_extent(sch, lp) or 1) > 1), None)
-    else:
-        weights = []
+    # the weight copy a channel-vector tile lays out anew: its writes are scattered
+    relaid = weights if pixels is not None else []
+    if pixels is None:
         if reductions:
             sch.reorder(*spatial[:-1], *reductions, spatial[-1])
         _vector_loop(sch, spatial[-1])
-        outer = next((lp for lp in spatial[:-1] if (_extent(sch, lp) or 1) > 1), None)
-    _unroll_taps(sch, reductions)
-    if outer is not None and (_extent(sch, outer) or 1) > 1 and work >= MIN_PARALLEL_WORK:
+        pixels = spatial[:-1]
+    outer = next((lp for lp in pixels if (_extent(sch, lp) or 1) > 1), None)
+    # a GEMM's first reduction loop is its input channels: not a tap
+    unroll_taps(sch, reductions[1:] if len(reductions) > 2 else reductions)
+    if outer is not None and work >= MIN_PARALLEL_WORK:
         sch.parallel(outer)
     for block in [*copies, out]:
-        if any(sch.get(block).same_as(sch.get(w)) for w in weights):
-            continue   # laid out anew: its writes are scattered
+        if any(sch.get(block).same_as(sch.get(w)) for w in relaid):
+            continue
         loops = sch.get_loops(block)
         # its own innermost loop (a tile loop holds other blocks too)
         if loops and len(sch.get_child_blocks(loops[-1])) == 1:
