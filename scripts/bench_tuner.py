@@ -59,7 +59,8 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(zoo.NAMES), choices=zoo.NAMES)
-    parser.add_argument("--specs", nargs="+", default=list(SPECS))
+    parser.add_argument("--specs", nargs="*", default=list(SPECS),
+                        help="specs to fit (none: only the 1.1x llvm part)")
     parser.add_argument("--json", default="bench_tuner.json")
     parser.add_argument("--plots", default="bench_plots", help="folder for Pareto plots")
     parser.add_argument("--repeat", type=int, default=5, help="latency repeats (median)")

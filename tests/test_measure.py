@@ -16,7 +16,8 @@ from tvm_memflat.errors import MemflatError
 from tvm_memflat.targets.stock import build_stock
 from tvm_memflat.tuner.inputs import random_inputs
 from tvm_memflat.tuner.measure import (
-    DEFAULT_SCHEDULE,
+    MEMFLAT_SCHEDULE,
+    STOCK_SCHEDULE,
     Measurement,
     RPCConfig,
     load_on_session,
@@ -53,9 +54,10 @@ def executables():
     return build_stock(light), build_stock(heavy), random_inputs(light["main"])
 
 
-def _check(m: Measurement, repeat: int, number: int, where: str):
+def _check(m: Measurement, repeat: int, number: int, where: str,
+           schedule: str = MEMFLAT_SCHEDULE):
     assert m.repeat == repeat and m.number == number and m.where == where
-    assert m.schedule == DEFAULT_SCHEDULE
+    assert m.schedule == schedule
     for v in (m.median_ms, m.mean_ms):
         assert math.isfinite(v) and v > 0
     assert math.isfinite(m.std_ms) and m.std_ms >= 0
@@ -74,11 +76,11 @@ def test_local_measurement_of_memflat_build():
 def test_local_heavy_is_slower_than_light(executables):
     light, heavy, inputs = executables
     seen = []
-    results = measure_many([light, heavy], inputs, repeat=3,
+    results = measure_many([light, heavy], inputs, repeat=3, schedule=STOCK_SCHEDULE,
                            progress=lambda i, n: seen.append((i, n)))
     assert seen == [(1, 2), (2, 2)]
     for m in results:
-        _check(m, 3, 1, "local")
+        _check(m, 3, 1, "local", STOCK_SCHEDULE)
     assert results[1].median_ms > 5 * results[0].median_ms, results
 
 
@@ -209,10 +211,11 @@ def test_rpc_measure_many_in_order(executables, tracker_config):
     light, heavy, inputs = executables
     seen = []
     results = measure_many([heavy, light], inputs, rpc=tracker_config, parallel=2, repeat=3,
+                           schedule=STOCK_SCHEDULE,
                            progress=lambda i, n: seen.append((i, n)))
     assert sorted(seen) == [(1, 2), (2, 2)]
     for m in results:
-        _check(m, 3, 1, f"rpc:{tracker_config}")
+        _check(m, 3, 1, f"rpc:{tracker_config}", STOCK_SCHEDULE)
     assert results[0].median_ms > 5 * results[1].median_ms, results
 
 
@@ -254,8 +257,8 @@ def test_rpc_tuple_output(tracker_config):
         bb.emit_func_output(out)
     executable = build_stock(bb.get())
     m = measure_executable(executable, [np.ones((1, 4, 8, 8), "float32")], rpc=tracker_config,
-                           repeat=2)
-    _check(m, 2, 1, f"rpc:{tracker_config}")
+                           repeat=2, schedule=STOCK_SCHEDULE)
+    _check(m, 2, 1, f"rpc:{tracker_config}", STOCK_SCHEDULE)
 
 
 def test_rpc_with_a_board_target_links_on_the_board(tracker_config):

@@ -16,35 +16,15 @@ cross compiler is needed here.
 
 Which kernels are timed
 -----------------------
-Both the stock build (``relax.get_default_pipeline(llvm)``) and
-:func:`tvm_memflat.build` run TVM's default legalization, whose llvm kernels are
-*unscheduled*: plain loop nests, no ``T.parallel``, no vectorisation, so one
-thread (``TVM_NUM_THREADS`` changes nothing). ``tvm_memflat.build`` only adds
-``compute_inline``/``compute_at`` to remove kernel scratch. Every
-:class:`Measurement` says so in :attr:`Measurement.schedule`.
-
-No cheap default CPU schedule is applied, because TVM 0.27 has none that fits
-(checked on apache-tvm 0.27.0.post1):
-
-* ``relax.backend.cpu_generic.pipeline`` (what ``tvm.compile`` uses on llvm) is
-  dispatch, ``LegalizeOps``, ``AnnotateTIROpPattern``, ``FoldConstant``,
-  ``FuseOps``, ``FuseTIR``, then lowering; it has no scheduling step or option.
-* ``tvm.s_tir.dlight.cpu`` has two rules, ``GEMV`` and ``Reduction`` (written
-  for softmax / layer and RMS norm); there is no conv2d or pooling rule, and
-  ``dlight.gpu.Fallback`` binds GPU threads. Applied with
-  ``dlight.ApplyDefaultSchedule(dlight.cpu.Reduction(), dlight.cpu.GEMV())``
-  after ``FuseTIR``, ``Reduction`` matches only fused ``conv2d + relu`` kernels
-  (reduction block followed by an injective one): it parallelises the output
-  pixels and ``compute_at``'s the full-size ``pad_temp`` under every pixel,
-  recomputing each padded window per output channel. Plain convs, pools and
-  adds stay unscheduled. On a 16->32->32->32 channel 64x64 conv chain (2 cores)
-  it was *slower*: 107 ms against 81 ms unscheduled (outputs equal).
-* Applying it "identically" to ``tvm_memflat.build`` is not possible without
-  changing that pipeline: its kernels are rescheduled by ``shrink_scratch``
-  (not marked ``tirx.is_scheduled``) and the pipeline has no hook for an extra
-  TIR pass.
-* Real CPU speed needs MetaSchedule (``relax.get_pipeline("static_shape_tuning",
-  total_trials=..., target=...)``), i.e. tuning, not a cheap default.
+Whatever the executable holds: this module times it and does not know how it was
+built, so the caller says (``schedule=``), and every :class:`Measurement` carries
+that label in :attr:`Measurement.schedule`. The default,
+:data:`MEMFLAT_SCHEDULE`, is what :func:`tvm_memflat.build` makes for llvm: the
+default CPU schedules of :mod:`tvm_memflat.lowering.cpu_schedule` (vectorised,
+parallel over the runtime's threads). Executables from stock TVM
+(``relax.get_default_pipeline(llvm)``, :func:`tvm_memflat.targets.stock.build_stock`)
+are TVM's default legalization, unscheduled: measure them with
+``schedule=STOCK_SCHEDULE``.
 """
 
 from __future__ import annotations
@@ -67,8 +47,10 @@ from tvm import relax
 
 from ..errors import MemflatError
 
-#: What :class:`Measurement.schedule` reports for TVM's default llvm kernels.
-DEFAULT_SCHEDULE = "default legalization (unscheduled, 1 thread)"
+#: What :class:`Measurement.schedule` reports for :func:`tvm_memflat.build`'s llvm kernels.
+MEMFLAT_SCHEDULE = "tvm_memflat.build: default CPU schedules (lowering/cpu_schedule.py)"
+#: ... and for stock TVM's (``relax.get_default_pipeline(llvm)``).
+STOCK_SCHEDULE = "stock TVM: default legalization (unscheduled, 1 thread)"
 
 
 @dataclass(frozen=True)
@@ -209,7 +191,8 @@ class Measurement:
     where
         ``"local"`` or ``"rpc:key@host:port"``.
     schedule
-        Which kernels were timed, e.g. :data:`DEFAULT_SCHEDULE`.
+        Which kernels were timed, as the caller said: :data:`MEMFLAT_SCHEDULE`,
+        :data:`STOCK_SCHEDULE` or the caller's own words.
     """
 
     median_ms: float
@@ -226,7 +209,8 @@ class Measurement:
 
 
 def measure_executable(executable, inputs: Sequence, *, repeat: int = 5, number: int = 1,
-                       rpc: RPCConfig | None = None, min_repeat_ms: int = 0) -> Measurement:
+                       rpc: RPCConfig | None = None, min_repeat_ms: int = 0,
+                       schedule: str = MEMFLAT_SCHEDULE) -> Measurement:
     """Time ``main`` of ``executable`` on ``inputs``.
 
     Parameters
@@ -246,6 +230,8 @@ def measure_executable(executable, inputs: Sequence, *, repeat: int = 5, number:
     min_repeat_ms
         Raise ``number`` until one timing lasts at least this long (TVM's
         ``time_evaluator`` option); the reported ``number`` is the requested one.
+    schedule
+        Which kernels ``executable`` holds, for :attr:`Measurement.schedule`.
 
     Returns
     -------
@@ -264,7 +250,7 @@ def measure_executable(executable, inputs: Sequence, *, repeat: int = 5, number:
         args = [_to_tensor(a, dev) for a in inputs]
         result = vm.time_evaluator("main", dev, number=number, repeat=repeat,
                                    min_repeat_ms=min_repeat_ms)(*args)
-        return _measurement(result.results, repeat, number, "local")
+        return _measurement(result.results, repeat, number, "local", schedule)
     with request_session(rpc) as session:
         vm, dev = load_on_session(session, executable, link_on_board=rpc.target is not None)
         args = [_to_tensor(a, dev) for a in inputs]
@@ -273,12 +259,13 @@ def measure_executable(executable, inputs: Sequence, *, repeat: int = 5, number:
         vm.set_input("main", *args)
         result = vm.time_evaluator("invoke_stateful", dev, number=number, repeat=repeat,
                                    min_repeat_ms=min_repeat_ms)("main")
-        return _measurement(result.results, repeat, number, f"rpc:{rpc}")
+        return _measurement(result.results, repeat, number, f"rpc:{rpc}", schedule)
 
 
 def measure_many(executables: list, inputs: Sequence, *, rpc: RPCConfig | None = None,
                  parallel: int = 1, repeat: int = 5, number: int = 1,
-                 progress: Callable[[int, int], None] | None = None) -> list[Measurement]:
+                 progress: Callable[[int, int], None] | None = None,
+                 schedule: str = MEMFLAT_SCHEDULE) -> list[Measurement]:
     """Time several executables of the same model (same ``inputs``).
 
     Parameters
@@ -293,7 +280,7 @@ def measure_many(executables: list, inputs: Sequence, *, rpc: RPCConfig | None =
     parallel
         With ``rpc``: how many measurements run at once, each in its own
         session (so on its own board when the tracker has that many free).
-    repeat, number
+    repeat, number, schedule
         As for :func:`measure_executable`.
     progress
         Called as ``progress(done, total)`` after each finished measurement.
@@ -308,7 +295,8 @@ def measure_many(executables: list, inputs: Sequence, *, rpc: RPCConfig | None =
     total = len(executables)
 
     def one(executable) -> Measurement:
-        return measure_executable(executable, inputs, repeat=repeat, number=number, rpc=rpc)
+        return measure_executable(executable, inputs, repeat=repeat, number=number, rpc=rpc,
+                                  schedule=schedule)
 
     if rpc is None or parallel == 1:
         results = []
@@ -456,10 +444,10 @@ def _to_tensor(array, dev):
     return tvm.runtime.tensor(np.array(array, order="C"), dev)  # keeps 0-d 0-d
 
 
-def _measurement(seconds, repeat: int, number: int, where: str) -> Measurement:
+def _measurement(seconds, repeat: int, number: int, where: str, schedule: str) -> Measurement:
     ms = np.asarray([float(s) * 1000.0 for s in seconds], dtype=np.float64)
     if ms.size != repeat or not all(math.isfinite(v) for v in ms):
         raise MemflatError(f"time_evaluator returned {ms.tolist()} for repeat={repeat}")
     return Measurement(median_ms=float(np.median(ms)), mean_ms=float(ms.mean()),
                        std_ms=float(ms.std()), repeat=repeat, number=number, where=where,
-                       schedule=DEFAULT_SCHEDULE)
+                       schedule=schedule)
