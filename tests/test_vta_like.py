@@ -129,3 +129,28 @@ def test_spec_by_path_or_object_and_clear_errors(tmp_path):
         build(mod, target="vta_like", spec="no_such_spec")
     with pytest.raises(MemflatError, match="vta_like"):
         build(mod, target="llvm", spec="vta_like")
+
+
+def test_plan_on_a_buffered_spec_is_the_tiling_its_build_runs():
+    """``workflows.plan`` lowers a module for a buffered spec as the vta_like build does
+    (BUFFERED_LOWERING: no in-place depthwise, no input copy, kernels as legalized), so
+    ``memflat plan --spec vta_like`` reports the tiles the build runs, call by call."""
+    from tvm_memflat.workflows import plan
+
+    def body(bb, x, rng):
+        h = graphs.conv(bb, x, rng, 16, k=1, name="expand")
+        w = graphs._w(rng, (16, 1, 3, 3))
+        d = bb.emit(relax.op.nn.relu(relax.op.nn.conv2d(h, w, padding=1, groups=16)), "dw")
+        return graphs.conv(bb, d, rng, 8, k=1, relu=False, name="project")
+
+    mod = graphs._net(body, (1, 8, 16, 16))
+    planned = plan(mod, spec="vta_like")
+    built = build(mod, target="vta_like", spec="vta_like")
+    assert planned.buffered and "buffered machine" in planned.config["pipeline"]
+
+    def tilings(p):
+        return [(c.step, c.shape, c.tiling, c.cost) for c in p.calls]
+
+    assert tilings(planned.spec_plan) == tilings(built.plan)
+    assert planned.spec_plan.traffic_bytes == built.plan.traffic_bytes
+    assert any(c.shape.groups > 1 for c in built.plan.calls)

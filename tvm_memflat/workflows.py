@@ -476,17 +476,24 @@ def plan(model, *, spec=None, optimized: bool = False, input: str | None = None,
                  tuple(s.step for s in pass_.fusion.steps) if pass_.fusion is not None else
                  tuple(d.step for d in pass_.decisions))
     progress("lowering and planning ...")
-    # the spec's own kernels, not the CPU schedules (tuner.cost_model.lowered)
-    _, _, schedule = lower_and_plan(mod, tvm.target.Target("llvm"), cpu_schedule=False)
     if spec.machine_kind == "buffered":
         from .hardware.call_tiling import plan_buffered
+        from .host import host_target
+        from .lowering.pipeline import BUFFERED_LOWERING
         from .targets.vta_like import traffic_bounds
 
+        # lowered as build(target="vta_like") lowers for a buffered spec, so these
+        # tiles are the ones its build runs
+        _, _, schedule = lower_and_plan(mod, host_target(), **BUFFERED_LOWERING)
+        config["pipeline"] = ("tvm_memflat lowering for a buffered machine (fused, concat in "
+                              "place; kernels as legalized, input read from DRAM)")
         config["plan"] = ("per-call tiles (activations in DRAM between layers"
                           + (", unless kept on chip over the spec's on-chip path)"
                              if spec.onchip_paths else ")"))
         tiles = plan_buffered(schedule, spec, progress=progress)
         return PlanResult(config, tiles, schedule, steps, mod,
                           traffic_bounds(schedule, spec, tiles))
+    # the spec's own kernels, not the CPU schedules (tuner.cost_model.lowered)
+    _, _, schedule = lower_and_plan(mod, tvm.target.Target("llvm"), cpu_schedule=False)
     spec_plan = plan_for_spec(schedule, spec, accounting=acc)
     return PlanResult(config, spec_plan, schedule, steps, mod)
