@@ -67,6 +67,11 @@ KERNELS = {
     "dense": (lambda x, rng: relax.op.matmul(relax.op.reshape(x, (1, 8 * 12 * 12)),
                                              _w(rng, (8 * 12 * 12, 24))), "matmul"),
     "elementwise": (lambda x, rng: relax.op.multiply(x, _w(rng, (1, 8, 1, 1))), "injective"),
+    # the network input cannot be written in place, so these stay copy kernels; their
+    # 12- and 10-column rows are not a multiple of the fused 16-lane vector
+    "concat_rows": (lambda x, rng: relax.op.concat([x, x], axis=2), "injective"),
+    "slice_columns": (lambda x, rng: relax.op.strided_slice(x, axes=[3], begin=[1], end=[11]),
+                      "injective"),
 }
 
 
@@ -87,6 +92,24 @@ def test_rule_is_bit_exact_against_the_unscheduled_kernel(name):
     # same summation order per element, same target: equal to the bit
     np.testing.assert_array_equal(got, want)
     assert got_bytes == want_bytes
+
+
+@pytest.mark.parametrize("name, kernel, vector", [
+    ("concat_rows", "concatenate", 12), ("slice_columns", "strided_slice", 10),
+    ("elementwise", "multiply", 12),
+    # 16 columns: a fused vector of 16 lanes never crosses a row
+    ("elementwise_16", "multiply", 16)])
+def test_injective_kernels_are_vectorised_by_row_where_a_fused_vector_would_cross_rows(
+        name, kernel, vector):
+    shape = (1, 8, 12, 16) if name == "elementwise_16" else (1, 8, 12, 12)
+    low = lower(_net(KERNELS[name.removesuffix("_16")][0], shape), tvm.target.Target("llvm"))
+    (func,) = [f for gv, f in low.functions_items()
+               if isinstance(f, tirx.PrimFunc) and kernel in gv.name_hint]
+    script = func.script()
+    assert str(func.attrs[RULE_ATTR]) == "injective"
+    assert f"T.vectorized(T.int64({vector}))" in script and script.count("T.vectorized") == 1
+    fused = "ax0_ax1_ax2_ax3_fused" in script or "i0_i1_i2_i3_fused" in script
+    assert fused == (name == "elementwise_16")
 
 
 def test_every_rule_is_documented():

@@ -67,6 +67,9 @@ MAX_LANES = 128
 MAX_TILE_ELEMENTS = 320
 #: Reduction loops up to this extent (a kernel window's taps) are unrolled.
 MAX_UNROLL_TAPS = 7
+#: An injective kernel whose rows are at least this long, and which the fused
+#: vector would cross, is vectorised row by row.
+MIN_ROW_LANES = 4
 #: An injective kernel with at least this many elements runs in parallel.
 MIN_PARALLEL_ELEMENTS = 16384
 #: A reduction kernel runs in parallel from this many multiply-accumulates (output
@@ -87,7 +90,8 @@ RULES = {
               "unrolled; parallel over (batch, channels)",
     "matmul": "output tile of columns; reduction outside, columns vectorised; parallel "
               "over column tiles",
-    "injective": "loops fused, vectorised, parallel when large",
+    "injective": "loops fused and vectorised, or row by row where the fused vector would "
+                 "cross rows; parallel when large",
     "shrink": "no rule fits: the reduction moved under its consumer (shrink_scratch)",
     "tuned": "a tiling rule with the tile sizes MetaSchedule measured fastest (cpu_tune)",
 }
@@ -278,13 +282,24 @@ def _stage(sch: s_tir.Schedule, staged: list[str], loop) -> None:
 
 
 def _injective(sch: s_tir.Schedule, out) -> str | None:
+    """All loops fused and vectorised, when the vector never crosses a row; else each
+    row is one vector (a concatenation along rows, a slice, a tile's halo join: their
+    source index is not affine in the fused index, so vectors across rows would
+    gather element by element and test the concatenation's bound per lane)."""
     loops = sch.get_loops(out)
     extents = [_extent(sch, lp) for lp in loops]
     if not loops or None in extents:
         return None
-    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
     total = math.prod(extents)
     lanes = _divisor(total, (16, 8, 4))
+    row = extents[-1]
+    if len(loops) > 1 and row % lanes and MIN_ROW_LANES <= row <= MAX_LANES:
+        outer = sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0]
+        sch.vectorize(loops[-1])
+        if total >= MIN_PARALLEL_ELEMENTS:
+            sch.parallel(outer)
+        return "injective"
+    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
     outer = fused
     if lanes > 1:
         outer, inner = sch.split(fused, [None, lanes])
