@@ -12,6 +12,12 @@ Per zoo net, in one run, same random input, same thread count:
   schedules (:mod:`tvm_memflat.lowering.cpu_schedule`), on the original module and
   on ``FlattenMemoryPeaks()``'s rewrite of it.
 
+``before`` and ``after`` are timed in turn, round by round (as are the tuned pair),
+so that a slow spell of a shared machine slows both alike and their ratio holds.
+onnxruntime is timed alone, just before (again before the tuned pair): beside our
+runs, its spinning worker threads and TVM's would take the 2 cores from each other.
+The unscheduled and stock builds, a hundred times slower, are timed alone.
+
 Also the arena measured at run time (``alloc_storage``) with and without the
 schedules, the schedules' largest kernel scratch, which rules scheduled how many
 kernels, and whether each output is bit-exact against the unscheduled build.
@@ -44,6 +50,20 @@ def _time_ms(run, repeat: int) -> float:
         run()
         times.append(1000 * (time.perf_counter() - t0))
     return statistics.median(times)
+
+
+def _time_side_by_side(runs: dict, repeat: int) -> dict:
+    """Median ms of each of ``runs``, timed in turn within every round (one warm-up each),
+    so that a slow spell of the machine slows all of them, not one: their ratios hold."""
+    for run in runs.values():
+        run()
+    times: dict = {key: [] for key in runs}
+    for _ in range(repeat):
+        for key, run in runs.items():
+            t0 = time.perf_counter()
+            run()
+            times[key].append(1000 * (time.perf_counter() - t0))
+    return {key: statistics.median(t) for key, t in times.items()}
 
 
 def _vm_runner(executable, x):
@@ -85,7 +105,7 @@ def _row(name: str, args) -> dict:
         stock = tvm.compile(mod, generic, relax_pipeline=relax.get_default_pipeline(generic))
         row["stock_ms"] = _time_ms(_vm_runner(stock, x), max(1, args.repeat // 3))
 
-    outputs, builds = {}, {}
+    outputs, builds, runs = {}, {}, {}
     t0 = time.perf_counter()
     rewritten = FlattenMemoryPeaks()(mod)
     row["pass_s"] = round(time.perf_counter() - t0, 1)
@@ -99,9 +119,13 @@ def _row(name: str, args) -> dict:
         runtime_bytes, (out,) = measure_runtime_storage(executable, [x])
         outputs[key] = out
         builds[key] = (runtime_bytes, record)
-        row[f"{key}_ms"] = _time_ms(_vm_runner(executable, x),
-                                    max(1, args.repeat // 3) if not schedule else args.repeat)
+        if schedule:
+            runs[key] = _vm_runner(executable, x)
+        else:
+            row[f"{key}_ms"] = _time_ms(_vm_runner(executable, x), max(1, args.repeat // 3))
         del module
+    # before and after in turn, round by round
+    row.update({f"{key}_ms": ms for key, ms in _time_side_by_side(runs, args.repeat).items()})
     for key, (runtime_bytes, record) in builds.items():
         row[f"{key}_runtime_storage_bytes"] = runtime_bytes
         row[f"{key}_arena_bytes"] = record.plan.arena_bytes
@@ -110,6 +134,7 @@ def _row(name: str, args) -> dict:
         import tempfile
 
         # a fresh database per net, so every trial is counted here
+        tuned_runs = {}
         with tempfile.TemporaryDirectory() as tune_dir:
             for key, module in (("tuned_before", mod), ("tuned_after", rewritten)):
                 record = BuildRecord()
@@ -124,8 +149,11 @@ def _row(name: str, args) -> dict:
                     out, outputs["before" if key == "tuned_before" else "after"]))
                 row[f"{key}_runtime_storage_bytes"] = runtime_bytes
                 row[f"{key}_max_scratch_bytes"] = record.schedule.max_scratch_bytes
-                row[f"{key}_ms"] = _time_ms(_vm_runner(executable, x), args.repeat)
-        row["tuned_before_vs_ort"] = round(row["tuned_before_ms"] / row["ort_ms"], 2)
+                tuned_runs[key] = _vm_runner(executable, x)
+        row["tuned_ort_ms"] = _time_ms(lambda: session.run(None, feed), args.repeat)
+        row.update({f"{key}_ms": ms
+                    for key, ms in _time_side_by_side(tuned_runs, args.repeat).items()})
+        row["tuned_before_vs_ort"] = round(row["tuned_before_ms"] / row["tuned_ort_ms"], 2)
         row["tuned_after_vs_before"] = round(row["tuned_after_ms"] / row["tuned_before_ms"], 3)
     row["rules"] = rule_counts(lower(mod, host_target()))
     row["scheduled_bit_exact"] = bool(np.array_equal(outputs["before"], outputs["unscheduled"]))
