@@ -154,3 +154,24 @@ def test_plan_on_a_buffered_spec_is_the_tiling_its_build_runs():
     assert tilings(planned.spec_plan) == tilings(built.plan)
     assert planned.spec_plan.traffic_bytes == built.plan.traffic_bytes
     assert any(c.shape.groups > 1 for c in built.plan.calls)
+
+
+def test_schedule_is_passed_on_and_what_does_not_apply_is_refused():
+    """``build(target="vta_like", schedule=...)``: a fixed spec's kernels get the CPU
+    schedule when asked (same outputs); a buffered spec refuses ``False`` (its tiles
+    have no unscheduled form); tuning applies to llvm builds only."""
+    mod = graphs.chain()
+    inputs = [tvm.runtime.tensor(a) for a in random_inputs(mod["main"])]
+    outs, scratch = [], []
+    for schedule in (None, True):
+        record = BuildRecord()
+        built = build(mod, target="vta_like", spec="mcu_256k", schedule=schedule,
+                      record=record)
+        outs.append(relax.VirtualMachine(built.executable, tvm.cpu())["main"](*inputs).numpy())
+        scratch.append(record.schedule.max_scratch_bytes)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    assert scratch[0] < scratch[1]   # the CPU schedules' tiles are scratch: only when asked
+    with pytest.raises(MemflatError, match="schedule=False: vta_like is a buffered machine"):
+        build(mod, target="vta_like", schedule=False)
+    with pytest.raises(MemflatError, match="llvm builds only"):
+        build(mod, target="vta_like", tune_trials=4)

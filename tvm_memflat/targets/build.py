@@ -25,7 +25,7 @@ TARGETS = ("llvm", "vta_like")
 
 def build(mod: tvm.IRModule, target="llvm", *, spec=None, in_place_concat: bool = True,
           shrink_scratch: bool = True, input: str = "sram", output: str = "sram",
-          in_place_depthwise: bool | str = True, schedule: bool = True,
+          in_place_depthwise: bool | str = True, schedule: bool | None = None,
           threads: int | None = None, tune_trials: int = 0, tune_dir=None,
           record: BuildRecord | None = None):
     """Compile ``mod`` with tvm_memflat's pipeline.
@@ -60,8 +60,11 @@ def build(mod: tvm.IRModule, target="llvm", *, spec=None, in_place_concat: bool 
     schedule
         Give every kernel the default CPU schedule
         (:mod:`tvm_memflat.lowering.cpu_schedule`: tiled, vectorised, parallel,
-        bit-exact); ``False``: TVM's legalized loops as they are (one thread). For
-        ``"vta_like"`` the kernels stay unscheduled (see ``build_vta_like``).
+        bit-exact); ``False``: TVM's legalized loops as they are (one thread). The
+        default (``None``) is ``True`` for llvm. For ``"vta_like"`` it is passed on:
+        on a buffered spec the kernels are always tiled with the CPU schedule inside
+        the tiles (``False`` is refused); on a fixed one they stay unscheduled unless
+        ``True`` (see ``build_vta_like``).
     threads
         Size of TVM's thread pool for running it (default: every CPU this process may
         use, or ``TVM_NUM_THREADS``): :func:`~tvm_memflat.host.set_threads`,
@@ -92,11 +95,15 @@ def build(mod: tvm.IRModule, target="llvm", *, spec=None, in_place_concat: bool 
         if target == "vta_like":
             from .vta_like import build_vta_like
 
+            if tune_trials or tune_dir is not None:
+                raise MemflatError("tune_trials and tune_dir apply to llvm builds only, "
+                                   "not to target='vta_like'")
             return build_vta_like(mod, "vta_like" if spec is None else spec,
                                   in_place_concat=in_place_concat,
                                   shrink_scratch=shrink_scratch, input=input, output=output,
-                                  in_place_depthwise=in_place_depthwise, threads=threads,
-                                  record=record)
+                                  in_place_depthwise=in_place_depthwise, schedule=schedule,
+                                  threads=threads, record=record)
+    schedule = True if schedule is None else schedule
     target = resolve_llvm_target(target)
     if spec is not None:
         raise MemflatError("spec= applies to target='vta_like' only")

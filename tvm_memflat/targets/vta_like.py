@@ -47,7 +47,7 @@ import tvm
 from tvm import relax, tirx
 
 from ..analysis.device_bytes import Accounting
-from ..errors import ScheduleViolation
+from ..errors import MemflatError, ScheduleViolation
 from ..hardware.call_tiling import BufferedPlan, plan_buffered
 from ..hardware.cost_model import (
     SpecCostModel,
@@ -359,7 +359,7 @@ class VtaLikeExecutable:
 def build_vta_like(mod: tvm.IRModule, spec: AcceleratorSpec | str | Path = "vta_like", *,
                    in_place_concat: bool = True, shrink_scratch: bool = True,
                    input: str = "sram", output: str = "sram",
-                   in_place_depthwise: bool | str = True, schedule: bool = False,
+                   in_place_depthwise: bool | str = True, schedule: bool | None = None,
                    threads: int | None = None,
                    record: BuildRecord | None = None) -> VtaLikeExecutable:
     """Build ``mod`` for llvm with tvm_memflat's pipeline and simulate it on ``spec``.
@@ -370,12 +370,16 @@ def build_vta_like(mod: tvm.IRModule, spec: AcceleratorSpec | str | Path = "vta_
     convention, as for ``build``. The llvm executable is the exactness check of what
     the accelerator computes. On a buffered spec every kernel carries a CPU schedule
     that changes neither a result nor what the simulator reads (:func:`tiled_module`).
-    On a fixed machine the kernels are left unscheduled for the CPU by default
-    (``schedule=False``), so the simulated schedule and the spec plan carry the
+    (``schedule=False`` is refused there: the tiles have no unscheduled form.)
+    On a fixed machine the kernels are left unscheduled for the CPU unless
+    ``schedule=True``, so the simulated schedule and the spec plan carry the
     accelerator's kernels, not the CPU schedules' staging scratch. ``threads`` as
     for ``build``.
     """
     spec = spec if isinstance(spec, AcceleratorSpec) else load_spec(spec)
+    if spec.machine_kind == "buffered" and schedule is False:
+        raise MemflatError(f"schedule=False: {spec.name} is a buffered machine, whose build "
+                           "runs every kernel tiled, with the CPU schedule inside the tiles")
     record = record if record is not None else BuildRecord()
     Accounting(input, output)  # validate the convention
     # A buffered machine keeps activations in DRAM between layers: the first layer
@@ -396,7 +400,8 @@ def build_vta_like(mod: tvm.IRModule, spec: AcceleratorSpec | str | Path = "vta_
         return VtaLikeExecutable(executable, report, plan, record)
     executable = compile_llvm(mod, host_target(), in_place_concat=in_place_concat,
                               shrink_scratch=shrink_scratch, input_in_arena=False,
-                              in_place_depthwise=in_place_depthwise, cpu_schedule=schedule,
+                              in_place_depthwise=in_place_depthwise,
+                              cpu_schedule=bool(schedule),
                               record=record)
     plan = plan_for_spec(record.schedule, spec)
     return VtaLikeExecutable(executable, simulate(record.schedule, spec, plan), plan, record)
