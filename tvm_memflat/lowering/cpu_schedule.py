@@ -296,14 +296,11 @@ def _injective(sch: s_tir.Schedule, out) -> str | None:
     if len(loops) > 1 and row % lanes and MIN_ROW_LANES <= row <= MAX_LANES:
         outer = sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0]
         sch.vectorize(loops[-1])
-        if total >= MIN_PARALLEL_ELEMENTS:
-            sch.parallel(outer)
-        return "injective"
-    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
-    outer = fused
-    if lanes > 1:
-        outer, inner = sch.split(fused, [None, lanes])
-        sch.vectorize(inner)
+    else:
+        outer = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+        if lanes > 1:
+            outer, inner = sch.split(outer, [None, lanes])
+            sch.vectorize(inner)
     if total >= MIN_PARALLEL_ELEMENTS:
         sch.parallel(outer)
     return "injective"

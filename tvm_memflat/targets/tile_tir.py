@@ -330,14 +330,13 @@ def _channel_vectors(sch, red, nest, copy_w, spatial, reductions,
     if lanes is None:
         return None
     if str(sch.get(copy_w).annotations[LAYOUT_ATTR]) == "oi":
-        if len(sch.get(copy_w).writes[0].source.shape) == 4:
-            # (o, i, kh, kw) -> (i, kh, kw, o)
+        conv = len(sch.get(copy_w).writes[0].source.shape) == 4
+        if conv:   # (o, i, kh, kw) -> (i, kh, kw, o)
             sch.transform_layout(copy_w, ("write", 0), lambda o, i, h, w: (i, h, w, o))
-        else:   # a dense layer's (o, i) -> (i, o)
+        else:      # a dense layer's (o, i) -> (i, o)
             sch.transform_layout(copy_w, ("write", 0), lambda o, i: (i, o))
         sch.unannotate(copy_w, LAYOUT_ATTR)
-        sch.annotate(copy_w, LAYOUT_ATTR,
-                     "i..o" if len(sch.get(copy_w).writes[0].source.shape) == 4 else "io")
+        sch.annotate(copy_w, LAYOUT_ATTR, "i..o" if conv else "io")
     c_o, c_i = sch.split(spatial[1], [None, lanes])
     pixels = [spatial[0], c_o, *spatial[2:]]
     # register blocking: a few columns' vectors summed side by side, each tap's weight
