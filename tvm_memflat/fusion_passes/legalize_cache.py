@@ -6,8 +6,11 @@ there, although a tiled module repeats the same few signatures over and over.
 :func:`cached_legalize_ops` is TVM's own ``LegalizeOps`` with every registered
 ``FLegalize`` wrapped: a call whose signature (operator, attributes, argument
 types, values of scalar constants) was seen before reuses the PrimFunc made
-then. Only results of the plain shape ``call_tir(prim_func, (args of the call))``
-are memoised; anything else (extra bindings, TIR arguments, packed calls) is
+then. Tuple arguments count by their fields (a concat's tensors, a strided
+slice's literal axes, begins and ends), so the halo joins and row slices of a
+tiled module are memoised too. Only results of the plain shape
+``call_tir(prim_func, (args of the call, or fields of its tuple args))`` are
+memoised; anything else (extra bindings, TIR arguments, packed calls) is
 legalized afresh every time, so the output is the same module TVM would build.
 """
 
@@ -20,29 +23,42 @@ import tvm_ffi
 from tvm import relax
 
 _CALL_TIR = tvm.ir.Op.get("relax.call_tir")
-_LITERALS = (relax.ShapeExpr, tvm.ir.expr.StringImm)
+_LITERALS = (relax.ShapeExpr, tvm.ir.expr.StringImm, tvm.tirx.IntImm, tvm.tirx.FloatImm)
 _MAX_ENTRIES = 8192
 
 
 class _Entry:
-    __slots__ = ("func", "name", "arg_index", "ty_args", "witness")
+    __slots__ = ("func", "name", "arg_paths", "ty_args", "witness")
 
-    def __init__(self, func, name, arg_index, ty_args, witness):
-        self.func, self.name, self.arg_index, self.ty_args = func, name, arg_index, ty_args
+    def __init__(self, func, name, arg_paths, ty_args, witness):
+        #: where each argument of the call_tir sits in the call: ``(i,)`` for its
+        #: ``i``-th argument, ``(i, j)`` for field ``j`` of its tuple argument ``i``
+        self.func, self.name, self.arg_paths, self.ty_args = func, name, arg_paths, ty_args
         self.witness = witness
+
+    def args_of(self, call) -> list:
+        return [call.args[p[0]] if len(p) == 1 else call.args[p[0]].fields[p[1]]
+                for p in self.arg_paths]
 
 
 def _witness(call):
     """What a memo hit must match exactly: structural hashes collide (measured on 0.27:
     ``R.Tensor((1, 32, 43, 147))`` and ``R.Tensor((1, 32, 37, 112))`` hash alike), so a
     hit is checked with structural equality before it is used."""
-    args = []
+    args: list = []
     for a in call.args:
-        if isinstance(a, tvm.ir.expr.Constant) and isinstance(a.ty, relax.TensorType):
-            args.append(a.ty if a.ty.ndim else a)  # scalars are folded in: their value counts
-        else:
-            args.append(a.ty if isinstance(a, relax.Var) else a)
+        _witness_of(a, args)
     return [call.attrs, call.ty, *args]
+
+
+def _witness_of(a, out: list) -> None:
+    if isinstance(a, relax.Tuple):  # field by field (the key holds the tuple's length)
+        for f in a.fields:
+            _witness_of(f, out)
+    elif isinstance(a, tvm.ir.expr.Constant) and isinstance(a.ty, relax.TensorType):
+        out.append(a.ty if a.ty.ndim else a)  # scalars are folded in: their value counts
+    else:
+        out.append(a.ty if isinstance(a, relax.Var) else a)
 
 
 _memo: OrderedDict = OrderedDict()
@@ -50,6 +66,9 @@ _stats = {"hits": 0, "misses": 0}
 
 
 def _arg_key(arg):
+    if isinstance(arg, relax.Tuple):
+        keys = tuple(_arg_key(f) for f in arg.fields)
+        return None if any(k is None for k in keys) else ("tuple", keys)
     if isinstance(arg, relax.Var):
         return ("var", tvm_ffi.structural_hash(arg.ty))
     if isinstance(arg, tvm.ir.expr.Constant) and not isinstance(arg.ty, relax.TensorType):
@@ -78,15 +97,32 @@ def _as_entry(bb, call, result):
         return None
     if len(result.args) != 2 or not isinstance(result.args[1], relax.Tuple):
         return None
-    index = []
+    leaves = [f for a in call.args for f in (a.fields if isinstance(a, relax.Tuple) else (a,))
+              if isinstance(f, relax.Var)]
+    if len(set(leaves)) != len(leaves):
+        return None  # add(x, x): which argument a field stands for is ambiguous
+    paths = []
     for field in result.args[1].fields:
-        hit = [i for i, a in enumerate(call.args) if a.same_as(field)]
-        if not hit:
+        path = _path_of(call, field)
+        if path is None:
             return None
-        index.append(hit[0])
+        paths.append(path)
     gv = result.args[0]
     func = bb.get()[gv]
-    return _Entry(func, gv.name_hint, tuple(index), result.ty_args, _witness(call))
+    return _Entry(func, gv.name_hint, tuple(paths), result.ty_args, _witness(call))
+
+
+def _path_of(call, field) -> tuple | None:
+    """Where ``field`` sits in ``call``'s arguments (see ``_Entry.arg_paths``)."""
+    for i, a in enumerate(call.args):
+        if a.same_as(field):
+            return (i,)
+    for i, a in enumerate(call.args):
+        if isinstance(a, relax.Tuple):
+            for j, f in enumerate(a.fields):
+                if f.same_as(field):
+                    return (i, j)
+    return None
 
 
 def _same(a: list, b: list) -> bool:
@@ -117,7 +153,7 @@ def _wrap(legalize):
         _stats["hits"] += 1
         _memo.move_to_end(key)
         gv = bb.add_func(entry.func, entry.name)
-        args = relax.Tuple([call.args[i] for i in entry.arg_index])
+        args = relax.Tuple(entry.args_of(call))
         return relax.Call(_CALL_TIR, [gv, args], None, entry.ty_args)
 
     return cached
