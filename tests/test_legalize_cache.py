@@ -47,3 +47,45 @@ def test_hash_collisions_are_not_memo_hits():
         got = fuse(mod).legalized
         ref = fuse(mod, cached=False).legalized
         assert tvm_ffi.structural_equal(got, ref)
+
+
+def _slices_and_joins():
+    """Tuple arguments: row slices of one shape at different begins (folded into their
+    kernels, so they must not share one), joins of two tensors and of one tensor twice."""
+    def body(bb, x, rng):
+        s1 = bb.emit(relax.op.strided_slice(x, axes=[2], begin=[0], end=[4]), "s1")
+        s2 = bb.emit(relax.op.strided_slice(x, axes=[2], begin=[3], end=[7]), "s2")
+        j = bb.emit(relax.op.concat([s1, s2], axis=2), "j")
+        k = bb.emit(relax.op.concat([s2, s2], axis=2), "k")
+        d = bb.emit(relax.op.add(j, k), "d")
+        return bb.emit(relax.op.concat([d, j], axis=1), "cat")
+    return graphs._net(body)
+
+
+def test_tuple_arguments_are_memoised_and_stay_exact():
+    mod = _slices_and_joins()
+    ref = fuse(mod, cached=False).legalized
+    fuse(mod)
+    before = cache_stats()
+    got = fuse(mod).legalized  # every slice and join again: all six from the memo
+    after = cache_stats()
+    assert tvm_ffi.structural_equal(got, ref)
+    assert (after["hits"] - before["hits"], after["misses"] - before["misses"]) == (6, 0)
+    kernels = {b.value.args[0].name_hint for b in got["main"].body.blocks[0].bindings
+               if isinstance(b.value, relax.Call) and "slice" in b.value.args[0].name_hint}
+    assert len(kernels) == 2  # begins 0 and 3: two kernels, not one
+
+
+def test_a_call_reading_one_tensor_twice_is_not_memoised():
+    """Its kernel's arguments cannot be told apart: ``concat((s, s))`` memoised would
+    hand ``concat((a, b))`` of the same types the kernel on ``(a, a)``."""
+    def body(bb, x, rng):
+        s = bb.emit(relax.op.strided_slice(x, axes=[2], begin=[1], end=[5]), "s")
+        return bb.emit(relax.op.concat([s, s], axis=2), "k")
+    mod = graphs._net(body, in_shape=(1, 3, 9, 7))
+    fuse(mod)
+    before = cache_stats()
+    got = fuse(mod).legalized
+    after = cache_stats()
+    assert (after["hits"] - before["hits"], after["misses"] - before["misses"]) == (1, 1)
+    assert tvm_ffi.structural_equal(got, fuse(mod, cached=False).legalized)

@@ -26,6 +26,7 @@ from tvm import relax
 
 from ..analysis.memory_profile import MemoryProfile, profile
 from ..frontend.canonicalize import CANONICAL_ATTR
+from ._typed_emit import emit as typed_emit
 from .regions import Region, bindings
 from .tiling import row_inputs, with_inputs
 
@@ -128,7 +129,7 @@ def _region_module(region, keep_source: bool):
             new = {src: x}
             for var, call in zip(region.vars, region.calls, strict=True):
                 ins = [new[e] for e, _ in row_inputs(call)]
-                new[var] = bb.emit(with_inputs(call, ins), var.name)
+                new[var] = typed_emit(bb, with_inputs(call, ins), var.name)
             h = new[region.vars[-1]]
             out = bb.emit_output(relax.Tuple([h, x]) if keep_source else h)
         bb.emit_func_output(out)

@@ -33,6 +33,7 @@ from tvm import relax
 
 from .. import naming
 from ..frontend.canonicalize import weight_only_vars
+from ._typed_emit import emit as typed_emit
 from .regions import bindings, use_counts
 from .tiling import _BINARY, _CONV, _POOLS, _UNARY, _ints, _is_const, _out_dtype, window_of
 
@@ -348,15 +349,16 @@ class _ChannelSplitter(relax.PyExprMutator):
         else:
             head = group.calls[0]
             weight = _const_slice(self._ready(head.args[1]), 0, c0, c1)
-            x = self.builder_.emit(_conv(head, self.visit_expr(head.args[0]), weight, 1),
-                                   naming.split_member(name, g, 0))
+            x = typed_emit(self.builder_, _conv(head, self.visit_expr(head.args[0]), weight, 1),
+                           naming.split_member(name, g, 0))
         for j, call in enumerate(group.calls[1:-1], start=1):
             index = _per_channel_data(call, group.channels)
             x = self.builder_.emit(_sliced(self._side_inputs_ready(call, index), x, c0, c1,
                                            group.channels),
                                    naming.split_member(name, g, j))
         fan_in = group.calls[-1]
-        partial = self.builder_.emit(
+        partial = typed_emit(
+            self.builder_,
             _conv(fan_in, x, _const_slice(self._ready(fan_in.args[1]), 1, c0, c1), 1),
             naming.split_partial(name, g))
         split.pending -= 1

@@ -19,6 +19,7 @@ import tvm
 from tvm import relax
 
 from .. import naming
+from ._typed_emit import emit as typed_emit
 from .regions import Region
 from .tiling import (
     H_AXIS,
@@ -160,7 +161,7 @@ class _Emitter:
                     if cols[0] is not None:
                         pads[self.saxis] = (cols[0].pad_top, cols[0].pad_bottom)
                 new = with_inputs(call, ins, pads)
-                out = self.bb.emit(new, naming.tile_member(name, self.axis_name, t, j))
+                out = typed_emit(self.bb, new, naming.tile_member(name, self.axis_name, t, j))
                 self.pieces[j].append((rows[0], rows[1], out))
                 if j == sink:
                     outs.append(out)
