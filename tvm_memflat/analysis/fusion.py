@@ -202,17 +202,19 @@ def _group_names(fused: FusedModules) -> list[tuple[str, str, tuple]]:
 _STATS_MEMO: dict[int, list] = {}
 
 
-def _kernel_stats_memo(prim) -> KernelStats:
-    # Candidates of the pass repeat the same kernels; walking each one's TIR again
-    # cost a tenth of the pass's time. Structural hashes collide (two different
-    # tensor shapes hashed alike on 0.27), so a hit is confirmed by equality.
+def _kernel_facts(prim) -> tuple[KernelStats, bool]:
+    """``prim``'s :class:`KernelStats` and whether it only reshapes (``has_reshape_pattern``).
+
+    Candidates of the pass repeat the same kernels; walking each one's TIR again
+    cost a tenth of the pass's time. Structural hashes collide (two different
+    tensor shapes hashed alike on 0.27), so a hit is confirmed by equality."""
     bucket = _STATS_MEMO.setdefault(tvm_ffi.structural_hash(prim), [])
-    for seen, stats in bucket:
+    for seen, facts in bucket:
         if seen.same_as(prim) or tvm_ffi.structural_equal(seen, prim):
-            return stats
-    stats = kernel_stats(prim)
-    bucket.append((prim, stats))
-    return stats
+            return facts
+    facts = (kernel_stats(prim), bool(relax.analysis.has_reshape_pattern(prim)))
+    bucket.append((prim, facts))
+    return facts
 
 
 def steps_of(fused: FusedModules) -> list[Step]:
@@ -236,11 +238,11 @@ def steps_of(fused: FusedModules) -> list[Step]:
         if isinstance(value, relax.Call) and value.op.same_as(_CALL_TIR):
             gv = value.args[0]
             prim = fused.kernels[gv]
-            stats = _kernel_stats_memo(prim)
+            stats, reshapes = _kernel_facts(prim)
             name, op, members = next(names_iter, (kb.var.name, _op_name(gv.name_hint), ()))
             args = tuple(a for a in value.args[1].fields
                          if not isinstance(a, tvm.ir.expr.Constant))
-            is_view = bool(relax.analysis.has_reshape_pattern(prim)) and len(args) == 1
+            is_view = reshapes and len(args) == 1
             steps.append(Step(kb.var, name, op, args, gv.name_hint, stats, is_view, None, None,
                               members))
         elif isinstance(value, relax.TupleGetItem):

@@ -63,6 +63,11 @@ def _witness_of(a, out: list) -> None:
 
 _memo: OrderedDict = OrderedDict()
 _stats = {"hits": 0, "misses": 0}
+#: The builder of the LegalizeOps run under way and the GlobalVar each memo entry got
+#: in it: ``add_func`` hashes the whole PrimFunc to deduplicate it, so an entry used
+#: again in the same run reuses its GlobalVar. Holding the builder keeps its handle
+#: from being reused by the next run's.
+_run: list = [None, {}]
 
 
 def _arg_key(arg):
@@ -152,7 +157,12 @@ def _wrap(legalize):
             return result
         _stats["hits"] += 1
         _memo.move_to_end(key)
-        gv = bb.add_func(entry.func, entry.name)
+        if _run[0] is None or not _run[0].same_as(bb):
+            _run[:] = [bb, {}]
+        seen = _run[1].get(id(entry))
+        if seen is None or seen[0] is not entry:  # (an evicted entry's id reused)
+            seen = _run[1][id(entry)] = (entry, bb.add_func(entry.func, entry.name))
+        gv = seen[1]
         args = relax.Tuple(entry.args_of(call))
         return relax.Call(_CALL_TIR, [gv, args], None, entry.ty_args)
 

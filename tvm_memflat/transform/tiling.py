@@ -120,7 +120,27 @@ def _channel_index_op(call, name: str) -> bool:
     return False
 
 
+#: window_of's answers by call object (the entry holds the call, so its id is not reused)
+_WINDOWS: dict[tuple[int, int], tuple] = {}
+_MAX_WINDOWS = 1 << 15
+
+
 def window_of(call, axis: int = H_AXIS) -> tuple[Window, int] | None:
+    """The window along ``axis`` of a tileable call and the index of its data
+    argument, else None (see :func:`_window_of`; memoised: a tiling asks it of each
+    region call once per tile)."""
+    key = (id(call), axis)
+    hit = _WINDOWS.get(key)
+    if hit is not None and hit[0] is call:
+        return hit[1]
+    out = _window_of(call, axis)
+    if len(_WINDOWS) >= _MAX_WINDOWS:
+        _WINDOWS.clear()
+    _WINDOWS[key] = (call, out)
+    return out
+
+
+def _window_of(call, axis: int) -> tuple[Window, int] | None:
     """The window along ``axis`` of a tileable call and the index of its data
     argument, else None.
 
