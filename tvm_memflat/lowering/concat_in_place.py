@@ -62,6 +62,7 @@ class _Uses:
     alias_root: dict = field(default_factory=dict)   # var -> root var (through `a = b`)
     users: dict = field(default_factory=dict)        # root var -> binding indices using it
     index_of: dict = field(default_factory=dict)     # var -> defining binding index
+    aliases: dict = field(default_factory=dict)      # root var -> indices of `a = b` bindings
 
     @classmethod
     def of(cls, bindings: list, body) -> _Uses:
@@ -69,7 +70,8 @@ class _Uses:
         for i, b in enumerate(bindings):
             uses.index_of[b.var] = i
             if isinstance(b.value, relax.Var):
-                uses.alias_root[b.var] = uses.root(b.value)
+                root = uses.alias_root[b.var] = uses.root(b.value)
+                uses.aliases.setdefault(root, []).append(i)
                 continue
             for v in relax.analysis.free_vars(b.value):
                 uses.users.setdefault(uses.root(v), []).append(i)
@@ -190,8 +192,7 @@ def _plan_concat(mod, bindings, uses: _Uses, i: int) -> _ConcatPlan | None:
             return None
         producers.append((users[0], offset))
         dead.append(j)
-        dead.extend(k for k, b in enumerate(bindings)
-                    if isinstance(b.value, relax.Var) and uses.root(b.value).same_as(root))
+        dead.extend(uses.aliases.get(root, ()))
         offset += shape[axis]
     return _ConcatPlan(axis, out_shape, producers, dead)
 

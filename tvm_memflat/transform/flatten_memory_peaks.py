@@ -212,7 +212,7 @@ def _evaluate_region(mod, region, base, mac_limit, tile_counts, halo,
     """
     model = RegionModel(mod, region, base,
                         lambda m, r, t: tile_region(m, r, t, halo, axis, strips),
-                        in_place_concat=in_place_concat)
+                        in_place_concat=in_place_concat, tiling=("tiles", halo, axis, strips))
     if model.cannot_lower:
         return []
     out, last_peak = [], None
@@ -248,7 +248,8 @@ def _evaluate_patches(mod, best: Evaluated, base, mac_limit,
     region, out = best.region, []
     model = RegionModel(mod, region, base,
                         lambda m, r, s: tile_region(m, r, best.tiles, best.halo, best.axis, s),
-                        in_place_concat=in_place_concat)
+                        in_place_concat=in_place_concat,
+                        tiling=("strips", best.tiles, best.halo, best.axis))
     if model.exact_only or model.cannot_lower or best.peak_bytes <= model.outside_peak:
         return out
     last = best.peak_bytes

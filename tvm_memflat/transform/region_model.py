@@ -16,12 +16,19 @@ MACs are exact: the base MACs minus the region's plus the tiled region's.
 
 The estimate only ranks candidates; the pass verifies the one it accepts with a
 full profile, so an estimate can never make a rewrite wrong or a peak higher.
+
+The region on its own does not depend on the rest of the network, so its
+profiles (untiled and tiled) are memoised by the region module's structure and
+the tiling: the next round, and the front search's other states, ask again of
+every region the last rewrite left alone.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
+import tvm_ffi
 from tvm import relax
 
 from ..analysis.memory_profile import MemoryProfile, profile
@@ -49,8 +56,11 @@ class RegionModel:
     """
 
     def __init__(self, mod, region, base: MemoryProfile, tile_fn, *,
-                 in_place_concat: bool = False):
+                 in_place_concat: bool = False, tiling: tuple | None = None):
         self.mod, self.region, self.base, self._tile_fn = mod, region, base, tile_fn
+        #: what ``tile_fn`` fixes besides its last argument (e.g. halo, axis, strips):
+        #: with it, the region's own profiles are memoised (None: never)
+        self.tiling = tiling
         #: profile as our build lays concats out (see ``profile(in_place_concat=)``)
         self.in_place_concat = in_place_concat
         steps = [row.index for row in base.layers
@@ -77,9 +87,13 @@ class RegionModel:
         # a streamed network input stays streamed when it is the region's source
         is_param = any(self.region.source.same_as(p) for p in self.mod["main"].params)
         self.local_stream = ("input",) if is_param and "input" in base.stream else ()
-        self.local_base = profile(self.local, with_tvm=False,
-                                  in_place_concat=self.in_place_concat,
-                                  stream=self.local_stream)
+        self._memo_key = None
+        if self.tiling is not None:
+            self._memo_key = (tvm_ffi.structural_hash(self.local), self.in_place_concat,
+                              self.local_stream, self.tiling)
+        self.local_base = self._local_profile(None, lambda: profile(
+            self.local, with_tvm=False, in_place_concat=self.in_place_concat,
+            stream=self.local_stream))
         across = 0
         for s in range(self.first, self.last + 1):
             across = max(across, sum(
@@ -112,10 +126,35 @@ class RegionModel:
             return RegionEstimate(p.peak_bytes, p.macs)
         if self.local is None:
             self._build_local()
-        tiled = profile(self._tile_fn(self.local, self.local_region, tiles), with_tvm=False,
-                        in_place_concat=self.in_place_concat, stream=self.local_stream)
+        tiled = self._local_profile(tiles, lambda: profile(
+            self._tile_fn(self.local, self.local_region, tiles), with_tvm=False,
+            in_place_concat=self.in_place_concat, stream=self.local_stream))
         peak = max(self.outside_peak, tiled.peak_bytes + self.across_bytes)
         return RegionEstimate(peak, self.base.macs - self.local_base.macs + tiled.macs)
+
+    def _local_profile(self, tiles, run) -> RegionEstimate:
+        """The region module's peak and MACs untiled (``tiles`` None) or tiled: from
+        the memo when a structurally equal region module was profiled so before."""
+        if self._memo_key is None:
+            p = run()
+            return RegionEstimate(p.peak_bytes, p.macs)
+        key = (*self._memo_key, tiles)
+        for local, est in _LOCAL_MEMO.get(key, ()):
+            # structural hashes collide on 0.27 (two shapes hashed alike): confirm
+            if local.same_as(self.local) or tvm_ffi.structural_equal(local, self.local):
+                _LOCAL_MEMO.move_to_end(key)
+                return est
+        p = run()
+        est = RegionEstimate(p.peak_bytes, p.macs)
+        _LOCAL_MEMO.setdefault(key, []).append((self.local, est))
+        if len(_LOCAL_MEMO) > _MAX_LOCAL:
+            _LOCAL_MEMO.popitem(last=False)
+        return est
+
+
+#: (region module hash, layout, streamed ends, tiling, tiles) -> [(region module, estimate)]
+_LOCAL_MEMO: OrderedDict = OrderedDict()
+_MAX_LOCAL = 4096
 
 
 def _region_module(region, keep_source: bool):
