@@ -180,6 +180,15 @@ class Evaluated:
     local_peak: int = 0
     axis: int = H_AXIS  # NCHW axis of a tiling
     strips: int = 1  # a patch grid: strips along the other axis
+    #: a tiling's floor: the base peak outside its region, below which no tiling of
+    #: the region is estimated (:attr:`RegionModel.outside_peak`; 0: not known)
+    floor: int = 0
+
+    @property
+    def at_floor(self) -> bool:
+        """A tiling estimated at its region's floor: no other tiling of the region
+        (more tiles, the other halo mode or axis, strips) can be estimated lower."""
+        return self.halo != CHANNELS and self.floor > 0 and self.peak_bytes <= self.floor
 
     @property
     def axis_name(self) -> str:
@@ -207,8 +216,10 @@ def _evaluate_region(mod, region, base, mac_limit, tile_counts, halo,
     patches of ``strips`` strips along the other axis), in increasing order.
 
     More tiles only add recompute (or, cached, more carried halos), so the search
-    stops at the first count over the MAC limit, or once the peak has started to
-    drop and then stops dropping (a count may need to be large before it moves).
+    stops at the first count over the MAC limit, once the estimate reaches the peak
+    outside the region (more tiles cannot go below it), or once the peak has
+    started to drop and then stops dropping (a count may need to be large before it
+    moves).
     """
     model = RegionModel(mod, region, base,
                         lambda m, r, t: tile_region(m, r, t, halo, axis, strips),
@@ -228,8 +239,8 @@ def _evaluate_region(mod, region, base, mac_limit, tile_counts, halo,
                          region.sink.name, tiles, axis_name(axis), err)
             break
         out.append(Evaluated(region, tiles, est.peak_bytes, est.macs, halo, axis=axis,
-                             strips=strips))
-        if est.macs > mac_limit:
+                             strips=strips, floor=model.outside_peak))
+        if est.macs > mac_limit or est.peak_bytes <= model.outside_peak:
             break
         if last_peak is not None and last_peak < base.peak_bytes and est.peak_bytes >= last_peak:
             break
@@ -263,7 +274,7 @@ def _evaluate_patches(mod, best: Evaluated, base, mac_limit,
                          region.sink.name, strips, err)
             break
         out.append(Evaluated(region, best.tiles, est.peak_bytes, est.macs, best.halo,
-                             axis=best.axis, strips=strips))
+                             axis=best.axis, strips=strips, floor=model.outside_peak))
         if est.macs > mac_limit or est.peak_bytes >= last:
             break
         last = est.peak_bytes
@@ -317,6 +328,13 @@ def _best_regions(regions, evaluated) -> list:
     for e in evaluated:
         best[e.region.key] = min(best.get(e.region.key, e.peak_bytes), e.peak_bytes)
     return sorted(regions, key=lambda r: best.get(r.key, 1 << 62))
+
+
+def _settled(region, evaluated, base_macs: int) -> bool:
+    """A tiling of ``region`` is estimated at the region's floor with no extra MACs:
+    no other tiling of it can be estimated lower, nor as low for fewer MACs (a
+    tiling never removes MACs), so the search tries no more of them."""
+    return any(e.region is region and e.at_floor and e.macs <= base_macs for e in evaluated)
 
 
 def _best_tilings(evaluated, count: int) -> list[Evaluated]:
@@ -375,6 +393,8 @@ def round_candidates(mod: tvm.IRModule, prof: MemoryProfile,
                                       modes[-1], in_place_concat=ipc)
     if len(modes) > 1:  # auto: recompute on the regions cached halos did best on
         for region in _best_regions(regions, evaluated)[:AUTO_RECOMPUTE_REGIONS]:
+            if _settled(region, evaluated, prof.macs):
+                continue
             evaluated += _evaluate_region(mod, region, prof, mac_limit, opts.tile_counts,
                                           modes[0], in_place_concat=ipc)
     # W-tiles on the regions H did best on, and on every region that computes the
@@ -386,6 +406,8 @@ def round_candidates(mod: tvm.IRModule, prof: MemoryProfile,
     for region in w_regions if opts.w_tiles else ():
         if _mirrored(region):
             continue  # its W-tiles would only repeat its H-tiles' estimates
+        if _settled(region, evaluated, prof.macs):
+            continue
         # the halo modes H did best with; all of them where H-tiles gave nothing (a
         # region only a few rows tall can still be cut along W)
         tried = dict.fromkeys(e.halo for e in evaluated if e.region is region)
