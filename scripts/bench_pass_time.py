@@ -10,7 +10,15 @@ Seeded weights; the pass runs with its defaults. Prints a table (layers, pass
 seconds, seconds per layer, peak before/after) and writes JSON, to show whether
 the time grows about linearly.
 
+With ``--zoo``, it times the zoo nets instead, one after the other in one process
+(so later nets find the memos the earlier ones filled, as in any session that
+optimizes several nets): the default pass (greedy, 5 % MACs, input and output in
+SRAM), the same pass with ``search="front"``, and the full front as
+``scripts/bench_fit.py`` searches it (30 % MACs, beam 2, branch 3), each with the
+device bytes it reaches.
+
     python scripts/bench_pass_time.py [--depths 100 300 1000] [--json bench_pass_time.json]
+    python scripts/bench_pass_time.py --zoo [vgg16 ...] [--json bench_pass_time_zoo.json]
 """
 
 from __future__ import annotations
@@ -47,6 +55,40 @@ def chain(depth: int, seed: int = 0):
     return bb.get()
 
 
+def zoo_rows(names, progress) -> list[dict]:
+    """The default pass, its front form, and the 30 % front on each zoo net."""
+    from tvm_memflat import load_model, zoo
+    from tvm_memflat.frontend.canonicalize import marked_canonical
+    from tvm_memflat.passes import FlattenMemoryPeaks
+    from tvm_memflat.planner.device_bytes import predict_device_bytes
+    from tvm_memflat.transform.search_front import search_front
+
+    rows = []
+    for name in names:
+        mod = load_model(zoo.build(name))
+        row = {"net": name}
+        for search in ("greedy", "front"):
+            progress(f"{name}: the default pass, search={search} ...")
+            pass_ = FlattenMemoryPeaks(search=search, progress=progress)
+            t0 = time.perf_counter()
+            new = pass_(mod)
+            row[f"{search}_s"] = round(time.perf_counter() - t0, 2)
+            row[f"{search}_device_bytes"] = predict_device_bytes(new).total_bytes
+            row[f"{search}_rewrites"] = [d.describe for d in pass_.decisions]
+        progress(f"{name}: the full front (30 % MACs, beam 2) ...")
+        canon = marked_canonical(mod)
+        t0 = time.perf_counter()
+        front = search_front(canon, max_mac_overhead=0.30, beam=2, branch=3,
+                             evaluate=lambda m: predict_device_bytes(m).total_bytes,
+                             progress=progress)
+        row["front30_s"] = round(time.perf_counter() - t0, 2)
+        row["front30_points"] = len(front.points)
+        row["front30_lowest_bytes"] = min(p.bytes for p in front.points)
+        row["base_device_bytes"] = front.base.bytes
+        rows.append(row)
+    return rows
+
+
 def main(argv=None) -> int:
     from tvm_memflat._io import write_json_atomic
     from tvm_memflat.analysis.memory_profile import profile
@@ -55,7 +97,28 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--depths", nargs="+", type=int, default=[100, 300, 1000])
     parser.add_argument("--json", default="bench_pass_time.json")
+    parser.add_argument("--zoo", nargs="*", metavar="NET",
+                        help="time the zoo nets instead (default: the five)")
     args = parser.parse_args(argv)
+    if args.zoo is not None:
+        from tvm_memflat import zoo
+
+        names = args.zoo or list(zoo.NAMES)
+        unknown = sorted(set(names) - set(zoo.NAMES))
+        if unknown:
+            print(f"error: unknown zoo net(s): {', '.join(unknown)}", file=sys.stderr)
+            return 2
+        rows = zoo_rows(names, lambda m: print(m, file=sys.stderr, flush=True))
+        print(f"{'net':<15}{'base B':>11}{'greedy s':>10}{'bytes':>10}{'front s':>9}"
+              f"{'bytes':>10}{'30% front s':>13}{'lowest B':>10}{'pts':>5}")
+        for r in rows:
+            print(f"{r['net']:<15}{r['base_device_bytes']:>11}{r['greedy_s']:>10.1f}"
+                  f"{r['greedy_device_bytes']:>10}{r['front_s']:>9.1f}"
+                  f"{r['front_device_bytes']:>10}{r['front30_s']:>13.1f}"
+                  f"{r['front30_lowest_bytes']:>10}{r['front30_points']:>5}")
+        write_json_atomic(args.json, {**bench_meta(), "zoo": rows})
+        print(f"wrote {args.json}")
+        return 0
     rows = []
     for depth in args.depths:
         print(f"chain of {depth} conv+relu blocks ...", file=sys.stderr, flush=True)
