@@ -124,42 +124,56 @@ class _Matcher:
     """
 
     def __init__(self, legalized_main: relax.Function):
+        # var -> [(binding var, op name, argument fields)] of the calls reading it, read
+        # off the IR once (each FFI access costs; a module has thousands of calls)
         self.consumers: dict = {}
         for b in _call_tir_bindings(legalized_main):
-            for a in b.value.args[1].fields:
+            fields = tuple(b.value.args[1].fields)
+            entry = (b.var, _op_name(b.value.args[0].name_hint), fields)
+            for a in fields:
                 if isinstance(a, relax.Var):
-                    self.consumers.setdefault(a, []).append(b)
+                    self.consumers.setdefault(a, []).append(entry)
         self.env: dict = {}  # grouped-main var -> legalized var
         self.taken: set = set()  # legalized bindings already given to a layer
+        self._bodies: dict = {}  # group function -> its calls, read off once
 
     def actual(self, expr):
         return self.env.get(expr, expr) if isinstance(expr, relax.Var) else expr
 
     def _find(self, prim_name: str, args: list):
         first = next((a for a in args if isinstance(a, relax.Var)), None)
-        for b in self.consumers.get(first, ()):
-            fields = list(b.value.args[1].fields)
-            if _op_name(b.value.args[0].name_hint) != prim_name or len(fields) != len(args):
+        for var, name, fields in self.consumers.get(first, ()):
+            if name != prim_name or len(fields) != len(args):
                 continue
-            if b.var not in self.taken and all(
+            if var not in self.taken and all(
                     f.same_as(a) for f, a in zip(fields, args, strict=True)):
-                self.taken.add(b.var)
-                return b.var
+                self.taken.add(var)
+                return var
         return None
 
     def group(self, func: relax.Function, call_args) -> tuple:
         """Legalized vars computed by ``func`` called on ``call_args`` (``()`` if lost)."""
         env = {p: self.actual(a) for p, a in zip(func.params, call_args, strict=True)}
+        body = self._bodies.get(func)
+        if body is None:  # FuseOps reuses one function for structurally equal groups
+            body = self._bodies[func] = [
+                (b.var, _op_name(b.value.args[0].name_hint), tuple(b.value.args[1].fields))
+                for b in _call_tir_bindings(func)]
         members = []
-        for b in _call_tir_bindings(func):
-            args = [env.get(a, a) if isinstance(a, relax.Var) else a
-                    for a in b.value.args[1].fields]
-            found = self._find(_op_name(b.value.args[0].name_hint), args)
+        for var, name, fields in body:
+            args = [env.get(a, a) if isinstance(a, relax.Var) else a for a in fields]
+            found = self._find(name, args)
             if found is None:
                 return ()
-            env[b.var] = found
+            env[var] = found
             members.append(found)
         return tuple(members)
+
+    def inner_ops(self, func: relax.Function) -> list[str]:
+        """:func:`_inner_ops` of ``func``, from the calls :meth:`group` read off."""
+        if func not in self._bodies:
+            return _inner_ops(func)
+        return [name for _, name, _ in self._bodies[func]]
 
     def single(self, value) -> tuple:
         args = [self.actual(a) for a in value.args[1].fields]
@@ -187,7 +201,7 @@ def _group_names(fused: FusedModules) -> list[tuple[str, str, tuple]]:
             elif isinstance(value.op, tvm.ir.GlobalVar) and isinstance(
                     fused.grouped[value.op], relax.Function):
                 func = fused.grouped[value.op]
-                ops = _inner_ops(func)
+                ops = match.inner_ops(func)
                 members = match.group(func, value.args)
             else:
                 continue

@@ -96,6 +96,20 @@ def _signature(call):
     return (call.op.name, attrs, tuple(keys), tvm_ffi.structural_hash(call.ty))
 
 
+def _requested_name(bb, name: str) -> str:
+    """The name a legalizer asked ``bb.add_func`` for, from the unique one it got.
+
+    The builder makes a taken name unique by appending a count (``relu`` ->
+    ``relu2``). A hit adds its PrimFunc under the asked-for name, so the builder
+    makes it unique in the module at hand and the module's function names are the
+    ones TVM's own LegalizeOps gives, whatever the memo saw before."""
+    base = name.rstrip("0123456789")
+    if base == name or not base:
+        return name
+    taken = {gv.name_hint for gv in bb.get().get_global_vars()}
+    return base if base in taken else name
+
+
 def _as_entry(bb, call, result):
     """An entry for ``result`` if it is ``call_tir(gv, (args of call...))``, else None."""
     if not (isinstance(result, relax.Call) and result.op.same_as(_CALL_TIR)):
@@ -114,7 +128,8 @@ def _as_entry(bb, call, result):
         paths.append(path)
     gv = result.args[0]
     func = bb.get()[gv]
-    return _Entry(func, gv.name_hint, tuple(paths), result.ty_args, _witness(call))
+    return _Entry(func, _requested_name(bb, gv.name_hint), tuple(paths), result.ty_args,
+                  _witness(call))
 
 
 def _path_of(call, field) -> tuple | None:
