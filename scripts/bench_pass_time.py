@@ -10,12 +10,11 @@ Seeded weights; the pass runs with its defaults. Prints a table (layers, pass
 seconds, seconds per layer, peak before/after) and writes JSON, to show whether
 the time grows about linearly.
 
-With ``--zoo``, it times the zoo nets instead, one after the other in one process
-(so later nets find the memos the earlier ones filled, as in any session that
-optimizes several nets): the default pass (greedy, 5 % MACs, input and output in
-SRAM), the same pass with ``search="front"``, and the full front as
-``scripts/bench_fit.py`` searches it (30 % MACs, beam 2, branch 3), each with the
-device bytes it reaches.
+With ``--zoo``, it times the zoo nets instead: the default pass (greedy, 5 % MACs,
+input and output in SRAM), the same pass with ``search="front"``, and the full
+front as ``scripts/bench_fit.py`` searches it (30 % MACs, beam 2, branch 3), each
+with the device bytes it reaches. Each search runs in a fresh process, so none
+finds what another left in the process's memos (loading the net is not timed).
 
     python scripts/bench_pass_time.py [--depths 100 300 1000] [--json bench_pass_time.json]
     python scripts/bench_pass_time.py --zoo [vgg16 ...] [--json bench_pass_time_zoo.json]
@@ -55,36 +54,50 @@ def chain(depth: int, seed: int = 0):
     return bb.get()
 
 
-def zoo_rows(names, progress) -> list[dict]:
-    """The default pass, its front form, and the 30 % front on each zoo net."""
+def zoo_one(name: str, search: str, progress) -> dict:
+    """One search on one zoo net, in this process: ``greedy`` or ``front`` (the default
+    pass), or ``front30`` (the 30 % front, as bench_fit)."""
     from tvm_memflat import load_model, zoo
     from tvm_memflat.frontend.canonicalize import marked_canonical
     from tvm_memflat.passes import FlattenMemoryPeaks
     from tvm_memflat.planner.device_bytes import predict_device_bytes
     from tvm_memflat.transform.search_front import search_front
 
-    rows = []
-    for name in names:
-        mod = load_model(zoo.build(name))
-        row = {"net": name}
-        for search in ("greedy", "front"):
-            progress(f"{name}: the default pass, search={search} ...")
-            pass_ = FlattenMemoryPeaks(search=search, progress=progress)
-            t0 = time.perf_counter()
-            new = pass_(mod)
-            row[f"{search}_s"] = round(time.perf_counter() - t0, 2)
-            row[f"{search}_device_bytes"] = predict_device_bytes(new).total_bytes
-            row[f"{search}_rewrites"] = [d.describe for d in pass_.decisions]
-        progress(f"{name}: the full front (30 % MACs, beam 2) ...")
+    mod = load_model(zoo.build(name))
+    if search == "front30":
         canon = marked_canonical(mod)
         t0 = time.perf_counter()
         front = search_front(canon, max_mac_overhead=0.30, beam=2, branch=3,
                              evaluate=lambda m: predict_device_bytes(m).total_bytes,
                              progress=progress)
-        row["front30_s"] = round(time.perf_counter() - t0, 2)
-        row["front30_points"] = len(front.points)
-        row["front30_lowest_bytes"] = min(p.bytes for p in front.points)
-        row["base_device_bytes"] = front.base.bytes
+        return {"front30_s": round(time.perf_counter() - t0, 2),
+                "front30_points": len(front.points),
+                "front30_lowest_bytes": min(p.bytes for p in front.points),
+                "base_device_bytes": front.base.bytes}
+    pass_ = FlattenMemoryPeaks(search=search, progress=progress)
+    t0 = time.perf_counter()
+    new = pass_(mod)
+    return {f"{search}_s": round(time.perf_counter() - t0, 2),
+            f"{search}_device_bytes": predict_device_bytes(new).total_bytes,
+            f"{search}_rewrites": [d.describe for d in pass_.decisions]}
+
+
+def zoo_rows(names, progress) -> list[dict]:
+    """The default pass, its front form, and the 30 % front on each zoo net, each
+    in a fresh process (see the module doc)."""
+    import json
+    import subprocess
+
+    rows = []
+    for name in names:
+        row = {"net": name}
+        for search in ("greedy", "front", "front30"):
+            progress(f"{name}: {search} ...")
+            run = subprocess.run([sys.executable, __file__, "--one", name, search],
+                                 capture_output=True, text=True, check=False)
+            if run.returncode != 0:
+                raise RuntimeError(f"{name} {search} failed: {run.stderr[-2000:]}")
+            row.update(json.loads(run.stdout.strip().splitlines()[-1]))
         rows.append(row)
     return rows
 
@@ -99,7 +112,13 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default="bench_pass_time.json")
     parser.add_argument("--zoo", nargs="*", metavar="NET",
                         help="time the zoo nets instead (default: the five)")
+    parser.add_argument("--one", nargs=2, metavar=("NET", "SEARCH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.one is not None:  # a child of --zoo: one search, JSON on the last line
+        import json
+
+        print(json.dumps(zoo_one(*args.one, lambda m: None)))
+        return 0
     if args.zoo is not None:
         from tvm_memflat import zoo
 
