@@ -15,9 +15,13 @@ input and output in SRAM), the same pass with ``search="front"``, and the full
 front as ``scripts/bench_fit.py`` searches it (30 % MACs, beam 2, branch 3), each
 with the device bytes it reaches. Each search runs in a fresh process, so none
 finds what another left in the process's memos (loading the net is not timed).
+With ``--before REV``, the default pass (greedy) also runs on the package as it was
+at git revision ``REV`` (a temporary worktree on ``PYTHONPATH``), net by net in
+turn with ours, so the table sets the two side by side from one run.
 
     python scripts/bench_pass_time.py [--depths 100 300 1000] [--json bench_pass_time.json]
-    python scripts/bench_pass_time.py --zoo [vgg16 ...] [--json bench_pass_time_zoo.json]
+    python scripts/bench_pass_time.py --zoo [vgg16 ...] [--before REV]
+        [--searches greedy front front30] [--json bench_pass_time_zoo.json]
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
-from _meta import bench_meta
+from _meta import ROOT, _git, bench_meta
 
 #: Blocks between stride-2 convs (5 blocks = 10 bindings: short enough that the
 #: cached halos of a region spanning them cost less than they save).
@@ -54,9 +59,14 @@ def chain(depth: int, seed: int = 0):
     return bb.get()
 
 
+#: What --zoo times: the default pass, its front form, the 30 % front.
+SEARCHES = ("greedy", "front", "front30")
+
+
 def zoo_one(name: str, search: str, progress) -> dict:
     """One search on one zoo net, in this process: ``greedy`` or ``front`` (the default
     pass), or ``front30`` (the 30 % front, as bench_fit)."""
+    import tvm_memflat
     from tvm_memflat import load_model, zoo
     from tvm_memflat.frontend.canonicalize import marked_canonical
     from tvm_memflat.passes import FlattenMemoryPeaks
@@ -77,28 +87,55 @@ def zoo_one(name: str, search: str, progress) -> dict:
     pass_ = FlattenMemoryPeaks(search=search, progress=progress)
     t0 = time.perf_counter()
     new = pass_(mod)
-    return {f"{search}_s": round(time.perf_counter() - t0, 2),
+    return {"package": str(Path(tvm_memflat.__file__).parent),
+            f"{search}_s": round(time.perf_counter() - t0, 2),
             f"{search}_device_bytes": predict_device_bytes(new).total_bytes,
             f"{search}_rewrites": [d.describe for d in pass_.decisions]}
 
 
-def zoo_rows(names, progress) -> list[dict]:
-    """The default pass, its front form, and the 30 % front on each zoo net, each
-    in a fresh process (see the module doc)."""
+def _child(name: str, search: str, tree: str | None = None) -> dict:
+    """:func:`zoo_one` in a fresh process; ``tree``: import the package from there."""
     import json
+    import os
     import subprocess
 
+    env = dict(os.environ)
+    if tree is not None:
+        env["PYTHONPATH"] = os.pathsep.join([tree, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    run = subprocess.run([sys.executable, __file__, "--one", name, search], env=env,
+                         capture_output=True, text=True, check=False, cwd=tree)
+    if run.returncode != 0:
+        raise RuntimeError(f"{name} {search} failed: {run.stderr[-2000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def zoo_rows(names, progress, searches=SEARCHES, before: str | None = None) -> list[dict]:
+    """``searches`` on each zoo net, each in a fresh process (see the module doc); with
+    ``before``, the greedy pass on the package at that git revision too."""
+    import subprocess
+    import tempfile
+
     rows = []
-    for name in names:
-        row = {"net": name}
-        for search in ("greedy", "front", "front30"):
-            progress(f"{name}: {search} ...")
-            run = subprocess.run([sys.executable, __file__, "--one", name, search],
-                                 capture_output=True, text=True, check=False)
-            if run.returncode != 0:
-                raise RuntimeError(f"{name} {search} failed: {run.stderr[-2000:]}")
-            row.update(json.loads(run.stdout.strip().splitlines()[-1]))
-        rows.append(row)
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = None
+        if before is not None:
+            tree = f"{tmp}/before"
+            subprocess.run(["git", "worktree", "add", "--detach", tree, before], cwd=ROOT,
+                           check=True, capture_output=True)
+        try:
+            for name in names:
+                row = {"net": name}
+                if tree is not None:
+                    progress(f"{name}: greedy at {before} ...")
+                    row.update({f"before_{k}": v for k, v in _child(name, "greedy", tree).items()})
+                for search in searches:
+                    progress(f"{name}: {search} ...")
+                    row.update(_child(name, search))
+                rows.append(row)
+        finally:
+            if tree is not None:
+                subprocess.run(["git", "worktree", "remove", "--force", tree], cwd=ROOT,
+                               check=False, capture_output=True)
     return rows
 
 
@@ -112,6 +149,9 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default="bench_pass_time.json")
     parser.add_argument("--zoo", nargs="*", metavar="NET",
                         help="time the zoo nets instead (default: the five)")
+    parser.add_argument("--searches", nargs="+", choices=SEARCHES, default=list(SEARCHES))
+    parser.add_argument("--before", metavar="REV",
+                        help="with --zoo: also the greedy pass at this git revision")
     parser.add_argument("--one", nargs=2, metavar=("NET", "SEARCH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one is not None:  # a child of --zoo: one search, JSON on the last line
@@ -127,15 +167,23 @@ def main(argv=None) -> int:
         if unknown:
             print(f"error: unknown zoo net(s): {', '.join(unknown)}", file=sys.stderr)
             return 2
-        rows = zoo_rows(names, lambda m: print(m, file=sys.stderr, flush=True))
-        print(f"{'net':<15}{'base B':>11}{'greedy s':>10}{'bytes':>10}{'front s':>9}"
-              f"{'bytes':>10}{'30% front s':>13}{'lowest B':>10}{'pts':>5}")
+        if args.before is not None and _git("rev-parse", "--verify", "--quiet",
+                                            f"{args.before}^{{commit}}") in ("", "unknown"):
+            print(f"error: not a git revision: {args.before}", file=sys.stderr)
+            return 2
+        rows = zoo_rows(names, lambda m: print(m, file=sys.stderr, flush=True),
+                        tuple(args.searches), args.before)
+        cols = [("before_greedy_s", "greedy s @before"), ("before_greedy_device_bytes", "bytes"),
+                ("greedy_s", "greedy s"), ("greedy_device_bytes", "bytes"),
+                ("front_s", "front s"), ("front_device_bytes", "bytes"),
+                ("front30_s", "30% front s"), ("front30_lowest_bytes", "lowest B"),
+                ("front30_points", "pts")]
+        cols = [c for c in cols if c[0] in rows[0]]
+        print(f"{'net':<15}" + "".join(f"{h:>{max(len(h) + 2, 10)}}" for _, h in cols))
         for r in rows:
-            print(f"{r['net']:<15}{r['base_device_bytes']:>11}{r['greedy_s']:>10.1f}"
-                  f"{r['greedy_device_bytes']:>10}{r['front_s']:>9.1f}"
-                  f"{r['front_device_bytes']:>10}{r['front30_s']:>13.1f}"
-                  f"{r['front30_lowest_bytes']:>10}{r['front30_points']:>5}")
-        write_json_atomic(args.json, {**bench_meta(), "zoo": rows})
+            print(f"{r['net']:<15}" + "".join(
+                f"{r[k]:>{max(len(h) + 2, 10)}}" for k, h in cols))
+        write_json_atomic(args.json, {**bench_meta(), "before": args.before, "zoo": rows})
         print(f"wrote {args.json}")
         return 0
     rows = []
