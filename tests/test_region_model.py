@@ -83,3 +83,19 @@ def test_cannot_lower_exactly_when_no_tiling_lowers_the_peak(make):
             assert model.local is None  # decided before the costly local profile
     # both kinds occur: a one-op region beside the peak, and the whole chain at it
     assert set(verdicts) == {True, False}
+
+
+def test_a_region_the_profile_cannot_place_is_estimated_by_full_profiles():
+    """When the base profile's layers do not name the region's bindings (here: the
+    profile of another module), every estimate profiles the tiled module whole, and
+    the search knows no floor for the region (it must not stop early)."""
+    from tvm_memflat.transform.flatten_memory_peaks import TILE_COUNTS, _evaluate_region
+
+    mod = _pooled_chain()
+    base = profile(graphs.chain(), with_tvm=False)  # layers of another module
+    region = max(find_regions(mod["main"]), key=lambda r: len(r.vars))
+    assert RegionModel(mod, region, base, tile_chain).exact_only
+    out = _evaluate_region(mod, region, base, base.macs * 10, TILE_COUNTS, "cache")
+    assert out and all(e.floor == 0 and not e.at_floor for e in out)
+    for e in out:
+        assert e.peak_bytes == profile(e.apply(mod), with_tvm=False).peak_bytes

@@ -67,6 +67,7 @@ class RegionModel:
                  if any(m.same_as(v) for m in row.members for v in region.vars)]
         self.exact_only = not steps
         if self.exact_only:
+            self.outside_peak = 0  # no floor known: each estimate profiles the module
             return
         self.first, self.last = min(steps), max(steps)
         outside = [b for i, b in enumerate(base.live_bytes) if not self.first <= i <= self.last]
