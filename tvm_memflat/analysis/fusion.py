@@ -14,13 +14,13 @@ import re
 from dataclasses import dataclass
 
 import tvm
-import tvm_ffi
 from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_pipeline
 
 from ..frontend.canonicalize import canonical_form
 from ..fusion_passes.legalize_cache import cached_legalize_ops
 from ..fusion_passes.opaque_marks import with_concat_opaque
+from .structural_memo import StructuralMemo
 from .tir_stats import KernelStats, kernel_stats
 
 _CALL_TIR = tvm.ir.Op.get("relax.call_tir")
@@ -99,12 +99,6 @@ def _op_name(gv_name: str) -> str:
     return _DIGITS.sub("", gv_name)
 
 
-def _inner_ops(func: relax.Function) -> list[str]:
-    return [_op_name(b.value.args[0].name_hint)
-            for block in func.body.blocks for b in block.bindings
-            if isinstance(b.value, relax.Call) and b.value.op.same_as(_CALL_TIR)]
-
-
 def _call_tir_bindings(func: relax.Function) -> list:
     return [b for block in func.body.blocks for b in block.bindings
             if isinstance(b.value, relax.Call) and b.value.op.same_as(_CALL_TIR)]
@@ -170,9 +164,7 @@ class _Matcher:
         return tuple(members)
 
     def inner_ops(self, func: relax.Function) -> list[str]:
-        """:func:`_inner_ops` of ``func``, from the calls :meth:`group` read off."""
-        if func not in self._bodies:
-            return _inner_ops(func)
+        """The operators of ``func``'s calls, as :meth:`group` read them off."""
         return [name for _, name, _ in self._bodies[func]]
 
     def single(self, value) -> tuple:
@@ -201,8 +193,8 @@ def _group_names(fused: FusedModules) -> list[tuple[str, str, tuple]]:
             elif isinstance(value.op, tvm.ir.GlobalVar) and isinstance(
                     fused.grouped[value.op], relax.Function):
                 func = fused.grouped[value.op]
-                ops = match.inner_ops(func)
                 members = match.group(func, value.args)
+                ops = match.inner_ops(func)
             else:
                 continue
             if members:
@@ -213,7 +205,7 @@ def _group_names(fused: FusedModules) -> list[tuple[str, str, tuple]]:
     return out
 
 
-_STATS_MEMO: dict[int, list] = {}
+_KERNEL_FACTS = StructuralMemo(1 << 14)
 
 
 def _kernel_facts(prim) -> tuple[KernelStats, bool]:
@@ -222,13 +214,8 @@ def _kernel_facts(prim) -> tuple[KernelStats, bool]:
     Candidates of the pass repeat the same kernels; walking each one's TIR again
     cost a tenth of the pass's time. Structural hashes collide (two different
     tensor shapes hashed alike on 0.27), so a hit is confirmed by equality."""
-    bucket = _STATS_MEMO.setdefault(tvm_ffi.structural_hash(prim), [])
-    for seen, facts in bucket:
-        if seen.same_as(prim) or tvm_ffi.structural_equal(seen, prim):
-            return facts
-    facts = (kernel_stats(prim), bool(relax.analysis.has_reshape_pattern(prim)))
-    bucket.append((prim, facts))
-    return facts
+    return _KERNEL_FACTS.lookup(prim, lambda: (
+        kernel_stats(prim), bool(relax.analysis.has_reshape_pattern(prim))))
 
 
 def steps_of(fused: FusedModules) -> list[Step]:

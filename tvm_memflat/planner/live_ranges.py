@@ -26,6 +26,7 @@ import tvm
 import tvm_ffi
 from tvm import relax, s_tir, tirx
 
+from ..analysis.structural_memo import StructuralMemo
 from ..analysis.tir_stats import kernel_stats, tensor_bytes
 from ..frontend.canonicalize import num_inputs
 from ..lowering.concat_in_place import flat_bindings, is_alloc_tensor, is_kernel_call
@@ -447,9 +448,7 @@ def _elements(shape) -> int:
     return n
 
 
-#: structural hash -> [(kernel, constant argument indices, facts)] (see _kernel_facts)
-_FACTS: dict[int, list] = {}
-_MAX_FACTS = 1 << 14
+_FACTS = StructuralMemo(1 << 14)
 
 
 def _kernel_facts(kernel, constant_args: tuple) -> tuple[int, int, KernelWork]:
@@ -460,19 +459,13 @@ def _kernel_facts(kernel, constant_args: tuple) -> tuple[int, int, KernelWork]:
     module that share most kernels, and lowering a kernel to count its scratch costs
     about a millisecond. Structural hashes collide (two tensor shapes hashed alike on
     TVM 0.27), so a hit is confirmed by structural equality."""
-    if len(_FACTS) >= _MAX_FACTS:
-        _FACTS.clear()
-    bucket = _FACTS.setdefault(tvm_ffi.structural_hash(kernel), [])
-    for seen, args, facts in bucket:
-        if args == constant_args and (seen.same_as(kernel)
-                                      or tvm_ffi.structural_equal(seen, kernel)):
-            return facts
-    params = list(kernel.params)
-    weights = [params[i] for i in constant_args if i < len(params)]
-    facts = (kernel_stats(kernel).macs, lowered_scratch_bytes(kernel),
-             kernel_work(kernel, weights))
-    bucket.append((kernel, constant_args, facts))
-    return facts
+    def compute():
+        params = list(kernel.params)
+        weights = [params[i] for i in constant_args if i < len(params)]
+        return (kernel_stats(kernel).macs, lowered_scratch_bytes(kernel),
+                kernel_work(kernel, weights))
+
+    return _FACTS.lookup(kernel, compute, constant_args)
 
 
 def lowered_schedule(mod: tvm.IRModule) -> LoweredSchedule:

@@ -25,13 +25,12 @@ every region the last rewrite left alone.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 
-import tvm_ffi
 from tvm import relax
 
 from ..analysis.memory_profile import MemoryProfile, profile
+from ..analysis.structural_memo import StructuralMemo
 from ..frontend.canonicalize import CANONICAL_ATTR
 from ._typed_emit import emit as typed_emit
 from .regions import Region, bindings
@@ -88,10 +87,6 @@ class RegionModel:
         # a streamed network input stays streamed when it is the region's source
         is_param = any(self.region.source.same_as(p) for p in self.mod["main"].params)
         self.local_stream = ("input",) if is_param and "input" in base.stream else ()
-        self._memo_key = None
-        if self.tiling is not None:
-            self._memo_key = (tvm_ffi.structural_hash(self.local), self.in_place_concat,
-                              self.local_stream, self.tiling)
         self.local_base = self._local_profile(None, lambda: profile(
             self.local, with_tvm=False, in_place_concat=self.in_place_concat,
             stream=self.local_stream))
@@ -136,26 +131,18 @@ class RegionModel:
     def _local_profile(self, tiles, run) -> RegionEstimate:
         """The region module's peak and MACs untiled (``tiles`` None) or tiled: from
         the memo when a structurally equal region module was profiled so before."""
-        if self._memo_key is None:
+        def estimate() -> RegionEstimate:
             p = run()
             return RegionEstimate(p.peak_bytes, p.macs)
-        key = (*self._memo_key, tiles)
-        for local, est in _LOCAL_MEMO.get(key, ()):
-            # structural hashes collide on 0.27 (two shapes hashed alike): confirm
-            if local.same_as(self.local) or tvm_ffi.structural_equal(local, self.local):
-                _LOCAL_MEMO.move_to_end(key)
-                return est
-        p = run()
-        est = RegionEstimate(p.peak_bytes, p.macs)
-        _LOCAL_MEMO.setdefault(key, []).append((self.local, est))
-        if len(_LOCAL_MEMO) > _MAX_LOCAL:
-            _LOCAL_MEMO.popitem(last=False)
-        return est
+
+        if self.tiling is None:
+            return estimate()
+        return _LOCAL_PROFILES.lookup(self.local, estimate, (
+            self.in_place_concat, self.local_stream, self.tiling, tiles))
 
 
-#: (region module hash, layout, streamed ends, tiling, tiles) -> [(region module, estimate)]
-_LOCAL_MEMO: OrderedDict = OrderedDict()
-_MAX_LOCAL = 4096
+#: the region modules' own estimates, by (layout, streamed ends, tiling, tiles)
+_LOCAL_PROFILES = StructuralMemo(4096)
 
 
 def _region_module(region, keep_source: bool):
