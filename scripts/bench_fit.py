@@ -284,6 +284,51 @@ def _table(records, meta) -> str:
     return "\n".join(lines) + "\n"
 
 
+def reprice(published: Path, nets, out_json: Path, meta: dict) -> int:
+    """The published fronts' points within 5 % MACs (rebuilt by replay), priced by this
+    build with and without copied concatenation inputs, side by side in one run."""
+    from tvm_memflat import load_model, zoo
+    from tvm_memflat.frontend.canonicalize import marked_canonical
+    from tvm_memflat.planner.device_bytes import predict_device_bytes
+    from tvm_memflat.transform.flatten_memory_peaks import replay
+
+    rows = []
+    for rec in json.loads(published.read_text())["records"]:
+        if nets and (rec["net"], rec["dtype"]) not in nets:
+            continue
+        mod = marked_canonical(load_model(zoo.build(rec["net"], dtype=rec["dtype"])))
+        acc = {"input": rec["input"], "output": rec["output"]}
+        points = [("base", rec["base_macs"], mod)] + [
+            (p["bytes"], p["macs"], replay(mod, p["path"])) for p in rec["front"]["points"]
+            if p["path"] and p["macs"] <= 1.05 * rec["base_macs"]]
+        priced = []
+        for recorded, macs, module in points:
+            before = predict_device_bytes(module, **acc, concat_copies=False).total_bytes
+            after = predict_device_bytes(module, **acc).total_bytes
+            priced.append({"recorded": rec["base_bytes"] if recorded == "base" else recorded,
+                           "mac_overhead_pct": round(100 * (macs / rec["base_macs"] - 1), 3),
+                           "all_in_place": before, "with_copies": after})
+        base = priced[0]
+        best = {k: min(p[k] for p in priced) for k in ("all_in_place", "with_copies")}
+        row = {"net": rec["net"], "dtype": rec["dtype"], **acc, "front_commit": rec.get(
+            "commit"), "points": priced, "base_all_in_place": base["all_in_place"],
+            "base_with_copies": base["with_copies"],
+            "best5_all_in_place": best["all_in_place"], "best5_with_copies": best["with_copies"],
+            "saving5_all_in_place_pct": round(100 * (1 - best["all_in_place"]
+                                                     / base["all_in_place"]), 2),
+            "saving5_with_copies_pct": round(100 * (1 - best["with_copies"]
+                                                    / base["with_copies"]), 2)}
+        rows.append(row)
+        print(f"{rec['net']:<16}{rec['dtype']:<8}{rec['input']}/{rec['output']:<7} <=5 % "
+              f"{row['best5_all_in_place']:>9} ({row['saving5_all_in_place_pct']:5.1f} %) -> "
+              f"{row['best5_with_copies']:>9} ({row['saving5_with_copies_pct']:5.1f} %)",
+              flush=True)
+    out_json.write_text(json.dumps({**meta, "published": str(published.name), "rows": rows},
+                                   indent=1))
+    print(f"wrote {out_json}")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--nets", help="name:dtype,... (default: all of NETS)")
@@ -298,9 +343,16 @@ def main(argv=None) -> int:
                     help="run no search: gather every cached record (the spec fits are "
                          "recomputed on each front, rebuilt by replay, with this planner) "
                          "and keep the published records of --json that none replaces")
+    ap.add_argument("--reprice", metavar="OUT_JSON",
+                    help="run no search: price the points within 5 %% MACs of --json's "
+                         "fronts (replayed) with and without copied concat inputs, and "
+                         "write OUT_JSON")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     nets = [tuple(s.split(":")) for s in args.nets.split(",")] if args.nets else NETS
+    if args.reprice:
+        return reprice(Path(args.json), [tuple(s.split(":")) for s in args.nets.split(",")]
+                       if args.nets else None, Path(args.reprice), bench_meta())
     convs = [tuple(s.split("/")) for s in args.conventions.split(",")] if args.conventions \
         else CONVENTIONS
     meta = bench_meta()

@@ -76,3 +76,15 @@ def branches():
         b2 = conv(bb, x, rng, 4, name="b2")
         return bb.emit(relax.op.concat([b1, b2], axis=1), "cat")
     return _net(body)
+
+
+def stem(cout=16, in_shape=(1, 3, 64, 16)):
+    """x -> conv3x3 ``cout`` -> maxpool 3x3/2 (pad 1) -> conv3x3 -> conv3x3 stride 2: a
+    ResNet stem in small. Tiled with cached halos, each tile's pool input is the conv
+    rows it carries from the tile before joined to its own."""
+    def body(bb, x, rng):
+        h = conv(bb, x, rng, cout, name="c1")
+        h = bb.emit(relax.op.nn.max_pool2d(h, pool_size=3, strides=2, padding=1), "pool")
+        h = conv(bb, h, rng, cout, name="c2")
+        return conv(bb, h, rng, cout, stride=2, name="c3")
+    return _net(body, in_shape)

@@ -484,7 +484,8 @@ def plan(model, *, spec=None, optimized: bool = False, input: str | None = None,
 
         # lowered as build(target="vta_like") lowers for a buffered spec, so these
         # tiles are the ones its build runs
-        _, _, schedule = lower_and_plan(mod, host_target(), **BUFFERED_LOWERING)
+        _, _, schedule = lower_and_plan(mod, host_target(), **BUFFERED_LOWERING,
+                                        concat_copies=False)
         config["pipeline"] = ("tvm_memflat lowering for a buffered machine (fused, concat in "
                               "place; kernels as legalized, input read from DRAM)")
         config["plan"] = ("per-call tiles (activations in DRAM between layers"

@@ -22,11 +22,14 @@ import tvm
 from tvm import relax, tirx
 
 from ..naming import is_concat_kernel
-from .tir_views import buffer_shape, write_into_slice
+from .tir_views import buffer_shape, copy_kernel, view_of_slice, write_into_slice
 
 LOG = logging.getLogger(__name__)
 
 _ALLOC_TENSOR = tvm.ir.Op.get("relax.builtin.alloc_tensor")
+
+#: the kernels copying a concatenation's input into its slice (``copied``)
+COPY_KERNEL = "memflat_concat_copy"
 
 
 def is_kernel_call(mod: tvm.IRModule, value) -> bool:
@@ -95,30 +98,78 @@ def _concat_axis(in_shapes: list[tuple[int, ...]], out_shape: tuple[int, ...]) -
     return None
 
 
-def concat_in_place(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
-    """Rewrite ``mod["main"]``; return the new module and how many concats were removed."""
+@dataclass(frozen=True)
+class ConcatSite:
+    """A concatenation whose producers can write straight into its slices."""
+
+    output: relax.Var                 # the concat's output tensor (root variable)
+    inputs: tuple[relax.Var, ...]     # its inputs (root variables), in order
+
+
+def concat_sites(mod: tvm.IRModule, shared_inputs: bool = False) -> list[ConcatSite]:
+    """Every concatenation of ``mod["main"]`` that :func:`concat_in_place` can do in
+    place (with the same ``shared_inputs``), in binding order."""
+    bindings = flat_bindings(mod["main"])
+    uses = _Uses.of(bindings, mod["main"].body.body)
+    sites = []
+    for i, b in enumerate(bindings):
+        if is_kernel_call(mod, b.value) and is_concat_kernel(b.value.op.name_hint):
+            plan = _plan_concat(mod, bindings, uses, i, shared_inputs)
+            if plan is not None:
+                sites.append(ConcatSite(uses.root(b.value.args[-1]),
+                                        tuple(p.root for p in plan.inputs)))
+    return sites
+
+
+def concat_in_place(mod: tvm.IRModule, copied=frozenset(),
+                    shared_inputs: bool = False) -> tuple[tvm.IRModule, int]:
+    """Rewrite ``mod["main"]``; return the new module and how many concats were removed.
+
+    ``copied``: input tensors (root variables, see :func:`concat_sites`) that stay
+    tensors of their own and are copied into their slice where the concat was. Writing
+    an input in place keeps the whole output live from that input's producer on; for an
+    input made long before the others (a cached halo, carried from the previous tile)
+    the copy can need less memory (the planner chooses,
+    :func:`tvm_memflat.planner.concat_choice.choose_concat_copies`). A concat whose
+    inputs are all copied stays as it is.
+
+    ``shared_inputs``: an input that other kernels read too (a tile's rows that the next
+    tile's cached halo is sliced from) can be written in place as well: those kernels
+    then read its slice of the output (:func:`~.tir_views.view_of_slice`), which stays
+    live until they have. Without it such a concat is left alone (every input copied)."""
     func = mod["main"]
     bindings = flat_bindings(func)
     uses = _Uses.of(bindings, func.body.body)
     # For each kernel binding index: (destination root var, begin) of its output slice.
     region: dict[int, tuple[relax.Var, tuple[int, ...]]] = {}
+    # For each removed concat with copied inputs: [(input argument, dest, begin)]
+    copies: dict[int, list] = {}
+    # For each kernel reading an input written in place: {argument index: (dest, begin)}
+    views: dict[int, dict[int, tuple]] = {}
     dropped: set[int] = set()
     removed = 0
     for i in reversed(range(len(bindings))):
         value = bindings[i].value
         if not (is_kernel_call(mod, value) and is_concat_kernel(value.op.name_hint)):
             continue
-        plan = _plan_concat(mod, bindings, uses, i)
-        if plan is None:
+        plan = _plan_concat(mod, bindings, uses, i, shared_inputs)
+        if plan is None or all(p.root in copied for p in plan.inputs):
             continue
         # An inner concat already redirected into an outer one writes there; else its own.
         dest, begin = region.get(i, (uses.root(value.args[-1]), (0,) * len(plan.out_shape)))
-        for producer, offset in plan.producers:
+        for k, p in enumerate(plan.inputs):
             shifted = list(begin)
-            shifted[plan.axis] += offset
-            region[producer] = (dest, tuple(shifted))
+            shifted[plan.axis] += p.offset
+            if p.root in copied:
+                copies.setdefault(i, []).append((value.args[k], dest, tuple(shifted)))
+                continue
+            region[p.producer] = (dest, tuple(shifted))
+            dropped.update(p.dead_bindings)
+            for u in p.readers:
+                for a, arg in enumerate(bindings[u].value.args[:-1]):
+                    if isinstance(arg, relax.Var) and uses.root(arg).same_as(p.root):
+                        views.setdefault(u, {})[a] = (dest, tuple(shifted))
         dropped.add(i)
-        dropped.update(plan.dead_bindings)
         region.pop(i, None)
         removed += 1
     if not removed:
@@ -127,21 +178,51 @@ def concat_in_place(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
     variants: dict[tuple, tvm.ir.GlobalVar] = {}
     # BlockBuilder.add_func gives the new GlobalVars their function type.
     builder = relax.BlockBuilder(copy_module(mod))
+
+    def into_slice(kernel_name, kernel, full_shape, begin, reads=()) -> tvm.ir.GlobalVar:
+        # reads: ((argument index, full shape, begin), ...) of inputs read from slices
+        key = (kernel_name, full_shape, begin, reads)
+        if key not in variants:
+            func = kernel()
+            name = kernel_name
+            for a, shape, at in reads:
+                func = view_of_slice(func, a, shape, at)
+                name += f"_from{a}_{'x'.join(map(str, shape))}_at_{'_'.join(map(str, at))}"
+            if full_shape is not None:
+                func = write_into_slice(func, full_shape, begin)
+                name += f"_into_{'x'.join(map(str, full_shape))}_at_" \
+                        f"{'_'.join(map(str, begin))}"
+            variants[key] = builder.add_func(func, name)
+        return variants[key]
+
+    def shape_of(var) -> tuple[int, ...]:
+        return tuple(int(d) for d in var.ty.shape.values)
+
     out = []
     for i, b in enumerate(bindings):
+        for arg, dest, begin in copies.get(i, ()):
+            shape, dtype = shape_of(arg), str(arg.ty.dtype)
+            gv = into_slice(f"{COPY_KERNEL}_{'x'.join(map(str, shape))}_{dtype}",
+                            lambda shape=shape, dtype=dtype: copy_kernel(shape, dtype),
+                            shape_of(dest), begin)
+            out.append(relax.VarBinding(relax.Var("_", relax.ObjectType()),
+                                        relax.Call(gv, [arg, dest])))
         if i in dropped:
             continue
-        if i in region:
-            dest, begin = region[i]
+        if i in region or i in views:
             call = b.value
-            full_shape = tuple(int(d) for d in dest.ty.shape.values)
-            key = (call.op.name_hint, full_shape, begin)
-            if key not in variants:
-                name = f"{call.op.name_hint}_into_{'x'.join(map(str, full_shape))}_at_" \
-                       f"{'_'.join(map(str, begin))}"
-                variants[key] = builder.add_func(
-                    write_into_slice(mod[call.op], full_shape, begin), name)
-            b = relax.VarBinding(b.var, relax.Call(variants[key], [*call.args[:-1], dest]))
+            args = list(call.args)
+            reads = []
+            for a, (src, at) in sorted(views.get(i, {}).items()):
+                reads.append((a, shape_of(src), at))
+                args[a] = src
+            full_shape, begin = None, None
+            if i in region:
+                dest, begin = region[i]
+                full_shape, args[-1] = shape_of(dest), dest
+            gv = into_slice(call.op.name_hint, lambda call=call: mod[call.op],
+                            full_shape, begin, tuple(reads))
+            b = relax.VarBinding(b.var, relax.Call(gv, args))
         out.append(b)
     out = _hoist_allocs(out)
     new_mod = builder.get()
@@ -150,14 +231,23 @@ def concat_in_place(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
 
 
 @dataclass
+class _ConcatInput:
+    root: relax.Var
+    producer: int                      # binding index of the kernel writing it
+    offset: int                        # along the concat axis
+    dead_bindings: list[int]           # its alloc and aliases, gone when written in place
+    readers: list[int]                 # other kernels reading it (``shared_inputs``)
+
+
+@dataclass
 class _ConcatPlan:
     axis: int
     out_shape: tuple[int, ...]
-    producers: list[tuple[int, int]]   # (binding index, offset along axis)
-    dead_bindings: list[int]           # input allocs and their aliases
+    inputs: list[_ConcatInput]
 
 
-def _plan_concat(mod, bindings, uses: _Uses, i: int) -> _ConcatPlan | None:
+def _plan_concat(mod, bindings, uses: _Uses, i: int,
+                 shared_inputs: bool = False) -> _ConcatPlan | None:
     call = bindings[i].value
     kernel = mod[call.op]
     inputs = list(call.args[:-1])
@@ -172,29 +262,37 @@ def _plan_concat(mod, bindings, uses: _Uses, i: int) -> _ConcatPlan | None:
     if any(r is None for r in roots) or len(set(roots)) != len(roots):
         LOG.info("concat %s kept: an input is not a distinct tensor variable", name)
         return None
-    producers, dead, offset = [], [], 0
+    planned, offset = [], 0
     for root, shape in zip(roots, in_shapes, strict=True):
         j = uses.index_of.get(root)
         if j is None or not is_alloc_tensor(bindings[j].value):
             LOG.info("concat %s kept: input %s is not allocated here", name, root.name)
             return None
         users = [u for u in uses.users.get(root, []) if u != i]
-        if len(users) != 1 or users[0] >= i:
+        writers = [u for u in users if u < i and is_kernel_call(mod, bindings[u].value)
+                   and isinstance(bindings[u].value.args[-1], relax.Var)
+                   and uses.root(bindings[u].value.args[-1]).same_as(root)]
+        readers = [u for u in users if u not in writers]
+        if len(writers) != 1 or (readers and not shared_inputs):
             LOG.info("concat %s kept: input %s has other readers", name, root.name)
             return None
-        producer = bindings[users[0]].value
-        if not (is_kernel_call(mod, producer) and isinstance(producer.args[-1], relax.Var)
-                and uses.root(producer.args[-1]).same_as(root)
-                and not any(isinstance(a, relax.Var) and uses.root(a).same_as(root)
-                            for a in producer.args[:-1])):
+        producer = bindings[writers[0]].value
+        if any(isinstance(a, relax.Var) and uses.root(a).same_as(root)
+               for a in producer.args[:-1]):
             LOG.info("concat %s kept: input %s is not a kernel's sole output", name,
                      root.name)
             return None
-        producers.append((users[0], offset))
-        dead.append(j)
-        dead.extend(uses.aliases.get(root, ()))
+        if any(u <= writers[0] or u >= len(bindings)
+               or not is_kernel_call(mod, bindings[u].value)
+               or is_concat_kernel(bindings[u].value.op.name_hint)
+               or uses.root(bindings[u].value.args[-1]).same_as(root) for u in readers):
+            LOG.info("concat %s kept: input %s is read by more than kernels after it", name,
+                     root.name)
+            return None
+        planned.append(_ConcatInput(root, writers[0], offset,
+                                    [j, *uses.aliases.get(root, ())], readers))
         offset += shape[axis]
-    return _ConcatPlan(axis, out_shape, producers, dead)
+    return _ConcatPlan(axis, out_shape, planned)
 
 
 def _hoist_allocs(bindings: list) -> list:

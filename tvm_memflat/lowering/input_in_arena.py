@@ -16,10 +16,11 @@ Runs on lowered Relax (destination-passing kernel calls, ``R.builtin.alloc_tenso
 from __future__ import annotations
 
 import tvm
-from tvm import relax, te
+from tvm import relax
 
 from ..frontend.canonicalize import num_inputs
 from .concat_in_place import copy_module, flat_bindings, rebuild
+from .tir_views import copy_kernel
 
 #: Name of the copy kernel added per input shape.
 INPUT_COPY_KERNEL = "memflat_input_copy"
@@ -33,12 +34,6 @@ def static_tensor_type(ty) -> tuple[tuple[int, ...], str] | None:
         return tuple(int(d) for d in ty.shape.values), str(ty.dtype)
     except (TypeError, AttributeError):
         return None
-
-
-def _copy_func(shape: tuple[int, ...], dtype: str) -> tvm.tirx.PrimFunc:
-    src = te.placeholder(shape, dtype, name="src")
-    dst = te.compute(shape, lambda *i: src(*i), name="dst")
-    return te.create_prim_func([src, dst])
 
 
 def input_into_arena(mod: tvm.IRModule) -> tvm.IRModule:
@@ -61,7 +56,7 @@ def input_into_arena(mod: tvm.IRModule) -> tvm.IRModule:
             continue
         shape, dtype = info
         if info not in kernels:
-            kernels[info] = builder.add_func(_copy_func(shape, dtype), INPUT_COPY_KERNEL)
+            kernels[info] = builder.add_func(copy_kernel(shape, dtype), INPUT_COPY_KERNEL)
         outside = relax.Var(p.name, p.ty)
         params.append(outside)
         alloc = relax.op.builtin.alloc_tensor(relax.ShapeExpr(list(shape)), dtype, 0)

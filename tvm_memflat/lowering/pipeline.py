@@ -57,6 +57,9 @@ class BuildRecord:
     :func:`~tvm_memflat.planner.pipeline.memflat_pipeline` the plan and schedule."""
 
     concats_removed: int = 0
+    concat_inputs_copied: int = 0  # concat inputs copied into their slice, not written there
+    #: concat inputs other kernels read too written in place (those read their slice)
+    concat_shared_inputs: bool = False
     depthwise_in_place: int = 0   # depthwise convs writing over their input
     plan: object = None        # planner.allocator.Plan of the intermediates
     schedule: object = None    # planner.live_ranges.LoweredSchedule
@@ -119,20 +122,42 @@ def lower(mod: tvm.IRModule, target: tvm.target.Target, *, in_place_concat: bool
     ``in_place_depthwise`` each stride-1 depthwise convolution whose input dies there
     writing over that input (:mod:`.inplace_depthwise`; an input slot counts too).
     ``cpu_schedule``: kernels get the default CPU schedules (:mod:`.cpu_schedule`).
+    :func:`lower_kernels`, then :func:`finish_lowering`.
 
     The module is first brought to the pass's canonical form
     (:func:`~tvm_memflat.frontend.canonicalize.canonicalize`: batch norms folded into
     their convs, importer idioms normalised), so a module from any importer is built
     as the pass sees it."""
+    return finish_lowering(lower_kernels(mod, target, shrink_scratch=shrink_scratch,
+                                         cpu_schedule=cpu_schedule),
+                           in_place_concat=in_place_concat, input_in_arena=input_in_arena,
+                           in_place_depthwise=in_place_depthwise, record=record)
+
+
+def lower_kernels(mod: tvm.IRModule, target: tvm.target.Target, *,
+                  shrink_scratch: bool = True, cpu_schedule: bool = True) -> tvm.IRModule:
+    """``mod`` in canonical form, legalized, fused and in DPS form, its kernels
+    scheduled: :func:`lower` before any rewrite of ``main``'s tensors."""
     mod = canonical_form(mod)
     with target:
-        lowered = tvm.transform.Sequential(
+        return tvm.transform.Sequential(
             lowering_passes(target, shrink_scratch=shrink_scratch,
                             cpu_schedule=cpu_schedule))(mod)
+
+
+def finish_lowering(lowered: tvm.IRModule, *, in_place_concat: bool = True,
+                    copied=frozenset(), shared_inputs: bool = False,
+                    input_in_arena: bool = False, in_place_depthwise: bool = True,
+                    record: BuildRecord | None = None) -> tvm.IRModule:
+    """The rewrites of :func:`lower` on ``main``'s tensors, on :func:`lower_kernels`'
+    module: concatenations in place (but the ``copied`` inputs; ``shared_inputs``, see
+    :func:`.concat_in_place.concat_in_place`), the input slots, in-place depthwise."""
     if in_place_concat:
-        lowered, removed = concat_in_place(lowered)
+        lowered, removed = concat_in_place(lowered, copied, shared_inputs=shared_inputs)
         if record is not None:
             record.concats_removed = removed
+            record.concat_inputs_copied = len(copied)
+            record.concat_shared_inputs = shared_inputs
     if input_in_arena:
         lowered = input_into_arena(lowered)
     if in_place_depthwise:

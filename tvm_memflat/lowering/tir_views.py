@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import tvm
 import tvm_ffi
-from tvm import s_tir, tirx
+from tvm import s_tir, te, tirx
 
 
 def _i64(value: int):
@@ -24,6 +24,15 @@ def _i64(value: int):
 def buffer_shape(buf) -> tuple[int, ...]:
     """Static shape of a TIR buffer parameter."""
     return tuple(int(d) for d in buf.shape)
+
+
+def copy_kernel(shape: Sequence[int], dtype: str) -> tirx.PrimFunc:
+    """``dst[...] = src[...]`` for one static shape: a network input into its arena slot
+    (:mod:`.input_in_arena`), or a concatenation's input copied into its slice
+    (:mod:`.concat_in_place`, through :func:`write_into_slice`)."""
+    src = te.placeholder(tuple(int(d) for d in shape), dtype, name="src")
+    dst = te.compute(src.shape, lambda *i: src(*i), name="dst")
+    return te.create_prim_func([src, dst])
 
 
 def write_into_slice(func: tirx.PrimFunc, full_shape: Sequence[int],
@@ -44,7 +53,16 @@ def write_into_slice(func: tirx.PrimFunc, full_shape: Sequence[int],
     tirx.PrimFunc
         Same body; the output is a strided view of ``full[begin : begin + shape]``.
     """
-    out = func.params[-1]
+    return view_of_slice(func, len(func.params) - 1, full_shape, begin)
+
+
+def view_of_slice(func: tirx.PrimFunc, index: int, full_shape: Sequence[int],
+                  begin: Sequence[int]) -> tirx.PrimFunc:
+    """Variant of ``func`` whose parameter ``index`` is the whole buffer it is a slice
+    of: the body reads (or writes) the strided view ``full[begin : begin + shape]``.
+    The output (:func:`write_into_slice`), or an input that a concatenation's producer
+    wrote into its slice and that another kernel also reads."""
+    out = func.params[index]
     shape = buffer_shape(out)
     full_shape = tuple(int(d) for d in full_shape)
     begin = tuple(int(b) for b in begin)
@@ -53,8 +71,7 @@ def write_into_slice(func: tirx.PrimFunc, full_shape: Sequence[int],
     if any(b < 0 or b + s > f for b, s, f in zip(begin, shape, full_shape, strict=True)):
         raise ValueError(f"slice {shape} at {begin} does not fit in {full_shape}")
     strides = [int(np.prod(full_shape[i + 1:], dtype=np.int64)) for i in range(len(full_shape))]
-    elem_offset = sum(b * s for b, s in zip(begin, strides, strict=True))
-    del elem_offset  # LowerMatchBuffer binds the view's offset from the region below
+    # LowerMatchBuffer binds the view's offset from the region below
     view = tirx.decl_buffer([_i64(d) for d in shape], out.dtype, name=out.name,
                             strides=[_i64(s) for s in strides],
                             elem_offset=tirx.Var(f"{out.name}_elem_offset", "int64"),
@@ -75,7 +92,9 @@ def write_into_slice(func: tirx.PrimFunc, full_shape: Sequence[int],
                             [*root.match_buffers, s_tir.MatchBufferRegion(view, region)],
                             root.annotations)
     new_body = s_tir.SBlockRealize(body.iter_values, body.predicate, new_root)
-    return tirx.PrimFunc([*func.params[:-1], full], new_body, func.ret_type, func.attrs)
+    params = list(func.params)
+    params[index] = full
+    return tirx.PrimFunc(params, new_body, func.ret_type, func.attrs)
 
 
 def accept_byte_offsets(func: tirx.PrimFunc) -> tirx.PrimFunc:

@@ -21,13 +21,16 @@ from .pipeline import lower_and_plan
 
 
 def predict_device_bytes(mod: tvm.IRModule, *, input: str = "sram", output: str = "sram",
-                         target=None, in_place_depthwise: bool | str = True) -> DeviceBytes:
+                         target=None, in_place_depthwise: bool | str = True,
+                         concat_copies: bool = True) -> DeviceBytes:
     """Device bytes of ``mod`` built by ``tvm_memflat.build`` (llvm), without building it
-    (with the same ``in_place_depthwise`` as the build)."""
+    (with the same ``in_place_depthwise`` as the build; ``concat_copies=False`` writes
+    every concatenation input in place, as builds before the copies did)."""
     accounting = Accounting(input, output)
     target = tvm.target.Target(target or "llvm")
     _, plan, schedule = lower_and_plan(mod, target, input_in_arena=accounting.input_in_arena,
-                                       in_place_depthwise=in_place_depthwise)
+                                       in_place_depthwise=in_place_depthwise,
+                                       concat_copies=concat_copies)
     return device_bytes_of(plan, schedule, accounting)
 
 

@@ -19,12 +19,15 @@ from __future__ import annotations
 import tvm
 from tvm import relax, tirx
 
+from ..lowering.concat_in_place import concat_sites
 from ..lowering.inplace_depthwise import depthwise_candidates, depthwise_in_place
-from ..lowering.pipeline import BuildRecord, finalize_passes, lower
+from ..lowering.input_in_arena import input_into_arena
+from ..lowering.pipeline import BuildRecord, finalize_passes, finish_lowering, lower_kernels
 from ..lowering.tir_views import accept_byte_offsets
 from .allocator import Plan, live_bytes_per_step
 from .apply_arena import HOST_ALIGNMENT_BYTES, apply_arena, plan_intermediates
 from .check import verify_plan
+from .concat_choice import choose_concat_copies
 from .live_ranges import LoweredSchedule, lowered_schedule
 
 __all__ = ["BuildRecord", "compile_llvm", "lower_and_plan", "memflat_pipeline"]
@@ -72,27 +75,76 @@ def choose_in_place_depthwise(lowered: tvm.IRModule, record: BuildRecord | None 
     return chosen, plan, schedule
 
 
+def _finished(base: tvm.IRModule, copied, shared_inputs: bool, input_in_arena: bool,
+              in_place_depthwise: bool | str, record: BuildRecord | None,
+              in_place_concat: bool = True) -> tuple[tvm.IRModule, Plan, LoweredSchedule]:
+    """``base`` finished (:func:`finish_lowering`), its depthwise convolutions chosen,
+    and planned."""
+    lowered = finish_lowering(base, in_place_concat=in_place_concat, copied=copied,
+                              shared_inputs=shared_inputs, input_in_arena=input_in_arena,
+                              in_place_depthwise=in_place_depthwise == "all", record=record)
+    if in_place_depthwise is True:
+        return choose_in_place_depthwise(lowered, record)
+    plan, schedule, _ = _planned(lowered)
+    return lowered, plan, schedule
+
+
+def _with_concat_copies(base: tvm.IRModule, input_in_arena: bool,
+                        in_place_depthwise: bool | str, record: BuildRecord | None
+                        ) -> tuple[tvm.IRModule, Plan, LoweredSchedule]:
+    """The cheaper (arena + largest scratch) of two finishings of ``base``, each with the
+    concat inputs :func:`~.concat_choice.choose_concat_copies` copies: inputs that other
+    kernels read too left alone (their concat copied whole), or written in place as
+    well. The second can hold a tile's input live past a depthwise convolution that
+    would otherwise write over it, which the choice of copies does not see; so both are
+    planned."""
+    probe = input_into_arena(base) if input_in_arena else base
+    schedule = lowered_schedule(probe)
+    best, best_record = None, None
+    chosen = []
+    for shared in (False, True):
+        sites = concat_sites(base, shared_inputs=shared)
+        copied = choose_concat_copies(schedule, sites, HOST_ALIGNMENT_BYTES)
+        if shared and {s.output for s in sites} == chosen[0] and not copied - chosen[1]:
+            break   # no shared input changes anything
+        chosen = [{s.output for s in sites}, copied]
+        rec = BuildRecord() if record is not None else None
+        result = _finished(base, copied, shared, input_in_arena, in_place_depthwise, rec)
+        cost = result[1].arena_bytes + result[2].max_scratch_bytes
+        if best is None or cost < best[0]:
+            best, best_record = (cost, result), rec
+    if record is not None:
+        record.concats_removed = best_record.concats_removed
+        record.concat_inputs_copied = best_record.concat_inputs_copied
+        record.depthwise_in_place = best_record.depthwise_in_place
+        record.concat_shared_inputs = best_record.concat_shared_inputs
+    return best[1]
+
+
 def lower_and_plan(mod: tvm.IRModule, target: tvm.target.Target, *,
                    in_place_concat: bool = True, shrink_scratch: bool = True,
                    input_in_arena: bool = False, in_place_depthwise: bool | str = True,
-                   cpu_schedule: bool = True, record: BuildRecord | None = None
-                   ) -> tuple[tvm.IRModule, Plan, LoweredSchedule]:
+                   cpu_schedule: bool = True, record: BuildRecord | None = None,
+                   concat_copies: bool = True) -> tuple[tvm.IRModule, Plan, LoweredSchedule]:
     """:func:`~tvm_memflat.lowering.pipeline.lower`, the in-place depthwise convolutions
     (``in_place_depthwise``: ``True`` those that pay, :func:`choose_in_place_depthwise`;
     ``"all"`` every one possible; ``False`` none), and the offset plan, checked
     independently (:func:`~.check.verify_plan`: a failure is a bug, raised as
-    ``PlanError``). What the build applies and what the prediction counts."""
+    ``PlanError``). What the build applies and what the prediction counts.
+
+    ``concat_copies``: the concatenation inputs whose in-place write would hold their
+    output live through a peak are copied instead (:func:`_with_concat_copies`); off for
+    a buffered machine, whose planner lowers without it (``tuner.fusion``)."""
     if in_place_depthwise not in (True, False, "all"):
         raise ValueError(f"in_place_depthwise must be True, False or 'all', "
                          f"not {in_place_depthwise!r}")
-    lowered = lower(mod, target, in_place_concat=in_place_concat,
-                    shrink_scratch=shrink_scratch, input_in_arena=input_in_arena,
-                    in_place_depthwise=in_place_depthwise == "all",
-                    cpu_schedule=cpu_schedule, record=record)
-    if in_place_depthwise is True:
-        lowered, plan, schedule = choose_in_place_depthwise(lowered, record)
+    base = lower_kernels(mod, target, shrink_scratch=shrink_scratch, cpu_schedule=cpu_schedule)
+    if in_place_concat and concat_copies:
+        lowered, plan, schedule = _with_concat_copies(base, input_in_arena,
+                                                      in_place_depthwise, record)
     else:
-        plan, schedule, _ = _planned(lowered)
+        lowered, plan, schedule = _finished(base, frozenset(), False, input_in_arena,
+                                            in_place_depthwise, record, in_place_concat)
     verify_plan(plan, schedule.live_ranges())
     return lowered, plan, schedule
 
@@ -101,7 +153,7 @@ def memflat_pipeline(target: tvm.target.Target, *, in_place_concat: bool = True,
                      shrink_scratch: bool = True, input_in_arena: bool = False,
                      in_place_depthwise: bool | str = True, cpu_schedule: bool = True,
                      record: BuildRecord | None = None,
-                     kernel_hook=None) -> tvm.transform.Pass:
+                     kernel_hook=None, concat_copies: bool = True) -> tvm.transform.Pass:
     """The whole Relax pipeline as one pass, for ``tvm.compile(..., relax_pipeline=...)``.
 
     ``kernel_hook(lowered, schedule)``, when given, returns ``lowered`` with kernels
@@ -114,7 +166,7 @@ def memflat_pipeline(target: tvm.target.Target, *, in_place_concat: bool = True,
         lowered, plan, schedule = lower_and_plan(
             mod, target, in_place_concat=in_place_concat, shrink_scratch=shrink_scratch,
             input_in_arena=input_in_arena, in_place_depthwise=in_place_depthwise,
-            cpu_schedule=cpu_schedule, record=record)
+            cpu_schedule=cpu_schedule, record=record, concat_copies=concat_copies)
         if kernel_hook is not None:
             lowered = kernel_hook(lowered, schedule)
         planned = apply_arena(lowered, schedule, plan)
@@ -132,7 +184,8 @@ def memflat_pipeline(target: tvm.target.Target, *, in_place_concat: bool = True,
 def compile_llvm(mod: tvm.IRModule, target=None, *, in_place_concat: bool = True,
                  shrink_scratch: bool = True, input_in_arena: bool = False,
                  in_place_depthwise: bool | str = True, cpu_schedule: bool = True,
-                 record: BuildRecord | None = None, kernel_hook=None) -> relax.VMExecutable:
+                 record: BuildRecord | None = None, kernel_hook=None,
+                 concat_copies: bool = True) -> relax.VMExecutable:
     """``mod`` compiled for llvm with :func:`memflat_pipeline` (what
     ``tvm_memflat.build(mod, "llvm")`` does once its options are resolved)."""
     if not isinstance(target, tvm.target.Target):
@@ -144,4 +197,5 @@ def compile_llvm(mod: tvm.IRModule, target=None, *, in_place_concat: bool = True
                                                        in_place_depthwise=in_place_depthwise,
                                                        cpu_schedule=cpu_schedule,
                                                        record=record,
-                                                       kernel_hook=kernel_hook))
+                                                       kernel_hook=kernel_hook,
+                                                       concat_copies=concat_copies))

@@ -394,7 +394,8 @@ def build_vta_like(mod: tvm.IRModule, spec: AcceleratorSpec | str | Path = "vta_
             return tiled_module(lowered, plan_buffered(schedule, spec), schedule, record)
 
         executable = compile_llvm(mod, host_target(), in_place_concat=in_place_concat,
-                                  **BUFFERED_LOWERING, record=record, kernel_hook=tile_kernels)
+                                  **BUFFERED_LOWERING, record=record, kernel_hook=tile_kernels,
+                                  concat_copies=False)
         plan = record.buffered_plan
         report = simulate_buffered(record.schedule, spec, plan, record.kernels)
         return VtaLikeExecutable(executable, report, plan, record)

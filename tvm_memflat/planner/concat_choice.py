@@ -1,0 +1,149 @@
+"""Which inputs of each concatenation are written in place, and which are copied.
+
+Writing a concatenation's inputs straight into their slices (:mod:`~tvm_memflat.
+lowering.concat_in_place`) removes the copy and the inputs, but keeps the whole output
+live from the first input's producer on. That is what a tiled region wants for its
+tiles, and a fire or inception module for its branches; it is not what a cached halo
+wants: the halo rows a tile carries to the next one are made a whole tile before the
+rest of the next tile's input, and writing them in place holds that whole input (five
+rows where the halo is one) through the tile in between.
+
+:func:`choose_concat_copies` decides from the lowered schedule without the in-place
+rewrite, by the arithmetic of live ranges alone (the rewrite's ranges are computed,
+not built): start with every input in place, then, while it lowers the peak of the
+live bytes (or the number of steps at that peak), copy the input that lowers it most.
+Only inputs whose in-place write keeps an output live at a peak step are tried.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..lowering.concat_in_place import ConcatSite
+from .allocator import align_up
+from .live_ranges import LoweredSchedule
+
+#: at most this many inputs are turned into copies (each a pass over the candidates)
+_MAX_COPIES = 64
+
+
+@dataclass(frozen=True)
+class _Site:
+    step: int                 # the concat's step (where its copies run)
+    output: str               # buffer names in the schedule
+    inputs: tuple[str, ...]
+
+
+class _Ranges:
+    """Live ranges of the schedule's buffers once a choice of copies is applied."""
+
+    def __init__(self, schedule: LoweredSchedule, sites: Sequence[_Site], alignment: int):
+        self.start = {b.name: b.start for b in schedule.buffers}
+        self.end = {b.name: b.end for b in schedule.buffers}
+        self.size = {b.name: (align_up(b.size_bytes, alignment) if b.role == "intermediate"
+                              else 0) for b in schedule.buffers}
+        self.sites = {s.output: s for s in sites}
+        self.container = {i: s.output for s in sites for i in s.inputs}
+        self.n_steps = max((b.end for b in schedule.buffers), default=0) + 1
+
+    def begin(self, name: str, copied: frozenset) -> int:
+        """Where buffer ``name`` starts: at its producer, or, written in place, at the
+        first producer of its in-place inputs (a copied input's copy runs at the
+        concat's step)."""
+        site = self.sites.get(name)
+        if site is None:
+            return self.start[name]
+        starts = [self.begin(i, copied) for i in site.inputs if i not in copied]
+        if not starts:
+            return self.start[name]
+        if len(starts) < len(site.inputs):
+            starts.append(site.step)
+        return min(starts)
+
+    def finish(self, name: str, copied: frozenset) -> int:
+        """Where buffer ``name`` ends: at its last use, or, with inputs written in place
+        that other kernels read after the concat, at their last reader."""
+        site = self.sites.get(name)
+        end = self.end[name]
+        if site is None:
+            return end
+        return max([end] + [self.finish(i, copied) for i in site.inputs if i not in copied])
+
+    def root(self, name: str, copied: frozenset) -> str:
+        """The buffer ``name`` is written into (itself unless written in place)."""
+        while name in self.container and name not in copied:
+            outer = self.sites[self.container[name]]
+            if all(i in copied for i in outer.inputs):
+                break
+            name = outer.output
+        return name
+
+    def live(self, copied: frozenset) -> np.ndarray:
+        diff = np.zeros(self.n_steps + 1, dtype=np.int64)
+        for name, size in self.size.items():
+            if size and self.root(name, copied) == name:
+                diff[self.begin(name, copied)] += size
+                diff[self.finish(name, copied) + 1] -= size
+        return np.cumsum(diff)[:-1]
+
+
+def _score(live: np.ndarray) -> tuple[int, int]:
+    peak = int(live.max(initial=0))
+    return peak, int((live == peak).sum())
+
+
+def choose_concat_copies(schedule: LoweredSchedule, sites: Sequence[ConcatSite],
+                         alignment_bytes: int = 1) -> frozenset:
+    """The concat inputs (root variables of ``sites``) to copy rather than write in
+    place, for the schedule of the module *before* the in-place rewrite; empty when
+    writing every input in place is as good.
+
+    Sites may have inputs that other kernels read too (``shared_inputs``): written in
+    place, the output stays live until those have read. Greedy from all in place can
+    end above the old rule (a concat with such an input kept whole, all its inputs
+    copied); that rule's choice is returned when it is lower."""
+    name_of = {}
+    for name, var in schedule.variables.items():
+        name_of.setdefault(var, name)
+    step_of = {b.name: b.start for b in schedule.buffers}
+    own = []
+    for s in sites:
+        names = [name_of.get(v) for v in (s.output, *s.inputs)]
+        if None in names:
+            continue
+        own.append(_Site(step_of[names[0]], names[0], tuple(names[1:])))
+    if not own:
+        return frozenset()
+    ranges = _Ranges(schedule, own, alignment_bytes)
+    # an input read by more than its producer and the concat is shared
+    shared = {b.name for b in schedule.buffers if len(set(b.uses)) > 2}
+    legacy = frozenset(i for s in own if shared.intersection(s.inputs) for i in s.inputs)
+    legacy_score = _score(ranges.live(legacy))
+    copied: frozenset = frozenset()
+    live = ranges.live(copied)
+    score = _score(live)
+    for _ in range(_MAX_COPIES):
+        peaks = np.flatnonzero(live == score[0])
+        best = None
+        for site in own:
+            for name in site.inputs:
+                if name in copied:
+                    continue
+                # only an input whose write keeps its output live at a peak step early
+                first = ranges.begin(ranges.root(name, copied), copied)
+                if not ((peaks >= first) & (peaks < site.step)).any():
+                    continue
+                trial = copied | {name}
+                trial_live = ranges.live(trial)
+                trial_score = _score(trial_live)
+                if trial_score < (best[0] if best else score):
+                    best = (trial_score, trial, trial_live)
+        if best is None:
+            break
+        score, copied, live = best
+    if legacy_score < score:
+        copied = legacy
+    return frozenset(var for var, name in name_of.items() if name in copied)
