@@ -81,6 +81,20 @@ class _Ranges:
             name = outer.output
         return name
 
+    def with_copy(self, live: np.ndarray, name: str, copied: frozenset) -> np.ndarray:
+        """``live`` (the live bytes under ``copied``) once ``name`` is copied as well:
+        only ``name`` (now a tensor of its own) and the buffer it was written into
+        (whose range may shrink) change."""
+        into = self.root(name, copied)
+        trial = copied | {name}
+        new = live.copy()
+        if self.size[into]:
+            new[self.begin(into, copied):self.finish(into, copied) + 1] -= self.size[into]
+            new[self.begin(into, trial):self.finish(into, trial) + 1] += self.size[into]
+        if self.size[name]:
+            new[self.begin(name, trial):self.finish(name, trial) + 1] += self.size[name]
+        return new
+
     def live(self, copied: frozenset) -> np.ndarray:
         diff = np.zeros(self.n_steps + 1, dtype=np.int64)
         for name, size in self.size.items():
@@ -136,11 +150,10 @@ def choose_concat_copies(schedule: LoweredSchedule, sites: Sequence[ConcatSite],
                 first = ranges.begin(ranges.root(name, copied), copied)
                 if not ((peaks >= first) & (peaks < site.step)).any():
                     continue
-                trial = copied | {name}
-                trial_live = ranges.live(trial)
+                trial_live = ranges.with_copy(live, name, copied)
                 trial_score = _score(trial_live)
                 if trial_score < (best[0] if best else score):
-                    best = (trial_score, trial, trial_live)
+                    best = (trial_score, copied | {name}, trial_live)
         if best is None:
             break
         score, copied, live = best
