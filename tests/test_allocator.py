@@ -130,19 +130,37 @@ def test_alignment_rounds_sizes_and_offsets():
 # bound and one reordering reaches it.
 HILL = [R("C", 0, 0, 50), R("D", 0, 1, 30), R("B", 1, 1, 40), R("A", 1, 1, 20)]
 
+# Found by brute force too: greedy-by-size and both other starting orders (most urgent
+# first, long-lived first) are 20 bytes over the lower bound; the climb reaches it.
+CLIMB = [R("A", 2, 2, 50), R("B", 1, 2, 40), R("C", 0, 1, 20), R("D", 0, 0, 50)]
 
-def test_hill_climbing_reaches_the_lower_bound_where_greedy_does_not():
+
+def test_the_long_lived_first_start_reaches_the_lower_bound_where_greedy_does_not():
     assert lower_bound(HILL) == 90  # step 1: D + B + A
     greedy = greedy_by_size(HILL)
     # C at 0; B at 0 too (C is dead at step 1); D above both at 50; A (20) does not fit
     # in the 10-byte gap [40, 50) between B and D at step 1, so it goes on top at 80.
     assert greedy == {"C": 0, "B": 0, "D": 50, "A": 80}
     assert arena_of(greedy, HILL) == 100
-    assert allocate(HILL, max_iterations=0).arena_bytes == 100
-    plan = allocate(HILL)
+    # D lives over both steps: placed first, at 0, it leaves C its own room above it at
+    # step 0 and B + A theirs at step 1, with no climb.
+    plan = allocate(HILL, max_iterations=0)
+    assert plan.arena_bytes == 90 and plan.offsets()["D"] == 0
+    assert check_plan(plan, HILL) == []
+
+
+def test_hill_climbing_reaches_the_lower_bound_where_no_start_does():
+    assert lower_bound(CLIMB) == 90  # step 2: A + B
+    greedy = greedy_by_size(CLIMB)
+    # A and D (50 each) at 0, never live together; B above A at 50; C, live with D at
+    # step 0 and with B at step 1, finds no gap below 90.
+    assert greedy == {"A": 0, "D": 0, "B": 50, "C": 90}
+    assert arena_of(greedy, CLIMB) == 110
+    assert allocate(CLIMB, max_iterations=0).arena_bytes == 110
+    plan = allocate(CLIMB)
     assert plan.arena_bytes == 90
     assert plan.algorithm == "greedy_by_size+hill_climb" and 0 < plan.iterations <= 200
-    assert check_plan(plan, HILL) == []
+    assert check_plan(plan, CLIMB) == []
 
 
 def test_allocate_is_deterministic_and_keeps_the_global_rng_alone():
@@ -273,11 +291,12 @@ def test_step_needing_more_than_capacity_with_nothing_to_spill():
 
 
 def test_fragmentation_is_reported_not_hidden():
-    # Lower bound 90 fits in 90, but greedy alone packs HILL into 100 and nothing is idle.
-    plan = allocate(HILL, capacity_bytes=90, max_iterations=0)
-    assert plan.spills == () and not plan.fits and plan.excess_bytes == 10
-    assert check_plan(plan, HILL) == []
-    assert allocate(HILL, capacity_bytes=90).fits  # hill climbing packs it in 90
+    # Lower bound 90 fits in 90, but the starts alone pack CLIMB into 110 and nothing is
+    # idle.
+    plan = allocate(CLIMB, capacity_bytes=90, max_iterations=0)
+    assert plan.spills == () and not plan.fits and plan.excess_bytes == 20
+    assert check_plan(plan, CLIMB) == []
+    assert allocate(CLIMB, capacity_bytes=90).fits  # hill climbing packs it in 90
 
 
 def test_fragmentation_relieved_by_another_spill():

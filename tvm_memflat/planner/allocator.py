@@ -554,6 +554,15 @@ def _urgency_order(ranges: Sequence[LiveRange], sizes: Sequence[int]) -> list[in
                   key=lambda i: (-urgency[i], -sizes[i], ranges[i].start, i))
 
 
+def _long_lived_order(ranges: Sequence[LiveRange], sizes: Sequence[int]) -> list[int]:
+    """Indices with the long-lived buffers first (alive over more than a tenth of the
+    schedule), each group by size: what spans many steps settles at the bottom, and
+    the short ones that come and go (a tiled region's tiles) pack above it."""
+    span = max(r.end for r in ranges) - min(r.start for r in ranges) + 1
+    return sorted(range(len(ranges)), key=lambda i: (
+        ranges[i].end - ranges[i].start < span / 10, -sizes[i], ranges[i].start, i))
+
+
 def _pack(ranges: Sequence[LiveRange], alignment: int, max_iterations: int, seed: int,
           target: int, start: _Packing | None = None,
           order: Sequence[str] | None = None) -> _Packing:
@@ -575,10 +584,13 @@ def _pack(ranges: Sequence[LiveRange], alignment: int, max_iterations: int, seed
     st = packer.place(list(range(n)))
     if order is None and _arena(st, sizes) > target:
         # Multi-start: Vela's heuristic order (most "urgent" first: the buffers alive at
-        # the busiest steps) often starts the climb much closer to the lower bound.
-        urgent = packer.place(_urgency_order(ranges, sizes))
-        if _arena(urgent, sizes) < _arena(st, sizes):
-            st = urgent
+        # the busiest steps) often starts the climb much closer to the lower bound; so
+        # does the long-lived buffers first (a patch stage's input and output under
+        # its tiles: ResNet18's arena 1,519,616 -> 1,490,944 B before climbing).
+        for other in (_urgency_order, _long_lived_order):
+            placed = packer.place(other(ranges, sizes))
+            if _arena(placed, sizes) < _arena(st, sizes):
+                st = placed
     arena = first_arena = _arena(st, sizes)
     rng = random.Random(seed)
     it = 0
