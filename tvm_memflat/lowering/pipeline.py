@@ -15,11 +15,13 @@ Ours differs in five places, each because of a measured effect (design.md,
    take the first slice's conv along and keep its input alive to the last slice):
    :mod:`tvm_memflat.fusion_passes.opaque_marks`, shared with the profiler;
 2. after CallTIRRewrite, :func:`~tvm_memflat.lowering.concat_in_place.concat_in_place`
-   makes producers write straight into their slice of each concatenation;
+   makes producers write straight into their slice of each concatenation (or copies
+   an input there, where the planner finds that needs less memory);
 3. ``StaticPlanBlockMemory`` (block reuse by size) is replaced by our offset plan:
    one arena, every intermediate tensor at its planned offset. That step is the
    planner's: :func:`tvm_memflat.planner.pipeline.memflat_pipeline` runs
-   :func:`lower`, plans and applies the arena, then :func:`finalize_passes`;
+   :func:`lower_kernels` and :func:`finish_lowering` (the latter once per choice of
+   concat copies it weighs), plans and applies the arena, then :func:`finalize_passes`;
 4. after FuseTIR, every kernel is scheduled for the CPU
    (:mod:`~tvm_memflat.lowering.cpu_schedule`: tiled, vectorised, parallel, bit-exact,
    its scratch shrunk to one output tile; with ``cpu_schedule=False``
