@@ -719,7 +719,10 @@ def allocate(ranges: Iterable[LiveRange], *, alignment_bytes: int = 1,
     a buffer at the top of the arena and, with equal odds, either swaps two of the
     buffers that decided where it went (Vela's ``attempt_bottleneck_fix``) or moves it to
     a random earlier position; the move is kept if the arena does not grow. On random
-    problems the mix reached the lower bound more often than Vela's swap alone.
+    problems the mix reached the lower bound more often than Vela's swap alone. The
+    climb starts from the lower arena of greedy-by-size and Vela's most-urgent-first
+    order; if it ends above the lower bound, a second climb starts from the long-lived
+    buffers first (alive over a tenth of the schedule), kept only if it ends lower.
 
     Spilling (only when the arena exceeds the capacity): take the steps whose live bytes
     exceed the capacity, worst first; at the first one where some buffer is live but not

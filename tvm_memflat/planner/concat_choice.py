@@ -73,12 +73,11 @@ class _Ranges:
         return max([end] + [self.finish(i, copied) for i in site.inputs if i not in copied])
 
     def root(self, name: str, copied: frozenset) -> str:
-        """The buffer ``name`` is written into (itself unless written in place)."""
+        """The buffer ``name`` is written into (itself unless written in place). A
+        concat with an input written in place is done in place, so the walk goes on
+        through its output."""
         while name in self.container and name not in copied:
-            outer = self.sites[self.container[name]]
-            if all(i in copied for i in outer.inputs):
-                break
-            name = outer.output
+            name = self.container[name]
         return name
 
     def with_copy(self, live: np.ndarray, name: str, copied: frozenset) -> np.ndarray:

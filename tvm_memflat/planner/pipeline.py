@@ -101,13 +101,12 @@ def _with_concat_copies(base: tvm.IRModule, input_in_arena: bool,
     probe = input_into_arena(base) if input_in_arena else base
     schedule = lowered_schedule(probe)
     best, best_record = None, None
-    chosen = []
-    for shared in (False, True):
-        sites = concat_sites(base, shared_inputs=shared)
+    plain = concat_sites(base)
+    every = concat_sites(base, shared_inputs=True)
+    # shared inputs only add sites: with none added, the second finishing is the first
+    for shared, sites in [(False, plain)] + ([(True, every)] if len(every) > len(plain)
+                                              else []):
         copied = choose_concat_copies(schedule, sites, HOST_ALIGNMENT_BYTES)
-        if shared and {s.output for s in sites} == chosen[0] and not copied - chosen[1]:
-            break   # no shared input changes anything
-        chosen = [{s.output for s in sites}, copied]
         rec = BuildRecord() if record is not None else None
         result = _finished(base, copied, shared, input_in_arena, in_place_depthwise, rec)
         cost = result[1].arena_bytes + result[2].max_scratch_bytes
