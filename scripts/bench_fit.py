@@ -351,6 +351,10 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING)
     nets = [tuple(s.split(":")) for s in args.nets.split(",")] if args.nets else NETS
     if args.reprice:
+        if not Path(args.json).is_file():
+            print(f"bench_fit: error: no published fronts to reprice: {args.json}",
+                  file=sys.stderr)
+            return 2
         return reprice(Path(args.json), [tuple(s.split(":")) for s in args.nets.split(",")]
                        if args.nets else None, Path(args.reprice), bench_meta())
     convs = [tuple(s.split("/")) for s in args.conventions.split(",")] if args.conventions \
