@@ -568,12 +568,19 @@ def replay(mod: tvm.IRModule, steps) -> tvm.IRModule:
                                    "ops): no such group in the module")
             mod = split_channels(mod, family, step.parts)
             continue
-        index = RegionIndex(mod["main"])
-        sink = next((v for v in index.value if v.name == step.output), None)
-        regions = [] if sink is None else index.regions_ending_at(sink, all_sources=True)
-        match = next((r for r in regions if len(r.vars) == step.ops), None)
-        if match is None:
-            raise MemflatError(f"cannot replay tiling step {step.output!r} ({step.ops} ops, "
-                               f"{step.parts} tiles): no such region in the module")
-        mod = tile_region(mod, match, step.parts, step.halo, AXES[step.axis], step.strips)
+        mod = tile_region(mod, tiled_region(mod, step), step.parts, step.halo,
+                          AXES[step.axis], step.strips)
     return mod
+
+
+def tiled_region(mod: tvm.IRModule, step: RewriteStep) -> Region:
+    """The region of ``mod`` that the tiling ``step`` names (its sink and its number of
+    bindings). Raises :class:`~tvm_memflat.errors.MemflatError` if there is none."""
+    index = RegionIndex(mod["main"])
+    sink = next((v for v in index.value if v.name == step.output), None)
+    regions = [] if sink is None else index.regions_ending_at(sink, all_sources=True)
+    match = next((r for r in regions if len(r.vars) == step.ops), None)
+    if match is None:
+        raise MemflatError(f"cannot replay tiling step {step.output!r} ({step.ops} ops, "
+                           f"{step.parts} tiles): no such region in the module")
+    return match

@@ -18,14 +18,18 @@ search keeps several modules per depth instead:
   order, of the first state), the Pareto-optimal children in (bytes, MACs), then the
   lowest bytes, up to ``beam`` states; so the search never ends above greedy
   (with ``branch`` at least :data:`~.flatten_memory_peaks.VERIFY_TRIES`);
-* the front is the Pareto set of every state reached, the untiled module included.
+* the lowest point within each MAC tier is then refined (:mod:`.refine_path`: finer
+  tiles on earlier regions, where a later rewrite moved the peak into them);
+* the front is the Pareto set of every state reached (and refined), the untiled
+  module included.
 
-Greedy is the special case ``beam=1``, ``branch=VERIFY_TRIES``. The
+Greedy is the special case ``beam=1``, ``branch=VERIFY_TRIES`` (without refining). The
 pass's default point is :meth:`Front.best_within` the MAC limit (5 %).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -43,6 +47,7 @@ from .flatten_memory_peaks import (
     judge,
     round_candidates,
 )
+from .refine_path import refine_path
 from .rewrite_step import RewriteStep
 
 logger = logging.getLogger(__name__)
@@ -127,7 +132,8 @@ def search_front(mod: tvm.IRModule, *, max_mac_overhead: float = 0.30, beam: int
                  branch: int = 3, max_depth: int = 8, halo: str = "auto",
                  splits: bool = True, w_tiles: bool = True, tile_counts=TILE_COUNTS,
                  evaluate=None, progress=None, time_budget_s: float | None = None,
-                 stream: tuple[str, ...] = (), patches: bool = True) -> Front:
+                 stream: tuple[str, ...] = (), patches: bool = True,
+                 refine: bool = True) -> Front:
     """Search rewrite sequences of ``mod`` for the (bytes, MACs) front (module docstring).
 
     Parameters
@@ -148,6 +154,11 @@ def search_front(mod: tvm.IRModule, *, max_mac_overhead: float = 0.30, beam: int
     stream
         The convention's streamed ends, left out of the ranking profiles
         (:func:`~.flatten_memory_peaks.flatten_peaks`).
+    refine
+        After the search, raise the tile counts of the lowest point's tilings within
+        each MAC tier where that lowers the number (:func:`~.refine_path.refine_path`:
+        a region tiled for an earlier peak can hold a later one), and add what it finds
+        to the front.
     """
     t0 = time.perf_counter()
     ipc = evaluate is not None
@@ -194,10 +205,41 @@ def search_front(mod: tvm.IRModule, *, max_mac_overhead: float = 0.30, beam: int
         if not level:
             stop = "no rewrite lowers any of the kept states further"
             break
+    if refine and not out_of_time:
+        reached += _refined(mod, reached, base, opts, evaluate, max_mac_overhead, tile_counts,
+                            None if time_budget_s is None else t0 + time_budget_s, progress)
     front = pareto(reached)
     logger.info("search_front: %d points, %d states explored, %s", len(front), explored, stop)
     return Front(base, tuple(front), explored, expanded, time.perf_counter() - t0,
                  max_mac_overhead, stop)
+
+
+def _refined(mod: tvm.IRModule, reached: list[FrontPoint], base: FrontPoint,
+             opts: RoundOptions, evaluate, max_mac_overhead: float, tile_counts,
+             deadline: float | None, progress) -> list[FrontPoint]:
+    """The lowest point within each MAC tier (:data:`MAC_TIERS` and the search's
+    limit) after :func:`~.refine_path.refine_path`, where it lowered the number."""
+    out: list[FrontPoint] = []
+    done: set = set()
+    for tier in sorted({t for t in MAC_TIERS if 0 < t < max_mac_overhead} | {max_mac_overhead}):
+        limit = base.macs * (1 + tier)
+        point = min((p for p in (*reached, *out) if p.macs <= limit and p.path),
+                    key=lambda p: (p.bytes, p.macs, len(p.path)), default=None)
+        if point is None or point.path in done:
+            continue
+        done.add(point.path)
+        r = refine_path(mod, point.path, point.bytes, point.macs,
+                        dataclasses.replace(opts, mac_limit=limit), evaluate,
+                        tile_counts=tile_counts, deadline=deadline, progress=progress)
+        if not r.changed:
+            continue
+        decisions = tuple(
+            dataclasses.replace(d, tiles=r.path[i].parts, peak_after=r.bytes,
+                                macs_after=r.macs) if i in r.changed else d
+            for i, d in enumerate(point.decisions))
+        out.append(FrontPoint(r.bytes, r.macs, r.path, decisions, r.module, r.profile))
+        done.add(r.path)
+    return out
 
 
 def _verify(e, state: FrontPoint, seen: set, opts: RoundOptions,

@@ -1,0 +1,94 @@
+"""refine_path: finer tiles on a finished path's regions, judged on the real module."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tvm_memflat.analysis.memory_profile import profile
+from tvm_memflat.planner.device_bytes import predict_device_bytes
+from tvm_memflat.targets.build import build_and_measure
+from tvm_memflat.transform.flatten_memory_peaks import RoundOptions, replay
+from tvm_memflat.transform.refine_path import finer_counts, refine_path
+from tvm_memflat.transform.regions import find_regions
+from tvm_memflat.transform.rewrite_step import RewriteStep
+
+from . import graphs
+
+STREAM = ("input", "output")
+
+
+def test_finer_counts_are_the_rounds_counts_above_the_current_one():
+    assert finer_counts(14, 8, 3) == [14]  # 16 and 32 clamp to the 14 rows
+    assert finer_counts(56, 8, 3) == [16, 32, 56]
+    assert finer_counts(28, 14, 30) == [16]  # 28 tiles of 30 layers: over MAX_TILED_LAYERS
+    assert finer_counts(7, 7, 1) == []
+    assert finer_counts(4, 1, 200) == [2]  # two tiles are always allowed
+
+
+def _chain_path(halo):
+    mod = graphs.chain(8, (1, 4, 32, 8))
+    region = max(find_regions(mod["main"]), key=lambda r: len(r.vars))
+    return mod, RewriteStep.tile(region.key[0], len(region.vars), 2, halo)
+
+
+def _device_bytes(m):
+    return predict_device_bytes(m, input="stream", output="stream").total_bytes
+
+
+def test_refine_raises_a_coarse_tiling_and_the_build_shows_it():
+    mod, step = _chain_path("cache")
+    coarse = replay(mod, [step])
+    before = _device_bytes(coarse)
+    base = profile(mod, with_tvm=False)
+    opts = RoundOptions(base.macs * 1.3, in_place_concat=True, stream=STREAM)
+    r = refine_path(mod, [step], before, profile(coarse, with_tvm=False).macs, opts,
+                    _device_bytes)
+    assert r.changed == (0,) and r.path[0].parts > step.parts and r.bytes < before
+    # the number is the rebuilt path's, and the build allocates it; outputs are exact
+    again = replay(mod, r.path)
+    assert _device_bytes(again) == r.bytes
+    assert profile(again, with_tvm=False).macs == r.macs <= opts.mac_limit
+    x = np.random.default_rng(0).standard_normal((1, 4, 32, 8)).astype("float32")
+    _, _, ref = build_and_measure(mod, [x], input="stream", output="stream")
+    _, alloc, got = build_and_measure(r.module, [x], input="stream", output="stream")
+    assert alloc.device_bytes == r.bytes
+    np.testing.assert_allclose(got[0], ref[0], rtol=1e-5, atol=1e-5)
+
+
+def test_refine_never_goes_over_the_mac_limit():
+    mod, step = _chain_path("recompute")
+    coarse = replay(mod, [step])
+    macs = profile(coarse, with_tvm=False).macs
+    # recomputed halos: every finer count adds MACs, and the limit is the path's own
+    opts = RoundOptions(macs, in_place_concat=True, stream=STREAM)
+    before = _device_bytes(coarse)
+    r = refine_path(mod, [step], before, macs, opts, _device_bytes)
+    assert r.changed == () and r.path == (step,) and r.bytes == before and r.module is None
+    assert r.tried == 1  # the first finer count went over, so no further one is built
+
+
+def test_refine_with_the_modelled_peak_and_json_steps():
+    mod, step = _chain_path("cache")
+    coarse = profile(replay(mod, [step]), with_tvm=False)
+    opts = RoundOptions(coarse.macs, in_place_concat=False)
+    r = refine_path(mod, [step.to_json()], coarse.peak_bytes, coarse.macs, opts, None,
+                    max_sweeps=1)
+    assert r.bytes == profile(replay(mod, r.path), with_tvm=False).peak_bytes
+    assert r.bytes <= coarse.peak_bytes
+
+
+def test_refine_stops_at_the_deadline():
+    mod, step = _chain_path("cache")
+    r = refine_path(mod, [step], 10**9, 10**9, RoundOptions(10**12), None, deadline=0.0)
+    assert r.tried == 0 and r.path == (step,)
+
+
+@pytest.mark.parametrize("bad", [[{"kind": "tile", "output": "nope", "ops": 3, "parts": 2,
+                                   "halo": "cache", "axis": "H"}]])
+def test_refine_of_a_path_that_names_nothing_is_a_clear_error(bad):
+    from tvm_memflat.errors import MemflatError
+
+    mod, _ = _chain_path("cache")
+    with pytest.raises(MemflatError, match="no such region"):
+        refine_path(mod, bad, 1, 1, RoundOptions(10**12), None)

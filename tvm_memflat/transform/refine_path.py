@@ -1,0 +1,146 @@
+"""Refine a rewrite path once the search is done: more tiles on an earlier region.
+
+A round estimates a region's tile counts against the peak *outside* the region, and
+stops at the first count whose estimate reaches it: more tiles cannot go lower then
+(:func:`~.flatten_memory_peaks._evaluate_region`). A later rewrite can lower that
+outside peak, and the earlier region, tiled for the old one, now holds the peak in its
+tiles; no later round revisits it. MobileNetV2 int8 with the input streamed is the
+case seen: its third region was cut into 8 H-tiles while the fourth region held the
+peak, and after the fourth was tiled the peak sat in the third's 4-row tiles
+(132,981 B; 14 tiles give 127,989 B at the same MACs, cached halos).
+
+:func:`refine_path` is coordinate descent over a finished path: for each tiling, in
+path order, the finer tile counts (the search's counts, clamped to the region's rows),
+each rebuilt by :func:`~.flatten_memory_peaks.replay` and judged on the real module
+(:func:`~.flatten_memory_peaks.judge`: the MAC limit, then the number the search
+minimises). A count is kept when it lowers the number; the first finer count that does
+not (or goes over the MAC limit, or cannot be tiled or replayed) ends that step, since
+more tiles only add recompute or carried halos. Sweeps repeat while one changes
+something, up to ``max_sweeps``, or until ``deadline``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+
+import tvm
+
+from ..analysis.memory_profile import MemoryProfile
+from ..errors import MemflatError
+from .flatten_memory_peaks import (
+    MAX_TILED_LAYERS,
+    TILE_COUNTS,
+    RoundOptions,
+    judge,
+    replay,
+    tiled_region,
+)
+from .rewrite_step import RewriteStep
+from .tiling import AXES, TilingRefused, height
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Refinement", "finer_counts", "refine_path"]
+
+
+@dataclass(frozen=True)
+class Refinement:
+    """A path after :func:`refine_path`.
+
+    ``path`` is the input path with the tile counts of the steps at ``changed`` raised
+    (the same path when nothing paid); ``bytes`` and ``macs`` are its judged number
+    and MACs; ``module`` and ``profile`` are its rebuilt module and ranking profile
+    (None when nothing changed: the caller has them); ``tried`` counts the modules
+    rebuilt and judged."""
+
+    path: tuple[RewriteStep, ...]
+    bytes: int
+    macs: int
+    changed: tuple[int, ...]
+    tried: int
+    module: tvm.IRModule | None = dataclasses.field(default=None, repr=False)
+    profile: MemoryProfile | None = dataclasses.field(default=None, repr=False)
+
+
+def finer_counts(rows: int, parts: int, layers: int, strips: int = 1,
+                 tile_counts=TILE_COUNTS) -> list[int]:
+    """The tile counts above ``parts`` that a round would try on a region ``rows``
+    tall with ``layers`` layers (``tile_counts`` clamped to one row per tile, within
+    :data:`~.flatten_memory_peaks.MAX_TILED_LAYERS`), ascending. Pure."""
+    counts = sorted({min(t, rows) for t in tile_counts} | {rows})
+    return [t for t in counts
+            if t > parts and (t <= 2 or t * strips * layers <= MAX_TILED_LAYERS)]
+
+
+def refine_path(mod: tvm.IRModule, path, bytes_: int, macs: int, opts: RoundOptions,
+                evaluate, *, tile_counts=TILE_COUNTS, max_sweeps: int = 2,
+                deadline: float | None = None, progress=None) -> Refinement:
+    """Raise the tile counts of ``path``'s tilings where that lowers ``evaluate``'s
+    number within ``opts.mac_limit`` (module docstring).
+
+    Parameters
+    ----------
+    mod
+        The module ``path`` was found on (what :func:`replay` starts from).
+    path
+        Its steps (:class:`~.rewrite_step.RewriteStep` or their JSON).
+    bytes_, macs
+        ``path``'s number and MACs, as the search judged them.
+    opts
+        The search's options: the MAC limit and the ranking profile's conventions.
+    evaluate
+        ``evaluate(mod) -> bytes``, the number the search minimises (None: the
+        modelled peak, as :func:`judge`).
+    deadline
+        A :func:`time.perf_counter` value after which no further count is tried.
+    progress
+        Optional ``progress(message)``, once per accepted change.
+    """
+    path = tuple(map(RewriteStep.from_json, path))
+    best_bytes, best_macs = bytes_, macs
+    module = prof = None
+    changed: set[int] = set()
+    tried = 0
+
+    def out_of_time() -> bool:
+        return deadline is not None and time.perf_counter() > deadline
+
+    for _ in range(max_sweeps):
+        improved = False
+        for i, step in enumerate(path):
+            if step.kind != "tile" or out_of_time():
+                continue
+            prefix = replay(mod, path[:i])
+            region = tiled_region(prefix, step)
+            rows = height(region.sink, AXES[step.axis])
+            for parts in finer_counts(rows, step.parts, region.layers, step.strips,
+                                      tile_counts):
+                if out_of_time():
+                    break
+                cand_path = (*path[:i], dataclasses.replace(step, parts=parts), *path[i + 1:])
+                try:
+                    cand = replay(mod, cand_path)
+                except (MemflatError, TilingRefused) as err:
+                    logger.debug("refine_path: %s in %d tiles: %s", step.describe, parts, err)
+                    break
+                tried += 1
+                judged = judge(cand, opts, evaluate)
+                if judged is None:
+                    break  # over the MAC limit: more tiles only add MACs
+                p, score = judged
+                if score >= best_bytes:
+                    break
+                logger.info("refine_path: %s: %d -> %d tiles, %d -> %d B", step.output,
+                            path[i].parts, parts, best_bytes, score)
+                if progress is not None:
+                    progress(f"refine: {step.output} in {parts} tiles: {best_bytes} -> "
+                             f"{score} B")
+                path, best_bytes, best_macs, module, prof = cand_path, score, p.macs, cand, p
+                changed.add(i)
+                improved = True
+        if not improved:
+            break
+    return Refinement(path, best_bytes, best_macs, tuple(sorted(changed)), tried, module, prof)
