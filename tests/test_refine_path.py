@@ -92,3 +92,19 @@ def test_refine_of_a_path_that_names_nothing_is_a_clear_error(bad):
     mod, _ = _chain_path("cache")
     with pytest.raises(MemflatError, match="no such region"):
         refine_path(mod, bad, 1, 1, RoundOptions(10**12), None)
+
+
+def test_search_front_refines_its_lowest_points():
+    from tvm_memflat.transform.search_front import search_front
+
+    mod = graphs.chain(8, (1, 4, 32, 8))
+    kw = dict(max_mac_overhead=0.30, beam=2, branch=2, max_depth=2, tile_counts=(2,))
+    plain = search_front(mod, refine=False, **kw)
+    refined = search_front(mod, **kw)
+    assert refined.best_within(0.30).bytes < plain.best_within(0.30).bytes
+    best = refined.best_within(0.30)
+    # only the counts changed, the decisions say so, and the point replays to its number
+    assert [s.key for s in best.path] == [s.key for s in plain.best_within(0.30).path]
+    assert [d.tiles for d in best.decisions] == [s.parts for s in best.path]
+    again = profile(replay(mod, best.path), with_tvm=False)
+    assert (again.peak_bytes, again.macs) == (best.bytes, best.macs)

@@ -10,7 +10,8 @@ peak, and after the fourth was tiled the peak sat in the third's 4-row tiles
 (132,981 B; 14 tiles give 127,989 B at the same MACs, cached halos).
 
 :func:`refine_path` is coordinate descent over a finished path: for each tiling, in
-path order, the finer tile counts (the search's counts, clamped to the region's rows),
+path order, the finer tile counts (the search's counts clamped to the region's rows,
+and one row per tile),
 each rebuilt by :func:`~.flatten_memory_peaks.replay` and judged on the real module
 (:func:`~.flatten_memory_peaks.judge`: the MAC limit, then the number the search
 minimises). A count is kept when it lowers the number; the first finer count that does
@@ -67,9 +68,10 @@ class Refinement:
 
 def finer_counts(rows: int, parts: int, layers: int, strips: int = 1,
                  tile_counts=TILE_COUNTS) -> list[int]:
-    """The tile counts above ``parts`` that a round would try on a region ``rows``
-    tall with ``layers`` layers (``tile_counts`` clamped to one row per tile, within
-    :data:`~.flatten_memory_peaks.MAX_TILED_LAYERS`), ascending. Pure."""
+    """The tile counts above ``parts`` to try on a region ``rows`` tall with
+    ``layers`` layers, ascending: ``tile_counts`` clamped to ``rows`` (as a round
+    clamps them), and one row per tile, each within
+    :data:`~.flatten_memory_peaks.MAX_TILED_LAYERS` (two tiles always). Pure."""
     counts = sorted({min(t, rows) for t in tile_counts} | {rows})
     return [t for t in counts
             if t > parts and (t <= 2 or t * strips * layers <= MAX_TILED_LAYERS)]
