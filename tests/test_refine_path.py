@@ -9,7 +9,7 @@ from tvm_memflat.analysis.memory_profile import profile
 from tvm_memflat.planner.device_bytes import predict_device_bytes
 from tvm_memflat.targets.build import build_and_measure
 from tvm_memflat.transform.flatten_memory_peaks import RoundOptions, replay
-from tvm_memflat.transform.refine_path import finer_counts, refine_path
+from tvm_memflat.transform.refine_path import finer_counts, more_strips, refine_path
 from tvm_memflat.transform.regions import find_regions
 from tvm_memflat.transform.rewrite_step import RewriteStep
 
@@ -24,6 +24,14 @@ def test_finer_counts_are_the_rounds_counts_above_the_current_one():
     assert finer_counts(28, 14, 30) == [16]  # 28 tiles of 30 layers: over MAX_TILED_LAYERS
     assert finer_counts(7, 7, 1) == []
     assert finer_counts(4, 1, 200) == [2]  # two tiles are always allowed
+    assert finer_counts(28, 14, 30, strips=2) == [16, 28]  # a patch grid's cap: 2048
+
+
+def test_more_strips_are_the_counts_above_within_the_width_and_the_cap():
+    assert more_strips(64, 18, 2, 10) == [3, 4, 6, 8]
+    assert more_strips(5, 18, 2, 10) == [3, 4]  # at most one column per strip
+    assert more_strips(64, 28, 1, 20) == [2, 3]  # 28 * 4 * 20 > MAX_PATCH_LAYERS
+    assert more_strips(64, 4, 8, 1) == []
 
 
 def _chain_path(halo):
@@ -65,7 +73,7 @@ def test_refine_never_goes_over_the_mac_limit():
     before = _device_bytes(coarse)
     r = refine_path(mod, [step], before, macs, opts, _device_bytes)
     assert r.changed == () and r.path == (step,) and r.bytes == before and r.module is None
-    assert r.tried == 1  # the first finer count went over, so no further one is built
+    assert r.tried == 2  # each chain's first count (tiles, strips) went over: no more
 
 
 def test_refine_with_the_modelled_peak_and_json_steps():

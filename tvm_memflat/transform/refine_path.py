@@ -1,4 +1,4 @@
-"""Refine a rewrite path once the search is done: more tiles on an earlier region.
+"""Refine a rewrite path once the search is done: more tiles or strips on its regions.
 
 A round estimates a region's tile counts against the peak *outside* the region, and
 stops at the first count whose estimate reaches it: more tiles cannot go lower then
@@ -11,13 +11,14 @@ peak, and after the fourth was tiled the peak sat in the third's 4-row tiles
 
 :func:`refine_path` is coordinate descent over a finished path: for each tiling, in
 path order, the finer tile counts (the search's counts clamped to the region's rows,
-and one row per tile),
-each rebuilt by :func:`~.flatten_memory_peaks.replay` and judged on the real module
-(:func:`~.flatten_memory_peaks.judge`: the MAC limit, then the number the search
-minimises). A count is kept when it lowers the number; the first finer count that does
-not (or goes over the MAC limit, or cannot be tiled or replayed) ends that step, since
-more tiles only add recompute or carried halos. Sweeps repeat while one changes
-something, up to ``max_sweeps``, or until ``deadline``.
+and one row per tile), then more strips (:data:`REFINE_STRIPS`; the rounds try 2 and
+4 only, and a patch grid's recompute grows with its strips, so 3 can pay where 4 does
+not), each rebuilt by :func:`~.flatten_memory_peaks.replay` and judged on the real
+module (:func:`~.flatten_memory_peaks.judge`: the MAC limit, then the number the
+search minimises). A count is kept when it lowers the number; in each of the two
+chains the first count that does not (or goes over the MAC limit, or cannot be tiled
+or replayed) ends it. Sweeps repeat while one changes something, up to
+``max_sweeps``, or until ``deadline``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import tvm
 from ..analysis.memory_profile import MemoryProfile
 from ..errors import MemflatError
 from .flatten_memory_peaks import (
+    MAX_PATCH_LAYERS,
     MAX_TILED_LAYERS,
     TILE_COUNTS,
     RoundOptions,
@@ -44,7 +46,11 @@ from .tiling import AXES, TilingRefused, height
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Refinement", "finer_counts", "refine_path"]
+__all__ = ["REFINE_STRIPS", "Refinement", "finer_counts", "more_strips", "refine_path"]
+
+#: Strip counts a refinement tries on a tiling (the rounds try 2 and 4): a patch
+#: grid's recompute grows with its strips, so a count between pays where 4 does not.
+REFINE_STRIPS = (2, 3, 4, 6, 8)
 
 
 @dataclass(frozen=True)
@@ -71,10 +77,21 @@ def finer_counts(rows: int, parts: int, layers: int, strips: int = 1,
     """The tile counts above ``parts`` to try on a region ``rows`` tall with
     ``layers`` layers, ascending: ``tile_counts`` clamped to ``rows`` (as a round
     clamps them), and one row per tile, each within
-    :data:`~.flatten_memory_peaks.MAX_TILED_LAYERS` (two tiles always). Pure."""
+    :data:`~.flatten_memory_peaks.MAX_TILED_LAYERS` (a patch grid:
+    :data:`~.flatten_memory_peaks.MAX_PATCH_LAYERS`; two tiles always). Pure."""
+    cap = MAX_TILED_LAYERS if strips == 1 else MAX_PATCH_LAYERS  # as the rounds cap them
     counts = sorted({min(t, rows) for t in tile_counts} | {rows})
-    return [t for t in counts
-            if t > parts and (t <= 2 or t * strips * layers <= MAX_TILED_LAYERS)]
+    return [t for t in counts if t > parts and (t <= 2 or t * strips * layers <= cap)]
+
+
+def more_strips(cols: int, tiles: int, strips: int, layers: int,
+                strip_counts=REFINE_STRIPS) -> list[int]:
+    """The strip counts above ``strips`` to try on a tiling of ``tiles`` tiles over a
+    region ``cols`` wide (along the other axis) with ``layers`` layers, ascending: at
+    most one column per strip, within
+    :data:`~.flatten_memory_peaks.MAX_PATCH_LAYERS`. Pure."""
+    return [s for s in strip_counts
+            if strips < s <= cols and tiles * s * layers <= MAX_PATCH_LAYERS]
 
 
 def refine_path(mod: tvm.IRModule, path, bytes_: int, macs: int, opts: RoundOptions,
@@ -115,34 +132,47 @@ def refine_path(mod: tvm.IRModule, path, bytes_: int, macs: int, opts: RoundOpti
         for i, step in enumerate(path):
             if step.kind != "tile" or out_of_time():
                 continue
-            prefix = replay(mod, path[:i])
-            region = tiled_region(prefix, step)
+            region = tiled_region(replay(mod, path[:i]), step)
             rows = height(region.sink, AXES[step.axis])
-            for parts in finer_counts(rows, step.parts, region.layers, step.strips,
-                                      tile_counts):
-                if out_of_time():
-                    break
-                cand_path = (*path[:i], dataclasses.replace(step, parts=parts), *path[i + 1:])
-                try:
-                    cand = replay(mod, cand_path)
-                except (MemflatError, TilingRefused) as err:
-                    logger.debug("refine_path: %s in %d tiles: %s", step.describe, parts, err)
-                    break
-                tried += 1
-                judged = judge(cand, opts, evaluate)
-                if judged is None:
-                    break  # over the MAC limit: more tiles only add MACs
-                p, score = judged
-                if score >= best_bytes:
-                    break
-                logger.info("refine_path: %s: %d -> %d tiles, %d -> %d B", step.output,
-                            path[i].parts, parts, best_bytes, score)
-                if progress is not None:
-                    progress(f"refine: {step.output} in {parts} tiles: {best_bytes} -> "
-                             f"{score} B")
-                path, best_bytes, best_macs, module, prof = cand_path, score, p.macs, cand, p
-                changed.add(i)
-                improved = True
+            cols = height(region.sink, AXES["W" if step.axis == "H" else "H"])
+            # two chains, each ending at its first count that does not pay: more
+            # tiles (the step's strips kept), then more strips (its tiles as refined)
+            for field in ("parts", "strips"):
+                for count in _counts(field, path[i], rows, cols, region.layers,
+                                     tile_counts):
+                    if out_of_time():
+                        break
+                    cand_path = (*path[:i], dataclasses.replace(path[i], **{field: count}),
+                                 *path[i + 1:])
+                    try:
+                        cand = replay(mod, cand_path)
+                    except (MemflatError, TilingRefused) as err:
+                        logger.debug("refine_path: %s with %s=%d: %s", step.describe,
+                                     field, count, err)
+                        break
+                    tried += 1
+                    judged = judge(cand, opts, evaluate)
+                    if judged is None:
+                        break  # over the MAC limit: a larger count only adds MACs
+                    p, score = judged
+                    if score >= best_bytes:
+                        break
+                    logger.info("refine_path: %s: %s %d -> %d, %d -> %d B", step.output,
+                                field, getattr(path[i], field), count, best_bytes, score)
+                    if progress is not None:
+                        progress(f"refine: {step.output} with {field}={count}: "
+                                 f"{best_bytes} -> {score} B")
+                    path, best_bytes, best_macs, module, prof = (cand_path, score, p.macs,
+                                                                 cand, p)
+                    changed.add(i)
+                    improved = True
         if not improved:
             break
     return Refinement(path, best_bytes, best_macs, tuple(sorted(changed)), tried, module, prof)
+
+
+def _counts(field: str, step: RewriteStep, rows: int, cols: int, layers: int,
+            tile_counts) -> list[int]:
+    if field == "parts":
+        return finer_counts(rows, step.parts, layers, step.strips, tile_counts)
+    return more_strips(cols, step.parts, step.strips, layers)
