@@ -21,16 +21,16 @@ STREAM = ("input", "output")
 def test_finer_counts_are_the_rounds_counts_above_the_current_one():
     assert finer_counts(14, 8, 3) == [14]  # 16 and 32 clamp to the 14 rows
     assert finer_counts(56, 8, 3) == [16, 32, 56]
-    assert finer_counts(28, 14, 30) == [16]  # 28 tiles of 30 layers: over MAX_TILED_LAYERS
+    assert finer_counts(28, 14, 30, max_layers=512) == [16]  # 28 tiles x 30 layers > 512
+    assert finer_counts(28, 14, 30, strips=2) == [16, 28]  # within REFINE_MAX_LAYERS
     assert finer_counts(7, 7, 1) == []
-    assert finer_counts(4, 1, 200) == [2]  # two tiles are always allowed
-    assert finer_counts(28, 14, 30, strips=2) == [16, 28]  # a patch grid's cap: 2048
+    assert finer_counts(4, 1, 200, max_layers=10) == [2]  # two tiles are always allowed
 
 
 def test_more_strips_are_the_counts_above_within_the_width_and_the_cap():
     assert more_strips(64, 18, 2, 10) == [3, 4, 6, 8]
     assert more_strips(5, 18, 2, 10) == [3, 4]  # at most one column per strip
-    assert more_strips(64, 28, 1, 20) == [2, 3]  # 28 * 4 * 20 > MAX_PATCH_LAYERS
+    assert more_strips(64, 28, 1, 20, max_layers=2048) == [2, 3]  # 28 x 4 x 20 > 2048
     assert more_strips(64, 4, 8, 1) == []
 
 

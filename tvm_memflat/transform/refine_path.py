@@ -34,7 +34,6 @@ from ..analysis.memory_profile import MemoryProfile
 from ..errors import MemflatError
 from .flatten_memory_peaks import (
     MAX_PATCH_LAYERS,
-    MAX_TILED_LAYERS,
     TILE_COUNTS,
     RoundOptions,
     judge,
@@ -46,11 +45,17 @@ from .tiling import AXES, TilingRefused, height
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["REFINE_STRIPS", "Refinement", "finer_counts", "more_strips", "refine_path"]
+__all__ = ["REFINE_MAX_LAYERS", "REFINE_STRIPS", "Refinement", "finer_counts", "more_strips",
+           "refine_path"]
 
 #: Strip counts a refinement tries on a tiling (the rounds try 2 and 4): a patch
 #: grid's recompute grows with its strips, so a count between pays where 4 does not.
 REFINE_STRIPS = (2, 3, 4, 6, 8)
+#: Largest tiles x strips x region layers a refinement builds. The rounds' caps
+#: (``MAX_TILED_LAYERS``, ``MAX_PATCH_LAYERS``) bound what every candidate's estimate
+#: profiles; a refinement builds a handful of modules, so it may go further
+#: (MobileNetV2 w0.35 r144's first stage in 18 tiles and 3 strips is 2,160).
+REFINE_MAX_LAYERS = 4 * MAX_PATCH_LAYERS
 
 
 @dataclass(frozen=True)
@@ -73,25 +78,22 @@ class Refinement:
 
 
 def finer_counts(rows: int, parts: int, layers: int, strips: int = 1,
-                 tile_counts=TILE_COUNTS) -> list[int]:
+                 tile_counts=TILE_COUNTS, max_layers: int = REFINE_MAX_LAYERS) -> list[int]:
     """The tile counts above ``parts`` to try on a region ``rows`` tall with
-    ``layers`` layers, ascending: ``tile_counts`` clamped to ``rows`` (as a round
-    clamps them), and one row per tile, each within
-    :data:`~.flatten_memory_peaks.MAX_TILED_LAYERS` (a patch grid:
-    :data:`~.flatten_memory_peaks.MAX_PATCH_LAYERS`; two tiles always). Pure."""
-    cap = MAX_TILED_LAYERS if strips == 1 else MAX_PATCH_LAYERS  # as the rounds cap them
+    ``layers`` layers in ``strips`` strips, ascending: ``tile_counts`` clamped to
+    ``rows`` (as a round clamps them), and one row per tile, each within
+    ``max_layers`` tiled layers (two tiles always). Pure."""
     counts = sorted({min(t, rows) for t in tile_counts} | {rows})
-    return [t for t in counts if t > parts and (t <= 2 or t * strips * layers <= cap)]
+    return [t for t in counts if t > parts and (t <= 2 or t * strips * layers <= max_layers)]
 
 
 def more_strips(cols: int, tiles: int, strips: int, layers: int,
-                strip_counts=REFINE_STRIPS) -> list[int]:
+                strip_counts=REFINE_STRIPS, max_layers: int = REFINE_MAX_LAYERS) -> list[int]:
     """The strip counts above ``strips`` to try on a tiling of ``tiles`` tiles over a
     region ``cols`` wide (along the other axis) with ``layers`` layers, ascending: at
-    most one column per strip, within
-    :data:`~.flatten_memory_peaks.MAX_PATCH_LAYERS`. Pure."""
+    most one column per strip, within ``max_layers`` tiled layers. Pure."""
     return [s for s in strip_counts
-            if strips < s <= cols and tiles * s * layers <= MAX_PATCH_LAYERS]
+            if strips < s <= cols and tiles * s * layers <= max_layers]
 
 
 def refine_path(mod: tvm.IRModule, path, bytes_: int, macs: int, opts: RoundOptions,
