@@ -218,16 +218,16 @@ def _refined(mod: tvm.IRModule, reached: list[FrontPoint], base: FrontPoint,
              opts: RoundOptions, evaluate, max_mac_overhead: float, tile_counts,
              deadline: float | None, progress) -> list[FrontPoint]:
     """The lowest point within each MAC tier (:data:`MAC_TIERS` and the search's
-    limit) after :func:`~.refine_path.refine_path`, where it lowered the number."""
+    limit, ascending) after :func:`~.refine_path.refine_path` under that tier's limit,
+    where it lowered the number. A point refined in vain under a tight limit is
+    refined again under a looser one: more strips can pay only above the tight one."""
     out: list[FrontPoint] = []
-    done: set = set()
     for tier in sorted({t for t in MAC_TIERS if 0 < t < max_mac_overhead} | {max_mac_overhead}):
         limit = base.macs * (1 + tier)
         point = min((p for p in (*reached, *out) if p.macs <= limit and p.path),
                     key=lambda p: (p.bytes, p.macs, len(p.path)), default=None)
-        if point is None or point.path in done:
+        if point is None:
             continue
-        done.add(point.path)
         r = refine_path(mod, point.path, point.bytes, point.macs,
                         dataclasses.replace(opts, mac_limit=limit), evaluate,
                         tile_counts=tile_counts, deadline=deadline, progress=progress)
@@ -238,7 +238,6 @@ def _refined(mod: tvm.IRModule, reached: list[FrontPoint], base: FrontPoint,
                                 macs_after=r.macs) if i in r.changed else d
             for i, d in enumerate(point.decisions))
         out.append(FrontPoint(r.bytes, r.macs, r.path, decisions, r.module, r.profile))
-        done.add(r.path)
     return out
 
 
