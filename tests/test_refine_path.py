@@ -116,3 +116,20 @@ def test_search_front_refines_its_lowest_points():
     assert [d.tiles for d in best.decisions] == [s.parts for s in best.path]
     again = profile(replay(mod, best.path), with_tvm=False)
     assert (again.peak_bytes, again.macs) == (best.bytes, best.macs)
+
+
+def test_a_point_refined_in_vain_under_a_tight_tier_is_refined_under_a_looser_one():
+    from tvm_memflat.transform.search_front import search_front
+
+    mod = graphs.chain(8, (1, 4, 32, 8))
+    kw = dict(max_mac_overhead=0.30, beam=2, branch=2, max_depth=1, tile_counts=(2,),
+              halo="recompute", w_tiles=False, patches=False, splits=False)
+    plain = search_front(mod, refine=False, **kw)
+    refined = search_front(mod, **kw)
+    tight = plain.best_within(0.05)
+    # recomputed halos: nothing finer fits the 5 % tier, so that point stays ...
+    assert refined.best_within(0.05).bytes == tight.bytes and tight.path
+    # ... but the same point with more strips pays within 30 %
+    best = refined.best_within(0.30)
+    assert best.bytes < plain.best_within(0.30).bytes
+    assert best.macs > refined.base.macs * 1.10 and best.path[0].strips > 1
