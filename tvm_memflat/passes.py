@@ -78,11 +78,12 @@ class FlattenMemoryPeaks:
         Largest accepted extra MACs of the greedy search, as a fraction (default 5 %).
     search
         ``"greedy"`` (default: one module, the first rewrite that lowers its peak,
-        round after round) or ``"front"`` (beam search; ``front`` holds its Pareto
-        front after a run).
+        round after round) or ``"front"`` (beam search, then its lowest points
+        refined with finer tiles and more strips; ``front`` holds its Pareto front
+        after a run).
     progress
         Optional ``progress(message)``, called once per depth of the front search
-        (default: the log).
+        and once per refinement that pays (default: the log).
 
     The module may come from any of TVM's importers (``from_onnx``,
     ``from_exported_program``, weights bound or kept as parameters after
