@@ -133,3 +133,7 @@ def test_a_point_refined_in_vain_under_a_tight_tier_is_refined_under_a_looser_on
     best = refined.best_within(0.30)
     assert best.bytes < plain.best_within(0.30).bytes
     assert best.macs > refined.base.macs * 1.10 and best.path[0].strips > 1
+    # the decisions describe the refined path
+    assert [(d.tiles, d.strips) for d in best.decisions] == [(s.parts, s.strips)
+                                                             for s in best.path]
+    assert "W-strips" in best.decisions[0].describe

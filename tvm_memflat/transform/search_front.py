@@ -234,8 +234,9 @@ def _refined(mod: tvm.IRModule, reached: list[FrontPoint], base: FrontPoint,
         if not r.changed:
             continue
         decisions = tuple(
-            dataclasses.replace(d, tiles=r.path[i].parts, peak_after=r.bytes,
-                                macs_after=r.macs) if i in r.changed else d
+            dataclasses.replace(d, tiles=r.path[i].parts, strips=r.path[i].strips,
+                                peak_after=r.bytes, macs_after=r.macs)
+            if i in r.changed else d
             for i, d in enumerate(point.decisions))
         out.append(FrontPoint(r.bytes, r.macs, r.path, decisions, r.module, r.profile))
     return out
