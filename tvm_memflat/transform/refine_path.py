@@ -62,11 +62,11 @@ REFINE_MAX_LAYERS = 4 * MAX_PATCH_LAYERS
 class Refinement:
     """A path after :func:`refine_path`.
 
-    ``path`` is the input path with the tile counts of the steps at ``changed`` raised
-    (the same path when nothing paid); ``bytes`` and ``macs`` are its judged number
-    and MACs; ``module`` and ``profile`` are its rebuilt module and ranking profile
-    (None when nothing changed: the caller has them); ``tried`` counts the modules
-    rebuilt and judged."""
+    ``path`` is the input path with the tile or strip counts of the steps at
+    ``changed`` raised (the same path when nothing paid); ``bytes`` and ``macs`` are
+    its judged number and MACs; ``module`` and ``profile`` are its rebuilt module and
+    ranking profile (None when nothing changed: the caller has them); ``tried``
+    counts the modules rebuilt and judged."""
 
     path: tuple[RewriteStep, ...]
     bytes: int
@@ -99,8 +99,8 @@ def more_strips(cols: int, tiles: int, strips: int, layers: int,
 def refine_path(mod: tvm.IRModule, path, bytes_: int, macs: int, opts: RoundOptions,
                 evaluate, *, tile_counts=TILE_COUNTS, max_sweeps: int = 2,
                 deadline: float | None = None, progress=None) -> Refinement:
-    """Raise the tile counts of ``path``'s tilings where that lowers ``evaluate``'s
-    number within ``opts.mac_limit`` (module docstring).
+    """Raise the tile and strip counts of ``path``'s tilings where that lowers
+    ``evaluate``'s number within ``opts.mac_limit`` (module docstring).
 
     Parameters
     ----------
@@ -134,7 +134,8 @@ def refine_path(mod: tvm.IRModule, path, bytes_: int, macs: int, opts: RoundOpti
         for i, step in enumerate(path):
             if step.kind != "tile" or out_of_time():
                 continue
-            region = tiled_region(replay(mod, path[:i]), step)
+            prefix = replay(mod, path[:i])  # unchanged while step i is refined
+            region = tiled_region(prefix, step)
             rows = height(region.sink, AXES[step.axis])
             cols = height(region.sink, AXES["W" if step.axis == "H" else "H"])
             # two chains, each ending at its first count that does not pay: more
@@ -147,7 +148,7 @@ def refine_path(mod: tvm.IRModule, path, bytes_: int, macs: int, opts: RoundOpti
                     cand_path = (*path[:i], dataclasses.replace(path[i], **{field: count}),
                                  *path[i + 1:])
                     try:
-                        cand = replay(mod, cand_path)
+                        cand = replay(prefix, cand_path[i:])
                     except (MemflatError, TilingRefused) as err:
                         logger.debug("refine_path: %s with %s=%d: %s", step.describe,
                                      field, count, err)

@@ -19,7 +19,8 @@ search keeps several modules per depth instead:
   lowest bytes, up to ``beam`` states; so the search never ends above greedy
   (with ``branch`` at least :data:`~.flatten_memory_peaks.VERIFY_TRIES`);
 * the lowest point within each MAC tier is then refined (:mod:`.refine_path`: finer
-  tiles on earlier regions, where a later rewrite moved the peak into them);
+  tiles and more strips on its regions, where a later rewrite moved the peak into
+  them);
 * the front is the Pareto set of every state reached (and refined), the untiled
   module included.
 
@@ -155,8 +156,8 @@ def search_front(mod: tvm.IRModule, *, max_mac_overhead: float = 0.30, beam: int
         The convention's streamed ends, left out of the ranking profiles
         (:func:`~.flatten_memory_peaks.flatten_peaks`).
     refine
-        After the search, raise the tile counts of the lowest point's tilings within
-        each MAC tier where that lowers the number (:func:`~.refine_path.refine_path`:
+        After the search, raise the tile and strip counts of the lowest point's tilings
+        within each MAC tier where that lowers the number (:func:`~.refine_path.refine_path`:
         a region tiled for an earlier peak can hold a later one), and add what it finds
         to the front.
     """
