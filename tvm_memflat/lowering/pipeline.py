@@ -48,6 +48,7 @@ from .cpu_schedule import schedule_cpu_kernels
 from .inplace_depthwise import depthwise_in_place
 from .input_in_arena import input_into_arena
 from .shrink_scratch import shrink_kernel_scratch
+from .slice_views import slice_views as read_slices_in_place
 
 LOG = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class BuildRecord:
     #: concat inputs other kernels read too written in place (those read their slice)
     concat_shared_inputs: bool = False
     depthwise_in_place: int = 0   # depthwise convs writing over their input
+    slices_viewed: int = 0        # slice copies whose readers read the source in place
     plan: object = None        # planner.allocator.Plan of the intermediates
     schedule: object = None    # planner.live_ranges.LoweredSchedule
     tuning: object = None      # lowering.cpu_tune.TuneSummary, when build tuned
@@ -79,7 +81,8 @@ class BuildRecord:
 #: schedule, no scratch shrinking, no in-place depthwise), and the network input
 #: read from DRAM by the first layer (no copy into an on-chip slot).
 BUFFERED_LOWERING = {"shrink_scratch": False, "input_in_arena": False,
-                     "in_place_depthwise": False, "cpu_schedule": False}
+                     "in_place_depthwise": False, "cpu_schedule": False,
+                     "slice_views": False}
 
 
 def lowering_passes(target: tvm.target.Target, *, shrink_scratch: bool = True,
@@ -117,7 +120,7 @@ def finalize_passes(target: tvm.target.Target) -> list:
 def lower(mod: tvm.IRModule, target: tvm.target.Target, *, in_place_concat: bool = True,
           shrink_scratch: bool = True, input_in_arena: bool = False,
           in_place_depthwise: bool = True, cpu_schedule: bool = True,
-          record: BuildRecord | None = None) -> tvm.IRModule:
+          slice_views: bool = True, record: BuildRecord | None = None) -> tvm.IRModule:
     """``mod`` legalized, fused, in DPS form, with concatenations done in place, with
     ``input_in_arena`` the network inputs copied into slots of their own
     (:mod:`.input_in_arena`), so the arena planner places them with the rest, and with
@@ -133,7 +136,8 @@ def lower(mod: tvm.IRModule, target: tvm.target.Target, *, in_place_concat: bool
     return finish_lowering(lower_kernels(mod, target, shrink_scratch=shrink_scratch,
                                          cpu_schedule=cpu_schedule),
                            in_place_concat=in_place_concat, input_in_arena=input_in_arena,
-                           in_place_depthwise=in_place_depthwise, record=record)
+                           in_place_depthwise=in_place_depthwise, slice_views=slice_views,
+                           record=record)
 
 
 def lower_kernels(mod: tvm.IRModule, target: tvm.target.Target, *,
@@ -150,10 +154,13 @@ def lower_kernels(mod: tvm.IRModule, target: tvm.target.Target, *,
 def finish_lowering(lowered: tvm.IRModule, *, in_place_concat: bool = True,
                     copied=frozenset(), shared_inputs: bool = False,
                     input_in_arena: bool = False, in_place_depthwise: bool = True,
+                    slice_views: bool = True,
                     record: BuildRecord | None = None) -> tvm.IRModule:
     """The rewrites of :func:`lower` on ``main``'s tensors, on :func:`lower_kernels`'
     module: concatenations in place (but the ``copied`` inputs; ``shared_inputs``, see
-    :func:`.concat_in_place.concat_in_place`), the input slots, in-place depthwise."""
+    :func:`.concat_in_place.concat_in_place`), the input slots, with ``slice_views``
+    slices read in place where their source lives on anyway
+    (:mod:`.slice_views`), in-place depthwise."""
     if in_place_concat:
         lowered, removed = concat_in_place(lowered, copied, shared_inputs=shared_inputs)
         if record is not None:
@@ -162,6 +169,10 @@ def finish_lowering(lowered: tvm.IRModule, *, in_place_concat: bool = True,
             record.concat_shared_inputs = shared_inputs
     if input_in_arena:
         lowered = input_into_arena(lowered)
+    if slice_views:
+        lowered, viewed = read_slices_in_place(lowered)
+        if record is not None:
+            record.slices_viewed = viewed
     if in_place_depthwise:
         lowered, count = depthwise_in_place(lowered)
         if record is not None:

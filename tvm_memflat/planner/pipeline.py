@@ -77,12 +77,14 @@ def choose_in_place_depthwise(lowered: tvm.IRModule, record: BuildRecord | None 
 
 def _finished(base: tvm.IRModule, copied, shared_inputs: bool, input_in_arena: bool,
               in_place_depthwise: bool | str, record: BuildRecord | None,
-              in_place_concat: bool = True) -> tuple[tvm.IRModule, Plan, LoweredSchedule]:
+              in_place_concat: bool = True, slice_views: bool = True
+              ) -> tuple[tvm.IRModule, Plan, LoweredSchedule]:
     """``base`` finished (:func:`finish_lowering`), its depthwise convolutions chosen,
     and planned."""
     lowered = finish_lowering(base, in_place_concat=in_place_concat, copied=copied,
                               shared_inputs=shared_inputs, input_in_arena=input_in_arena,
-                              in_place_depthwise=in_place_depthwise == "all", record=record)
+                              in_place_depthwise=in_place_depthwise == "all",
+                              slice_views=slice_views, record=record)
     if in_place_depthwise is True:
         return choose_in_place_depthwise(lowered, record)
     plan, schedule, _ = _planned(lowered)
@@ -90,7 +92,8 @@ def _finished(base: tvm.IRModule, copied, shared_inputs: bool, input_in_arena: b
 
 
 def _with_concat_copies(base: tvm.IRModule, input_in_arena: bool,
-                        in_place_depthwise: bool | str, record: BuildRecord | None
+                        in_place_depthwise: bool | str, record: BuildRecord | None,
+                        slice_views: bool = True
                         ) -> tuple[tvm.IRModule, Plan, LoweredSchedule]:
     """The cheaper (arena + largest scratch) of two finishings of ``base``, each with the
     concat inputs :func:`~.concat_choice.choose_concat_copies` copies: inputs that other
@@ -108,7 +111,8 @@ def _with_concat_copies(base: tvm.IRModule, input_in_arena: bool,
                                               else []):
         copied = choose_concat_copies(schedule, sites, HOST_ALIGNMENT_BYTES)
         rec = BuildRecord() if record is not None else None
-        result = _finished(base, copied, shared, input_in_arena, in_place_depthwise, rec)
+        result = _finished(base, copied, shared, input_in_arena, in_place_depthwise, rec,
+                           slice_views=slice_views)
         cost = result[1].arena_bytes + result[2].max_scratch_bytes
         if best is None or cost < best[0]:
             best, best_record = (cost, result), rec
@@ -117,6 +121,7 @@ def _with_concat_copies(base: tvm.IRModule, input_in_arena: bool,
         record.concat_inputs_copied = best_record.concat_inputs_copied
         record.depthwise_in_place = best_record.depthwise_in_place
         record.concat_shared_inputs = best_record.concat_shared_inputs
+        record.slices_viewed = best_record.slices_viewed
     return best[1]
 
 
@@ -124,7 +129,8 @@ def lower_and_plan(mod: tvm.IRModule, target: tvm.target.Target, *,
                    in_place_concat: bool = True, shrink_scratch: bool = True,
                    input_in_arena: bool = False, in_place_depthwise: bool | str = True,
                    cpu_schedule: bool = True, record: BuildRecord | None = None,
-                   concat_copies: bool = True) -> tuple[tvm.IRModule, Plan, LoweredSchedule]:
+                   concat_copies: bool = True, slice_views: bool = True
+                   ) -> tuple[tvm.IRModule, Plan, LoweredSchedule]:
     """:func:`~tvm_memflat.lowering.pipeline.lower`, the in-place depthwise convolutions
     (``in_place_depthwise``: ``True`` those that pay, :func:`choose_in_place_depthwise`;
     ``"all"`` every one possible; ``False`` none), and the offset plan, checked
@@ -133,17 +139,21 @@ def lower_and_plan(mod: tvm.IRModule, target: tvm.target.Target, *,
 
     ``concat_copies``: the concatenation inputs whose in-place write would hold their
     output live through a peak are copied instead (:func:`_with_concat_copies`); off for
-    a buffered machine, whose planner lowers without it (``tuner.fusion``)."""
+    a buffered machine, whose planner lowers without it (``tuner.fusion``).
+    ``slice_views``: slices read in place where their source lives on anyway
+    (:mod:`~tvm_memflat.lowering.slice_views`); off for a buffered machine, whose
+    per-call tiling reads each kernel's operands whole."""
     if in_place_depthwise not in (True, False, "all"):
         raise ValueError(f"in_place_depthwise must be True, False or 'all', "
                          f"not {in_place_depthwise!r}")
     base = lower_kernels(mod, target, shrink_scratch=shrink_scratch, cpu_schedule=cpu_schedule)
     if in_place_concat and concat_copies:
         lowered, plan, schedule = _with_concat_copies(base, input_in_arena,
-                                                      in_place_depthwise, record)
+                                                      in_place_depthwise, record, slice_views)
     else:
         lowered, plan, schedule = _finished(base, frozenset(), False, input_in_arena,
-                                            in_place_depthwise, record, in_place_concat)
+                                            in_place_depthwise, record, in_place_concat,
+                                            slice_views)
     verify_plan(plan, schedule.live_ranges())
     return lowered, plan, schedule
 
@@ -152,7 +162,8 @@ def memflat_pipeline(target: tvm.target.Target, *, in_place_concat: bool = True,
                      shrink_scratch: bool = True, input_in_arena: bool = False,
                      in_place_depthwise: bool | str = True, cpu_schedule: bool = True,
                      record: BuildRecord | None = None,
-                     kernel_hook=None, concat_copies: bool = True) -> tvm.transform.Pass:
+                     kernel_hook=None, concat_copies: bool = True,
+                     slice_views: bool = True) -> tvm.transform.Pass:
     """The whole Relax pipeline as one pass, for ``tvm.compile(..., relax_pipeline=...)``.
 
     ``kernel_hook(lowered, schedule)``, when given, returns ``lowered`` with kernels
@@ -165,7 +176,8 @@ def memflat_pipeline(target: tvm.target.Target, *, in_place_concat: bool = True,
         lowered, plan, schedule = lower_and_plan(
             mod, target, in_place_concat=in_place_concat, shrink_scratch=shrink_scratch,
             input_in_arena=input_in_arena, in_place_depthwise=in_place_depthwise,
-            cpu_schedule=cpu_schedule, record=record, concat_copies=concat_copies)
+            cpu_schedule=cpu_schedule, record=record, concat_copies=concat_copies,
+            slice_views=slice_views)
         if kernel_hook is not None:
             lowered = kernel_hook(lowered, schedule)
         planned = apply_arena(lowered, schedule, plan)
@@ -184,7 +196,7 @@ def compile_llvm(mod: tvm.IRModule, target=None, *, in_place_concat: bool = True
                  shrink_scratch: bool = True, input_in_arena: bool = False,
                  in_place_depthwise: bool | str = True, cpu_schedule: bool = True,
                  record: BuildRecord | None = None, kernel_hook=None,
-                 concat_copies: bool = True) -> relax.VMExecutable:
+                 concat_copies: bool = True, slice_views: bool = True) -> relax.VMExecutable:
     """``mod`` compiled for llvm with :func:`memflat_pipeline` (what
     ``tvm_memflat.build(mod, "llvm")`` does once its options are resolved)."""
     if not isinstance(target, tvm.target.Target):
@@ -197,4 +209,5 @@ def compile_llvm(mod: tvm.IRModule, target=None, *, in_place_concat: bool = True
                                                        cpu_schedule=cpu_schedule,
                                                        record=record,
                                                        kernel_hook=kernel_hook,
-                                                       concat_copies=concat_copies))
+                                                       concat_copies=concat_copies,
+                                                       slice_views=slice_views))
