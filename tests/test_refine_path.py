@@ -137,3 +137,24 @@ def test_a_point_refined_in_vain_under_a_tight_tier_is_refined_under_a_looser_on
     assert [(d.tiles, d.strips) for d in best.decisions] == [(s.parts, s.strips)
                                                              for s in best.path]
     assert "W-strips" in best.decisions[0].describe
+
+
+@pytest.mark.parametrize("depth", [2, 3])
+def test_the_search_goes_on_from_refined_points_and_never_ends_higher(depth, monkeypatch):
+    import tvm_memflat.transform.search_front as sf
+
+    mod = graphs.chain(16, (1, 4, 64, 16))
+    kw = dict(max_mac_overhead=0.30, beam=2, branch=2, max_depth=depth, tile_counts=(2,))
+    monkeypatch.setattr(sf, "REFINE_ROUNDS", 0)
+    once = sf.search_front(mod, **kw)
+    monkeypatch.setattr(sf, "REFINE_ROUNDS", 2)
+    said: list[str] = []
+    again = sf.search_front(mod, progress=said.append, **kw)
+    refines = [m for m in said if m.startswith("refine:")]
+    assert refines and any(m.startswith("searching on from") for m in said)
+    for tier in (0.05, 0.10, 0.30):
+        assert again.best_within(tier).bytes <= once.best_within(tier).bytes
+    for p in again.points:  # every point is at most max_depth deep and replays to its number
+        assert len(p.path) <= depth
+        prof = profile(replay(mod, p.path), with_tvm=False)
+        assert (prof.peak_bytes, prof.macs) == (p.bytes, p.macs)

@@ -55,6 +55,9 @@ logger = logging.getLogger(__name__)
 
 #: MAC overheads at which the lowest-peak candidate is always verified.
 MAC_TIERS = (0.0, 0.05, 0.10)
+#: Times the search goes on from what refinement found (each time, its new points are
+#: refined in turn).
+REFINE_ROUNDS = 2
 
 
 @dataclass(frozen=True)
@@ -159,7 +162,8 @@ def search_front(mod: tvm.IRModule, *, max_mac_overhead: float = 0.30, beam: int
         After the search, raise the tile and strip counts of the lowest point's tilings
         within each MAC tier where that lowers the number (:func:`~.refine_path.refine_path`:
         a region tiled for an earlier peak can hold a later one), and add what it finds
-        to the front.
+        to the front; then search on from the refined points (their peaks moved) and
+        refine what that finds, up to :data:`REFINE_ROUNDS` times.
     """
     t0 = time.perf_counter()
     ipc = evaluate is not None
@@ -171,9 +175,42 @@ def search_front(mod: tvm.IRModule, *, max_mac_overhead: float = 0.30, beam: int
                         patches, ipc, tuple(stream))
     seen = {tvm_ffi.structural_hash(mod["main"])}
     reached, level = [base], [base]
-    explored = expanded = 0
+    counts = [0, 0]  # states explored, expanded
+    refined_paths: set = set()
     stop = f"{max_depth} rewrites deep (the most it searches)"
-    for depth in range(max_depth):
+    for rounds in range(1 + (REFINE_ROUNDS if refine else 0)):
+        stop, out_of_time = _expand(level, reached, base, opts, evaluate, seen, counts, beam,
+                                    branch, max_depth, t0, time_budget_s, progress, stop)
+        if not refine or out_of_time:
+            break
+        found = _refined(mod, reached, base, opts, evaluate, max_mac_overhead, tile_counts,
+                         None if time_budget_s is None else t0 + time_budget_s, progress,
+                         refined_paths)
+        reached += found
+        if not found or rounds == REFINE_ROUNDS:
+            break
+        # A refined point has a new peak, which the search has not looked at: search on
+        # from there (InceptionV3: the first stage's new tiles leave Mixed_6a the peak).
+        seen.update(tvm_ffi.structural_hash(p.module["main"]) for p in found)
+        level = _select(found, beam)
+        if progress is not None:
+            progress(f"searching on from {len(level)} refined point(s)")
+    explored, expanded = counts
+    front = pareto(reached)
+    logger.info("search_front: %d points, %d states explored, %s", len(front), explored, stop)
+    return Front(base, tuple(front), explored, expanded, time.perf_counter() - t0,
+                 max_mac_overhead, stop)
+
+
+def _expand(level: list[FrontPoint], reached: list[FrontPoint], base: FrontPoint,
+            opts: RoundOptions, evaluate, seen: set, counts: list, beam: int, branch: int,
+            max_depth: int, t0: float, time_budget_s: float | None, progress,
+            stop: str) -> tuple[str, bool]:
+    """The beam search from ``level`` until no kept state improves, ``max_depth``
+    rewrites, or the time budget: every improving state is added to ``reached`` and
+    ``counts`` (explored, expanded) is updated. Returns why it stopped and whether the
+    time ran out."""
+    for _ in range(max_depth - max(len(s.path) for s in level)):
         children: list[FrontPoint] = []
         greedy = None  # the greedy search's next module: the first state's first improvement
         out_of_time = False
@@ -182,53 +219,50 @@ def search_front(mod: tvm.IRModule, *, max_mac_overhead: float = 0.30, beam: int
                 out_of_time = True
                 stop = f"time budget of {time_budget_s:.0f} s spent"
                 break
-            expanded += 1
+            counts[1] += 1
             _, ranked = round_candidates(state.module, state.profile, opts)
             for e in _to_verify(ranked, base.macs, branch):
                 child = _verify(e, state, seen, opts, evaluate)
                 if child is None:
                     continue
-                explored += 1
+                counts[0] += 1
                 if child.bytes < state.bytes:
                     children.append(child)
                     if index == 0 and greedy is None:
                         greedy = child
         reached += children
-        level = _select(children, beam, greedy)
+        depth = max(len(s.path) for s in level) + 1
+        level[:] = _select(children, beam, greedy)
         if progress is not None:
             best = min(reached, key=lambda s: s.bytes)
-            progress(f"depth {depth + 1}: {len(children)} new states, front "
+            progress(f"depth {depth}: {len(children)} new states, front "
                      f"{len(pareto(reached))} points, lowest {best.bytes} B at "
                      f"{100 * (best.macs / base.macs - 1):.1f} % MACs "
                      f"({time.perf_counter() - t0:.0f} s)")
         if out_of_time:
-            break
+            return stop, True
         if not level:
-            stop = "no rewrite lowers any of the kept states further"
-            break
-    if refine and not out_of_time:
-        reached += _refined(mod, reached, base, opts, evaluate, max_mac_overhead, tile_counts,
-                            None if time_budget_s is None else t0 + time_budget_s, progress)
-    front = pareto(reached)
-    logger.info("search_front: %d points, %d states explored, %s", len(front), explored, stop)
-    return Front(base, tuple(front), explored, expanded, time.perf_counter() - t0,
-                 max_mac_overhead, stop)
+            return "no rewrite lowers any of the kept states further", False
+    return f"{max_depth} rewrites deep (the most it searches)", False
 
 
 def _refined(mod: tvm.IRModule, reached: list[FrontPoint], base: FrontPoint,
              opts: RoundOptions, evaluate, max_mac_overhead: float, tile_counts,
-             deadline: float | None, progress) -> list[FrontPoint]:
+             deadline: float | None, progress, done: set | None = None) -> list[FrontPoint]:
     """The lowest point within each MAC tier (:data:`MAC_TIERS` and the search's
     limit, ascending) after :func:`~.refine_path.refine_path` under that tier's limit,
     where it lowered the number. A point refined in vain under a tight limit is
-    refined again under a looser one: more strips can pay only above the tight one."""
+    refined again under a looser one: more strips can pay only above the tight one.
+    ``done`` holds the (path, limit) pairs refined already (skipped; updated)."""
     out: list[FrontPoint] = []
+    done = set() if done is None else done
     for tier in sorted({t for t in MAC_TIERS if 0 < t < max_mac_overhead} | {max_mac_overhead}):
         limit = base.macs * (1 + tier)
         point = min((p for p in (*reached, *out) if p.macs <= limit and p.path),
                     key=lambda p: (p.bytes, p.macs, len(p.path)), default=None)
-        if point is None:
+        if point is None or (point.path, tier) in done:
             continue
+        done.add((point.path, tier))
         r = refine_path(mod, point.path, point.bytes, point.macs,
                         dataclasses.replace(opts, mac_limit=limit), evaluate,
                         tile_counts=tile_counts, deadline=deadline, progress=progress)
