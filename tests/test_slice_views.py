@@ -140,3 +140,25 @@ def test_overlapping_slices_of_an_intermediate_are_exact():
     ref = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
     np.testing.assert_array_equal(got[0], ref)
     np.testing.assert_allclose(got[0], run_llvm(mod, x), rtol=1e-5, atol=1e-5)  # stock TVM
+
+
+def test_the_ranking_profile_models_the_views_and_the_copied_halos():
+    from tvm_memflat.analysis.memory_profile import profile
+
+    _, tiled = _tiled(4, "cache")
+    record = BuildRecord()
+    lower_and_plan(tiled, LLVM, input_in_arena=True, record=record)
+    for stream, viewed in (((), record.slices_viewed), (("input",), 0)):
+        p = profile(tiled, with_tvm=False, in_place_concat=True, stream=stream)
+        op = {t.name: p.layers[t.producer].op for t in p.tensors if t.producer >= 0}
+        slices = [t for t in p.tensors if op.get(t.name, "").startswith("strided_slice")]
+        assert sum(t.view_of == "x" for t in slices) == viewed == (3 if not stream else 0)
+        # a cached halo is its own tensor, copied into the next tile's join: the join is
+        # not live before the tile that reads it computes its new rows
+        halos = {t.name: t for t in slices if "halo" in t.name}
+        assert halos and all(t.view_of is None for t in halos.values())
+        for t in p.tensors:
+            row = p.layers[t.producer] if t.producer >= 0 else None
+            if row is not None and row.op == "concatenate" and \
+                    any(i in halos for i in row.inputs):
+                assert t.first > max(halos[i].first for i in row.inputs if i in halos)

@@ -214,7 +214,9 @@ def profile(
         output, which is live from the first of them; and depthwise convolution
         (:func:`_depthwise_in_place`): a stride-1 depthwise conv whose input dies
         there writes its output over its input. Off by default (the seed paper's
-        definition of live memory); the search ranks its candidates with it.
+        definition of live memory); the search ranks its candidates with it. With it
+        too, a slice read in place where its source lives on anyway
+        (:func:`_slices_in_place`).
     stream
         ``"input"`` and/or ``"output"``: the network input (outputs) streamed from
         (to) outside, so they take no memory in the live bytes (the counting
@@ -226,11 +228,11 @@ def profile(
     fused = fused or fuse(mod, target)
     steps = steps_of(fused)
     depthwise = _depthwise_vars(mod["main"]) if in_place_concat else frozenset()
-    layers, tensors = _lifetimes(fused.kernels["main"], steps, activation_dtype == "int8",
-                                 in_place_concat, depthwise)
     stream = tuple(sorted(set(stream)))
     if set(stream) - {"input", "output"}:
         raise ValueError(f"stream must name 'input' and/or 'output', got {stream}")
+    layers, tensors = _lifetimes(fused.kernels["main"], steps, activation_dtype == "int8",
+                                 in_place_concat, depthwise, "input" in stream)
     live = [0] * len(layers)
     for t in tensors:
         if _counted(t, stream):
@@ -302,7 +304,8 @@ def _depthwise_vars(main: relax.Function) -> frozenset:
 
 
 def _lifetimes(main: relax.Function, steps: list[Step], one_byte: bool,
-               in_place_concat: bool = False, depthwise: frozenset = frozenset()):
+               in_place_concat: bool = False, depthwise: frozenset = frozenset(),
+               input_streamed: bool = False):
     tensors: list[_Tensor] = []
     values: dict = {}  # relax var -> tensor index, or tuple of those (nested)
 
@@ -385,6 +388,8 @@ def _lifetimes(main: relax.Function, steps: list[Step], one_byte: bool,
             any(m in depthwise for m in step.members)
             for step in steps if step.kernel is not None])
     starts = _concats_in_place(tensors, layer_io) if in_place_concat else {}
+    if in_place_concat:
+        _slices_in_place(tensors, layer_io, input_streamed)
     lives = []
     for i, t in enumerate(tensors):
         first = starts.get(i, max(t.producer, 0))
@@ -424,6 +429,47 @@ def _depthwise_in_place(tensors: list[_Tensor], layer_io: list, is_dw: list[bool
                 t.root = r
 
 
+def _slices_in_place(tensors: list[_Tensor], layer_io: list, input_streamed: bool) -> None:
+    """Model our build's slices read in place (:mod:`tvm_memflat.lowering.slice_views`).
+
+    A slice whose output is its own tensor (not written into a concat), read only by
+    later layers, becomes a view of its source when the source is read again at or
+    after the last of them and nothing writes the source in between: the readers read
+    the rows where they are. A streamed network input keeps its slices (they are the
+    patches held in SRAM). Runs after :func:`_concats_in_place`, as the build does.
+    """
+    readers: dict[int, set[int]] = {}
+    writes: dict[int, list[int]] = {}
+    for layer, (reads, outs, is_view, _) in enumerate(layer_io):
+        for r in reads:
+            readers.setdefault(tensors[r].root, set()).add(layer)
+        if not is_view:
+            for o in outs:
+                writes.setdefault(tensors[o].root, []).append(layer)
+    for layer, (reads, outs, is_view, op) in enumerate(layer_io):
+        if not op.startswith("strided_slice") or is_view or len(outs) != 1:
+            continue
+        acts = {tensors[r].root for r in reads if not tensors[r].weight_only}
+        o = outs[0]
+        if len(acts) != 1 or tensors[o].root != o or tensors[o].is_output:
+            continue
+        r = next(iter(acts))
+        if tensors[r].is_output or (input_streamed and tensors[r].is_input):
+            continue
+        users = readers.get(o, set())
+        if not users or min(users) <= layer:
+            continue
+        last = max(users)
+        if max(readers.get(r, set()) - {layer}, default=-1) < last:
+            continue   # the source would live longer
+        if any(layer < w <= last for w in writes.get(r, ())):
+            continue
+        tensors[o].root = r
+        for t in tensors:
+            if t.root == o:
+                t.root = r
+
+
 def _concats_in_place(tensors: list[_Tensor], layer_io: list) -> dict[int, int]:
     """Model our build's in-place concatenation (:mod:`tvm_memflat.lowering.concat_in_place`).
 
@@ -451,9 +497,19 @@ def _concats_in_place(tensors: list[_Tensor], layer_io: list) -> dict[int, int]:
         if not all(r in writer and readers.get(r) == {layer} and not tensors[r].is_input
                    and tensors[r].root == r for r in reads):
             continue
+        # a cached halo (cut by a slice in the tile before) stays a tensor of its own
+        # and is copied in: written in place, it would hold the whole join live from
+        # the previous tile on (the build's choice of copies,
+        # :func:`tvm_memflat.planner.concat_choice.choose_concat_copies`, makes it)
+        copied = {r for r in reads
+                  if layer_io[writer[r]][3].startswith("strided_slice") and writer[r] <
+                  max(writer[q] for q in reads)}
+        placed = [r for r in reads if r not in copied]
+        if not placed:
+            continue
         dest = tensors[outs[0]].root
-        first = min(writer[r] for r in reads)
+        first = min(writer[r] for r in placed)
         starts[dest] = min(starts.get(dest, first), first)
-        for r in reads:
+        for r in placed:
             tensors[r].root = dest
     return starts
