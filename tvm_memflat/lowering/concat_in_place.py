@@ -22,7 +22,7 @@ import tvm
 from tvm import relax, tirx
 
 from ..naming import is_concat_kernel
-from .tir_views import buffer_shape, copy_kernel, view_of_slice, write_into_slice
+from .tir_views import SliceVariants, buffer_shape, copy_kernel
 
 LOG = logging.getLogger(__name__)
 
@@ -175,25 +175,8 @@ def concat_in_place(mod: tvm.IRModule, copied=frozenset(),
     if not removed:
         return mod, 0
 
-    variants: dict[tuple, tvm.ir.GlobalVar] = {}
     # BlockBuilder.add_func gives the new GlobalVars their function type.
-    builder = relax.BlockBuilder(copy_module(mod))
-
-    def into_slice(kernel_name, kernel, full_shape, begin, reads=()) -> tvm.ir.GlobalVar:
-        # reads: ((argument index, full shape, begin), ...) of inputs read from slices
-        key = (kernel_name, full_shape, begin, reads)
-        if key not in variants:
-            func = kernel()
-            name = kernel_name
-            for a, shape, at in reads:
-                func = view_of_slice(func, a, shape, at)
-                name += f"_from{a}_{'x'.join(map(str, shape))}_at_{'_'.join(map(str, at))}"
-            if full_shape is not None:
-                func = write_into_slice(func, full_shape, begin)
-                name += f"_into_{'x'.join(map(str, full_shape))}_at_" \
-                        f"{'_'.join(map(str, begin))}"
-            variants[key] = builder.add_func(func, name)
-        return variants[key]
+    variants = SliceVariants(relax.BlockBuilder(copy_module(mod)))
 
     def shape_of(var) -> tuple[int, ...]:
         return tuple(int(d) for d in var.ty.shape.values)
@@ -202,9 +185,9 @@ def concat_in_place(mod: tvm.IRModule, copied=frozenset(),
     for i, b in enumerate(bindings):
         for arg, dest, begin in copies.get(i, ()):
             shape, dtype = shape_of(arg), str(arg.ty.dtype)
-            gv = into_slice(f"{COPY_KERNEL}_{'x'.join(map(str, shape))}_{dtype}",
-                            lambda shape=shape, dtype=dtype: copy_kernel(shape, dtype),
-                            shape_of(dest), begin)
+            gv = variants.get(f"{COPY_KERNEL}_{'x'.join(map(str, shape))}_{dtype}",
+                              lambda shape=shape, dtype=dtype: copy_kernel(shape, dtype),
+                              into=(shape_of(dest), begin))
             out.append(relax.VarBinding(relax.Var("_", relax.ObjectType()),
                                         relax.Call(gv, [arg, dest])))
         if i in dropped:
@@ -216,16 +199,16 @@ def concat_in_place(mod: tvm.IRModule, copied=frozenset(),
             for a, (src, at) in sorted(views.get(i, {}).items()):
                 reads.append((a, shape_of(src), at))
                 args[a] = src
-            full_shape, begin = None, None
+            into = None
             if i in region:
                 dest, begin = region[i]
-                full_shape, args[-1] = shape_of(dest), dest
-            gv = into_slice(call.op.name_hint, lambda call=call: mod[call.op],
-                            full_shape, begin, tuple(reads))
+                into, args[-1] = (shape_of(dest), begin), dest
+            gv = variants.get(call.op.name_hint, lambda call=call: mod[call.op],
+                              tuple(reads), into)
             b = relax.VarBinding(b.var, relax.Call(gv, args))
         out.append(b)
     out = _hoist_allocs(out)
-    new_mod = builder.get()
+    new_mod = variants.builder.get()
     new_mod["main"] = rebuild(func, out)
     return new_mod, removed
 

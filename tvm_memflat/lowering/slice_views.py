@@ -40,7 +40,7 @@ from .concat_in_place import (
     is_kernel_call,
     rebuild,
 )
-from .tir_views import buffer_shape, view_of_slice
+from .tir_views import SliceVariants, buffer_shape
 
 LOG = logging.getLogger(__name__)
 
@@ -108,6 +108,7 @@ class SliceView:
 
     index: int                       # binding index of the copy in ``flat_bindings(main)``
     source: relax.Var                # the sliced tensor (root variable)
+    copy: relax.Var                  # the copy's tensor (root variable)
     begin: tuple[int, ...]
     readers: tuple[int, ...]         # binding indices of the kernels reading the copy
     dead: tuple[int, ...]            # the copy's alloc and aliases, gone with it
@@ -116,9 +117,16 @@ class SliceView:
 def viewable_slices(mod: tvm.IRModule) -> list[SliceView]:
     """The slice copies of lowered ``mod["main"]`` whose readers can read their source
     in place (module docstring), in binding order."""
-    func = mod["main"]
-    bindings = flat_bindings(func)
-    uses = _Uses.of(bindings, func.body.body)
+    return _viewable(mod, *_scan(mod))
+
+
+def _scan(mod: tvm.IRModule) -> tuple[list, _Uses]:
+    """``main``'s flat bindings and their uses."""
+    bindings = flat_bindings(mod["main"])
+    return bindings, _Uses.of(bindings, mod["main"].body.body)
+
+
+def _viewable(mod: tvm.IRModule, bindings: list, uses: _Uses) -> list[SliceView]:
     allocated = {b.var for b in bindings if is_alloc_tensor(b.value)}
     writes: dict = {}   # root var -> binding indices of kernels writing it
     for i, b in enumerate(bindings):
@@ -154,7 +162,7 @@ def viewable_slices(mod: tvm.IRModule) -> list[SliceView]:
         if any(i < w <= last for w in writes.get(src, [])):
             continue   # the sliced rows may change before they are read
         dead = (uses.index_of[copy], *uses.aliases.get(copy, ()))
-        found.append(SliceView(i, src, begin, tuple(readers), dead))
+        found.append(SliceView(i, src, copy, begin, tuple(readers), dead))
     return found
 
 
@@ -172,30 +180,22 @@ def _reads_only(mod, bindings, uses: _Uses, u: int, copy) -> bool:
 def slice_views(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
     """Rewrite ``mod["main"]``: the kernels reading each of :func:`viewable_slices` read
     their slice of its source in place; return the new module and how many copies went."""
-    views = viewable_slices(mod)
+    bindings, uses = _scan(mod)
+    views = _viewable(mod, bindings, uses)
     if not views:
         return mod, 0
-    func = mod["main"]
-    bindings = flat_bindings(func)
-    uses = _Uses.of(bindings, func.body.body)
     dropped: set[int] = set()
     # reader binding index -> {argument index: (source, begin)}
     reads: dict[int, dict[int, tuple]] = {}
     for v in views:
         dropped.add(v.index)
         dropped.update(v.dead)
-        copy = uses.root(bindings[v.index].value.args[1])
         for u in v.readers:
             for a, arg in enumerate(bindings[u].value.args[:-1]):
-                if isinstance(arg, relax.Var) and uses.root(arg).same_as(copy):
+                if isinstance(arg, relax.Var) and uses.root(arg).same_as(v.copy):
                     reads.setdefault(u, {})[a] = (v.source, v.begin)
 
-    builder = relax.BlockBuilder(copy_module(mod))
-    variants: dict[tuple, tvm.ir.GlobalVar] = {}
-
-    def shape_of(var) -> tuple[int, ...]:
-        return tuple(int(d) for d in var.ty.shape.values)
-
+    variants = SliceVariants(relax.BlockBuilder(copy_module(mod)))
     out = []
     for i, b in enumerate(bindings):
         if i in dropped:
@@ -205,19 +205,12 @@ def slice_views(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
             args = list(call.args)
             spec = []
             for a, (src, begin) in sorted(reads[i].items()):
-                spec.append((a, shape_of(src), begin))
+                spec.append((a, tuple(int(d) for d in src.ty.shape.values), begin))
                 args[a] = src
-            key = (call.op.name_hint, tuple(spec))
-            if key not in variants:
-                kernel = mod[call.op]
-                name = call.op.name_hint
-                for a, shape, at in spec:
-                    kernel = view_of_slice(kernel, a, shape, at)
-                    name += f"_from{a}_{'x'.join(map(str, shape))}_at_{'_'.join(map(str, at))}"
-                variants[key] = builder.add_func(kernel, name)
-            b = relax.VarBinding(b.var, relax.Call(variants[key], args))
+            gv = variants.get(call.op.name_hint, lambda call=call: mod[call.op], tuple(spec))
+            b = relax.VarBinding(b.var, relax.Call(gv, args))
         out.append(b)
-    new_mod = builder.get()
-    new_mod["main"] = rebuild(func, out)
+    new_mod = variants.builder.get()
+    new_mod["main"] = rebuild(mod["main"], out)
     LOG.info("slice_views: %d slice copies read in place", len(views))
     return new_mod, len(views)

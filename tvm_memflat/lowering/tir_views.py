@@ -97,6 +97,42 @@ def view_of_slice(func: tirx.PrimFunc, index: int, full_shape: Sequence[int],
     return tirx.PrimFunc(params, new_body, func.ret_type, func.attrs)
 
 
+def _dims(values: Sequence[int], sep: str) -> str:
+    return sep.join(map(str, values))
+
+
+class SliceVariants:
+    """Kernel variants with strided views on some parameters, each added once to
+    ``builder`` (a ``relax.BlockBuilder`` over the module being rewritten) under a name
+    that says where its views point: ``<kernel>_from<arg>_<full shape>_at_<begin>`` per
+    input read from a slice, ``_into_<full shape>_at_<begin>`` for an output written
+    into one. :mod:`.concat_in_place` and :mod:`.slice_views` share it."""
+
+    def __init__(self, builder):
+        self.builder = builder
+        self._made: dict[tuple, tvm.ir.GlobalVar] = {}
+
+    def get(self, name: str, kernel, reads: tuple = (),
+            into: tuple | None = None) -> tvm.ir.GlobalVar:
+        """The variant of ``kernel()`` (called only when new) named from ``name``.
+
+        ``reads``: ``((parameter index, full shape, begin), ...)`` of inputs read from
+        slices (:func:`view_of_slice`); ``into``: ``(full shape, begin)`` of the output's
+        slice (:func:`write_into_slice`), or None."""
+        key = (name, tuple(reads), into)
+        if key not in self._made:
+            func = kernel()
+            for a, shape, at in reads:
+                func = view_of_slice(func, a, shape, at)
+                name += f"_from{a}_{_dims(shape, 'x')}_at_{_dims(at, '_')}"
+            if into is not None:
+                full_shape, begin = into
+                func = write_into_slice(func, full_shape, begin)
+                name += f"_into_{_dims(full_shape, 'x')}_at_{_dims(begin, '_')}"
+            self._made[key] = self.builder.add_func(func, name)
+        return self._made[key]
+
+
 def accept_byte_offsets(func: tirx.PrimFunc) -> tirx.PrimFunc:
     """``func`` with every buffer parameter accepting a non-zero ``byte_offset``.
 

@@ -175,13 +175,15 @@ def search_front(mod: tvm.IRModule, *, max_mac_overhead: float = 0.30, beam: int
                         patches, ipc, tuple(stream))
     seen = {tvm_ffi.structural_hash(mod["main"])}
     reached, level = [base], [base]
-    counts = [0, 0]  # states explored, expanded
+    explored = expanded = 0
     refined_paths: set = set()
-    stop = f"{max_depth} rewrites deep (the most it searches)"
     for rounds in range(1 + (REFINE_ROUNDS if refine else 0)):
-        stop, out_of_time = _expand(level, reached, base, opts, evaluate, seen, counts, beam,
-                                    branch, max_depth, t0, time_budget_s, progress, stop)
-        if not refine or out_of_time:
+        run = _expand(level, reached, base, opts, evaluate, seen, beam, branch, max_depth,
+                      t0, time_budget_s, progress)
+        reached += run.found
+        explored, expanded = explored + run.explored, expanded + run.expanded
+        stop = run.stop
+        if not refine or run.out_of_time:
             break
         found = _refined(mod, reached, base, opts, evaluate, max_mac_overhead, tile_counts,
                          None if time_budget_s is None else t0 + time_budget_s, progress,
@@ -195,21 +197,32 @@ def search_front(mod: tvm.IRModule, *, max_mac_overhead: float = 0.30, beam: int
         level = _select(found, beam)
         if progress is not None:
             progress(f"searching on from {len(level)} refined point(s)")
-    explored, expanded = counts
     front = pareto(reached)
     logger.info("search_front: %d points, %d states explored, %s", len(front), explored, stop)
     return Front(base, tuple(front), explored, expanded, time.perf_counter() - t0,
                  max_mac_overhead, stop)
 
 
+@dataclass(frozen=True)
+class _Expansion:
+    """What one run of the beam search (:func:`_expand`) reached."""
+
+    found: tuple[FrontPoint, ...]  # every improving state, in the order found
+    explored: int                  # children verified
+    expanded: int                  # states expanded
+    stop: str                      # why it stopped, in one line
+    out_of_time: bool
+
+
 def _expand(level: list[FrontPoint], reached: list[FrontPoint], base: FrontPoint,
-            opts: RoundOptions, evaluate, seen: set, counts: list, beam: int, branch: int,
-            max_depth: int, t0: float, time_budget_s: float | None, progress,
-            stop: str) -> tuple[str, bool]:
+            opts: RoundOptions, evaluate, seen: set, beam: int, branch: int,
+            max_depth: int, t0: float, time_budget_s: float | None,
+            progress) -> _Expansion:
     """The beam search from ``level`` until no kept state improves, ``max_depth``
-    rewrites, or the time budget: every improving state is added to ``reached`` and
-    ``counts`` (explored, expanded) is updated. Returns why it stopped and whether the
-    time ran out."""
+    rewrites, or the time budget (``reached``: the points found before, for progress;
+    ``seen``: the modules verified so far, updated)."""
+    found: list[FrontPoint] = []
+    explored = expanded = 0
     for _ in range(max_depth - max(len(s.path) for s in level)):
         children: list[FrontPoint] = []
         greedy = None  # the greedy search's next module: the first state's first improvement
@@ -217,33 +230,36 @@ def _expand(level: list[FrontPoint], reached: list[FrontPoint], base: FrontPoint
         for index, state in enumerate(level):
             if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
                 out_of_time = True
-                stop = f"time budget of {time_budget_s:.0f} s spent"
                 break
-            counts[1] += 1
+            expanded += 1
             _, ranked = round_candidates(state.module, state.profile, opts)
             for e in _to_verify(ranked, base.macs, branch):
                 child = _verify(e, state, seen, opts, evaluate)
                 if child is None:
                     continue
-                counts[0] += 1
+                explored += 1
                 if child.bytes < state.bytes:
                     children.append(child)
                     if index == 0 and greedy is None:
                         greedy = child
-        reached += children
+        found += children
         depth = max(len(s.path) for s in level) + 1
-        level[:] = _select(children, beam, greedy)
+        level = _select(children, beam, greedy)
         if progress is not None:
-            best = min(reached, key=lambda s: s.bytes)
+            so_far = [*reached, *found]
+            best = min(so_far, key=lambda s: s.bytes)
             progress(f"depth {depth}: {len(children)} new states, front "
-                     f"{len(pareto(reached))} points, lowest {best.bytes} B at "
+                     f"{len(pareto(so_far))} points, lowest {best.bytes} B at "
                      f"{100 * (best.macs / base.macs - 1):.1f} % MACs "
                      f"({time.perf_counter() - t0:.0f} s)")
         if out_of_time:
-            return stop, True
+            return _Expansion(tuple(found), explored, expanded,
+                              f"time budget of {time_budget_s:.0f} s spent", True)
         if not level:
-            return "no rewrite lowers any of the kept states further", False
-    return f"{max_depth} rewrites deep (the most it searches)", False
+            return _Expansion(tuple(found), explored, expanded,
+                              "no rewrite lowers any of the kept states further", False)
+    return _Expansion(tuple(found), explored, expanded,
+                      f"{max_depth} rewrites deep (the most it searches)", False)
 
 
 def _refined(mod: tvm.IRModule, reached: list[FrontPoint], base: FrontPoint,
