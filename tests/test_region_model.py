@@ -99,3 +99,49 @@ def test_a_region_the_profile_cannot_place_is_estimated_by_full_profiles():
     assert out and all(e.floor == 0 and not e.at_floor for e in out)
     for e in out:
         assert e.peak_bytes == profile(e.apply(mod), with_tvm=False).peak_bytes
+
+
+def _two_stages():
+    """a 3x3 pair at 32x32 (8 channels), a pool, then a 1x1 -> 3x3 -> 1x1 block at
+    16x16 over 40 channels: the block holds the peak, the pair the peak outside it."""
+    def body(bb, x, rng):
+        y = graphs.conv(bb, x, rng, 8, name="a1")
+        y = graphs.conv(bb, y, rng, 8, name="a2")
+        y = bb.emit(relax.op.nn.max_pool2d(y, pool_size=2, strides=2), "pool")
+        y = graphs.conv(bb, y, rng, 40, k=1, name="b1")
+        y = graphs.conv(bb, y, rng, 40, name="b2")
+        return graphs.conv(bb, y, rng, 4, k=1, name="b3")
+    return graphs._net(body, in_shape=(1, 4, 32, 32))
+
+
+def test_at_the_floor_free_tilings_go_on_while_the_local_peak_drops():
+    """Two cached-halo tiles already bring the block's estimate to the peak outside it
+    (the floor). More tiles cost no MACs and still lower the peak while the block
+    runs (the floor is the ranking model's, and the build's can lie below it), so they
+    are estimated too, and the ranking's tie goes to the lowest local peak. Recomputed
+    halos cost MACs: at the floor they stop at once."""
+    from tvm_memflat.transform.flatten_memory_peaks import (
+        TILE_COUNTS,
+        RoundOptions,
+        _evaluate_region,
+        round_candidates,
+    )
+
+    mod = _two_stages()
+    base = profile(mod, with_tvm=False)
+    assert base.peak_layer.name == "b2"
+    block = next(r for r in find_regions(mod["main"])
+                 if getattr(r.source, "name", "") == "pool" and len(r.vars) == 6)
+    cached = _evaluate_region(mod, block, base, base.macs * 2, TILE_COUNTS, "cache")
+    assert len(cached) >= 3 and all(e.at_floor and e.macs == base.macs for e in cached)
+    locals_ = [e.local_peak for e in cached]
+    assert locals_ == sorted(locals_, reverse=True) and len(set(locals_)) == len(locals_)
+    for e in cached:  # the local peak is what the tiled module's profile says
+        assert profile(e.apply(mod), with_tvm=False).peak_bytes <= e.peak_bytes
+    recomputed = _evaluate_region(mod, block, base, base.macs * 2, TILE_COUNTS, "recompute")
+    assert len(recomputed) == 1 and recomputed[0].at_floor
+    # the block's tilings tie at the floor with no extra MACs: the lowest local peak leads
+    _, ranked = round_candidates(mod, base, RoundOptions(base.macs * 1.05))
+    ours = [e for e in ranked if e.region.key == block.key]
+    assert all((e.peak_bytes, e.macs) == (ours[0].peak_bytes, base.macs) for e in ours[:2])
+    assert ours[0].local_peak == min(locals_)

@@ -216,17 +216,20 @@ def _evaluate_region(mod, region, base, mac_limit, tile_counts, halo,
     patches of ``strips`` strips along the other axis), in increasing order.
 
     More tiles only add recompute (or, cached, more carried halos), so the search
-    stops at the first count over the MAC limit, once the estimate reaches the peak
-    outside the region (more tiles cannot go below it), or once the peak has
-    started to drop and then stops dropping (a count may need to be large before it
-    moves).
+    stops at the first count over the MAC limit, or once the peak has started to
+    drop and then stops dropping (a count may need to be large before it moves).
+    Once the estimate reaches the peak outside the region (more tiles cannot go
+    below it), it stops too, unless more tiles cost no MACs and still lower the peak
+    while the region runs: the estimate's floor is the ranking model's, which can
+    lie above the build's (a concatenation the build copies late, where the model
+    holds it live early), and ties go to the lower local peak.
     """
     model = RegionModel(mod, region, base,
                         lambda m, r, t: tile_region(m, r, t, halo, axis, strips),
                         in_place_concat=in_place_concat, tiling=("tiles", halo, axis, strips))
     if model.cannot_lower:
         return []
-    out, last_peak = [], None
+    out, last_peak, last_local = [], None, None
     rows = height(region.sink, axis)
     counts = sorted({min(t, rows) for t in tile_counts} - {0, 1})  # >= 1 row per tile
     for tiles in counts:
@@ -238,13 +241,19 @@ def _evaluate_region(mod, region, base, mac_limit, tile_counts, halo,
             logger.debug("FlattenMemoryPeaks: %s in %d %s-tiles refused: %s",
                          region.sink.name, tiles, axis_name(axis), err)
             break
-        out.append(Evaluated(region, tiles, est.peak_bytes, est.macs, halo, axis=axis,
-                             strips=strips, floor=model.outside_peak))
-        if est.macs > mac_limit or est.peak_bytes <= model.outside_peak:
+        out.append(Evaluated(region, tiles, est.peak_bytes, est.macs, halo,
+                             local_peak=est.local_peak, axis=axis, strips=strips,
+                             floor=model.outside_peak))
+        if est.macs > mac_limit:
             break
-        if last_peak is not None and last_peak < base.peak_bytes and est.peak_bytes >= last_peak:
+        if est.peak_bytes <= model.outside_peak:
+            if est.macs > base.macs or not est.local_peak or \
+                    (last_local is not None and est.local_peak >= last_local):
+                break
+        elif last_peak is not None and last_peak < base.peak_bytes \
+                and est.peak_bytes >= last_peak:
             break
-        last_peak = est.peak_bytes
+        last_peak, last_local = est.peak_bytes, est.local_peak
     return out
 
 
@@ -274,7 +283,8 @@ def _evaluate_patches(mod, best: Evaluated, base, mac_limit,
                          region.sink.name, strips, err)
             break
         out.append(Evaluated(region, best.tiles, est.peak_bytes, est.macs, best.halo,
-                             axis=best.axis, strips=strips, floor=model.outside_peak))
+                             local_peak=est.local_peak, axis=best.axis, strips=strips,
+                             floor=model.outside_peak))
         if est.macs > mac_limit or est.peak_bytes >= last:
             break
         last = est.peak_bytes

@@ -43,6 +43,8 @@ class RegionEstimate:
 
     peak_bytes: int
     macs: int
+    #: the estimated peak while the region runs (0: not estimated apart)
+    local_peak: int = 0
 
 
 class RegionModel:
@@ -125,8 +127,9 @@ class RegionModel:
         tiled = self._local_profile(tiles, lambda: profile(
             self._tile_fn(self.local, self.local_region, tiles), with_tvm=False,
             in_place_concat=self.in_place_concat, stream=self.local_stream))
-        peak = max(self.outside_peak, tiled.peak_bytes + self.across_bytes)
-        return RegionEstimate(peak, self.base.macs - self.local_base.macs + tiled.macs)
+        local = tiled.peak_bytes + self.across_bytes
+        return RegionEstimate(max(self.outside_peak, local),
+                              self.base.macs - self.local_base.macs + tiled.macs, local)
 
     def _local_profile(self, tiles, run) -> RegionEstimate:
         """The region module's peak and MACs untiled (``tiles`` None) or tiled: from
