@@ -284,9 +284,12 @@ def _table(records, meta) -> str:
     return "\n".join(lines) + "\n"
 
 
-def reprice(published: Path, nets, out_json: Path, meta: dict) -> int:
+def reprice(published: Path, nets, out_json: Path, meta: dict,
+            convention: tuple[str, str] | None = None) -> int:
     """The published fronts' points within 5 % MACs (rebuilt by replay), priced by this
-    build with and without copied concatenation inputs, side by side in one run."""
+    build with and without copied concatenation inputs, side by side in one run; under
+    ``convention`` (input, output) when given, else each front's own (a front searched
+    with the input in SRAM, priced with it streamed: its rewrites are exact either way)."""
     from tvm_memflat import load_model, zoo
     from tvm_memflat.frontend.canonicalize import marked_canonical
     from tvm_memflat.planner.device_bytes import predict_device_bytes
@@ -297,7 +300,8 @@ def reprice(published: Path, nets, out_json: Path, meta: dict) -> int:
         if nets and (rec["net"], rec["dtype"]) not in nets:
             continue
         mod = marked_canonical(load_model(zoo.build(rec["net"], dtype=rec["dtype"])))
-        acc = {"input": rec["input"], "output": rec["output"]}
+        acc = ({"input": rec["input"], "output": rec["output"]} if convention is None else
+               {"input": convention[0], "output": convention[1]})
         points = [("base", rec["base_macs"], mod)] + [
             (p["bytes"], p["macs"], replay(mod, p["path"])) for p in rec["front"]["points"]
             if p["path"] and p["macs"] <= 1.05 * rec["base_macs"]]
@@ -311,7 +315,8 @@ def reprice(published: Path, nets, out_json: Path, meta: dict) -> int:
         base = priced[0]
         best = {k: min(p[k] for p in priced) for k in ("all_in_place", "with_copies")}
         row = {"net": rec["net"], "dtype": rec["dtype"], **acc, "front_commit": rec.get(
-            "commit"), "points": priced, "base_all_in_place": base["all_in_place"],
+            "commit"), "front_convention": f"{rec['input']}/{rec['output']}",
+            "points": priced, "base_all_in_place": base["all_in_place"],
             "base_with_copies": base["with_copies"],
             "best5_all_in_place": best["all_in_place"], "best5_with_copies": best["with_copies"],
             "saving5_all_in_place_pct": round(100 * (1 - best["all_in_place"]
@@ -319,7 +324,7 @@ def reprice(published: Path, nets, out_json: Path, meta: dict) -> int:
             "saving5_with_copies_pct": round(100 * (1 - best["with_copies"]
                                                     / base["with_copies"]), 2)}
         rows.append(row)
-        print(f"{rec['net']:<16}{rec['dtype']:<8}{rec['input']}/{rec['output']:<7} <=5 % "
+        print(f"{rec['net']:<16}{rec['dtype']:<8}{acc['input']}/{acc['output']:<7} <=5 % "
               f"{row['best5_all_in_place']:>9} ({row['saving5_all_in_place_pct']:5.1f} %) -> "
               f"{row['best5_with_copies']:>9} ({row['saving5_with_copies_pct']:5.1f} %)",
               flush=True)
@@ -347,16 +352,25 @@ def main(argv=None) -> int:
                     help="run no search: price the points within 5 %% MACs of --json's "
                          "fronts (replayed) with and without copied concat inputs, and "
                          "write OUT_JSON")
+    ap.add_argument("--reprice-as", metavar="INPUT/OUTPUT",
+                    help="with --reprice: price under this convention instead of each "
+                         "front's own (e.g. stream/sram)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     nets = [tuple(s.split(":")) for s in args.nets.split(",")] if args.nets else NETS
+    if args.reprice_as and tuple(args.reprice_as.split("/")) not in CONVENTIONS:
+        print(f"bench_fit: error: --reprice-as must be one of "
+              f"{', '.join('/'.join(c) for c in CONVENTIONS)}, not {args.reprice_as!r}",
+              file=sys.stderr)
+        return 2
     if args.reprice:
         if not Path(args.json).is_file():
             print(f"bench_fit: error: no published fronts to reprice: {args.json}",
                   file=sys.stderr)
             return 2
         return reprice(Path(args.json), [tuple(s.split(":")) for s in args.nets.split(",")]
-                       if args.nets else None, Path(args.reprice), bench_meta())
+                       if args.nets else None, Path(args.reprice), bench_meta(),
+                       tuple(args.reprice_as.split("/")) if args.reprice_as else None)
     convs = [tuple(s.split("/")) for s in args.conventions.split(",")] if args.conventions \
         else CONVENTIONS
     meta = bench_meta()
