@@ -175,8 +175,9 @@ class Evaluated:
     macs: int
     halo: str = "recompute"
     #: Ties in ``peak_bytes`` go to the lower peak while the rewritten part runs
-    #: (a split into more slices that leaves the module's peak elsewhere unchanged
-    #: still frees more for the rounds after).
+    #: (a split into more slices, or a region into more tiles, that leaves the
+    #: module's peak elsewhere unchanged still frees more for the rounds after; a
+    #: tiling's is the region model's ``RegionEstimate.local_peak``).
     local_peak: int = 0
     axis: int = H_AXIS  # NCHW axis of a tiling
     strips: int = 1  # a patch grid: strips along the other axis
