@@ -358,7 +358,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     nets = [tuple(s.split(":")) for s in args.nets.split(",")] if args.nets else NETS
-    if args.reprice_as and tuple(args.reprice_as.split("/")) not in CONVENTIONS:
+    reprice_as = tuple(args.reprice_as.split("/")) if args.reprice_as else None
+    if reprice_as is not None and reprice_as not in CONVENTIONS:
         print(f"bench_fit: error: --reprice-as must be one of "
               f"{', '.join('/'.join(c) for c in CONVENTIONS)}, not {args.reprice_as!r}",
               file=sys.stderr)
@@ -370,7 +371,7 @@ def main(argv=None) -> int:
             return 2
         return reprice(Path(args.json), [tuple(s.split(":")) for s in args.nets.split(",")]
                        if args.nets else None, Path(args.reprice), bench_meta(),
-                       tuple(args.reprice_as.split("/")) if args.reprice_as else None)
+                       reprice_as)
     convs = [tuple(s.split("/")) for s in args.conventions.split(",")] if args.conventions \
         else CONVENTIONS
     meta = bench_meta()

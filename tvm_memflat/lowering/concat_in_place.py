@@ -47,6 +47,11 @@ def flat_bindings(func: relax.Function) -> list:
     return [b for block in func.body.blocks for b in block.bindings]
 
 
+def shape_of(var: relax.Var) -> tuple[int, ...]:
+    """The static shape of a lowered tensor variable."""
+    return tuple(int(d) for d in var.ty.shape.values)
+
+
 def copy_module(mod: tvm.IRModule) -> tvm.IRModule:
     """A new module with the same functions and attributes (passes must not mutate input)."""
     return tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)
@@ -177,9 +182,6 @@ def concat_in_place(mod: tvm.IRModule, copied=frozenset(),
 
     # BlockBuilder.add_func gives the new GlobalVars their function type.
     variants = SliceVariants(relax.BlockBuilder(copy_module(mod)))
-
-    def shape_of(var) -> tuple[int, ...]:
-        return tuple(int(d) for d in var.ty.shape.values)
 
     out = []
     for i, b in enumerate(bindings):

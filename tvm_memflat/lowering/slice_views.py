@@ -39,6 +39,7 @@ from .concat_in_place import (
     is_alloc_tensor,
     is_kernel_call,
     rebuild,
+    shape_of,
 )
 from .tir_views import SliceVariants, buffer_shape
 
@@ -205,7 +206,7 @@ def slice_views(mod: tvm.IRModule) -> tuple[tvm.IRModule, int]:
             args = list(call.args)
             spec = []
             for a, (src, begin) in sorted(reads[i].items()):
-                spec.append((a, tuple(int(d) for d in src.ty.shape.values), begin))
+                spec.append((a, shape_of(src), begin))
                 args[a] = src
             gv = variants.get(call.op.name_hint, lambda call=call: mod[call.op], tuple(spec))
             b = relax.VarBinding(b.var, relax.Call(gv, args))

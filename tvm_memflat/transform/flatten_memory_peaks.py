@@ -248,7 +248,7 @@ def _evaluate_region(mod, region, base, mac_limit, tile_counts, halo,
         if est.macs > mac_limit:
             break
         if est.peak_bytes <= model.outside_peak:
-            if est.macs > base.macs or not est.local_peak or \
+            if est.macs > base.macs or \
                     (last_local is not None and est.local_peak >= last_local):
                 break
         elif last_peak is not None and last_peak < base.peak_bytes \
