@@ -37,8 +37,23 @@ class _Site:
     inputs: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class _Trial:
+    """One more input copied than ``base``: the buffers whose ranges that changes
+    (the sites containing it) and their ranges under the trial."""
+
+    base: frozenset
+    changed: frozenset
+    memo: dict
+
+
 class _Ranges:
-    """Live ranges of the schedule's buffers once a choice of copies is applied."""
+    """Live ranges of the schedule's buffers once a choice of copies is applied.
+
+    The ranges under one choice are memoised (the greedy loop asks the same choice
+    about every candidate); a trial (one more input copied) recomputes only the
+    buffers that choice changes (the sites that contain the input) and takes every
+    other range from the memo."""
 
     def __init__(self, schedule: LoweredSchedule, sites: Sequence[_Site], alignment: int):
         self.start = {b.name: b.start for b in schedule.buffers}
@@ -47,30 +62,47 @@ class _Ranges:
                               else 0) for b in schedule.buffers}
         self.sites = {s.output: s for s in sites}
         self.container = {i: s.output for s in sites for i in s.inputs}
+        self.parents: dict = {}  # input -> every site output it is an input of
+        for s in sites:
+            for i in s.inputs:
+                self.parents.setdefault(i, []).append(s.output)
         self.n_steps = max((b.end for b in schedule.buffers), default=0) + 1
+        self._memo: dict = {}  # copied -> {name: (begin, finish)}
+
+    def _ranges(self, name: str, copied: frozenset, trial: _Trial | None = None
+                ) -> tuple[int, int]:
+        """(begin, finish) of ``name`` under ``copied``; in a ``trial``, the buffers it
+        changes are computed into its own memo, the rest taken from its base's."""
+        if trial is not None and name in trial.changed:
+            cache = trial.memo
+        else:
+            cache = self._memo.setdefault(trial.base if trial is not None else copied, {})
+        hit = cache.get(name)
+        if hit is not None:
+            return hit
+        site = self.sites.get(name)
+        if site is None:
+            out = (self.start[name], self.end[name])
+        else:
+            kept = [self._ranges(i, copied, trial) for i in site.inputs if i not in copied]
+            starts = [b for b, _ in kept]
+            if starts and len(starts) < len(site.inputs):
+                starts.append(site.step)
+            out = (min(starts) if starts else self.start[name],
+                   max([self.end[name]] + [f for _, f in kept]))
+        cache[name] = out
+        return out
 
     def begin(self, name: str, copied: frozenset) -> int:
         """Where buffer ``name`` starts: at its producer, or, written in place, at the
         first producer of its in-place inputs (a copied input's copy runs at the
         concat's step)."""
-        site = self.sites.get(name)
-        if site is None:
-            return self.start[name]
-        starts = [self.begin(i, copied) for i in site.inputs if i not in copied]
-        if not starts:
-            return self.start[name]
-        if len(starts) < len(site.inputs):
-            starts.append(site.step)
-        return min(starts)
+        return self._ranges(name, copied)[0]
 
     def finish(self, name: str, copied: frozenset) -> int:
         """Where buffer ``name`` ends: at its last use, or, with inputs written in place
         that other kernels read after the concat, at their last reader."""
-        site = self.sites.get(name)
-        end = self.end[name]
-        if site is None:
-            return end
-        return max([end] + [self.finish(i, copied) for i in site.inputs if i not in copied])
+        return self._ranges(name, copied)[1]
 
     def root(self, name: str, copied: frozenset) -> str:
         """The buffer ``name`` is written into (itself unless written in place). A
@@ -85,21 +117,31 @@ class _Ranges:
         only ``name`` (now a tensor of its own) and the buffer it was written into
         (whose range may shrink) change."""
         into = self.root(name, copied)
-        trial = copied | {name}
+        # only the sites that contain ``name`` (directly or not) change their ranges
+        changed, todo = set(), [name]
+        while todo:
+            for parent in self.parents.get(todo.pop(), ()):
+                if parent not in changed:
+                    changed.add(parent)
+                    todo.append(parent)
+        was = self._ranges(into, copied)
+        now = self._ranges(into, copied | {name}, _Trial(copied, frozenset(changed), {}))
         new = live.copy()
         if self.size[into]:
-            new[self.begin(into, copied):self.finish(into, copied) + 1] -= self.size[into]
-            new[self.begin(into, trial):self.finish(into, trial) + 1] += self.size[into]
+            new[was[0]:was[1] + 1] -= self.size[into]
+            new[now[0]:now[1] + 1] += self.size[into]
         if self.size[name]:
-            new[self.begin(name, trial):self.finish(name, trial) + 1] += self.size[name]
+            begin, finish = self._ranges(name, copied)  # its own inputs are as they were
+            new[begin:finish + 1] += self.size[name]
         return new
 
     def live(self, copied: frozenset) -> np.ndarray:
         diff = np.zeros(self.n_steps + 1, dtype=np.int64)
         for name, size in self.size.items():
             if size and self.root(name, copied) == name:
-                diff[self.begin(name, copied)] += size
-                diff[self.finish(name, copied) + 1] -= size
+                begin, finish = self._ranges(name, copied)
+                diff[begin] += size
+                diff[finish + 1] -= size
         return np.cumsum(diff)[:-1]
 
 
