@@ -106,8 +106,7 @@ def _requested_name(bb, name: str) -> str:
     base = name.rstrip("0123456789")
     if base == name or not base:
         return name
-    taken = {gv.name_hint for gv in bb.get().get_global_vars()}
-    return base if base in taken else name
+    return base if base in bb.get() else name
 
 
 def _as_entry(bb, call, result):
