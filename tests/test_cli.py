@@ -144,9 +144,11 @@ def test_optimize_reports_before_after_and_writes_outputs(tmp_path, capsys, monk
     js, png = _outputs(tmp_path)
     out_dir = tmp_path / "opt"
     monkeypatch.setenv("MEMFLAT_TUNE_DIR", str(tmp_path / "tune"))
+    monkeypatch.setenv("MEMFLAT_PROGRESS", "1")  # progress lines, as on a terminal
     code, out, err = _run(capsys, "optimize", path, "--json", js, "--plot", png,
                           "--out", str(out_dir), "--tune-trials", "4", "--threads", "1")
     assert code == 0, err
+    assert "round 1:" in err  # the greedy search's progress, one line per round that pays
     report = json.loads(open(js).read())
     # the schedules used are echoed: tuned, on one thread; the database is on disk
     assert "MetaSchedule (4 trials" in report["config"]["schedules"]

@@ -82,8 +82,9 @@ class FlattenMemoryPeaks:
         refined with finer tiles and more strips; ``front`` holds its Pareto front
         after a run).
     progress
-        Optional ``progress(message)``, called once per depth of the front search
-        and once per refinement that pays (default: the log).
+        Optional ``progress(message)``, called once per round of the greedy search
+        that pays, and once per depth of the front search and per refinement that pays
+        (default: the log).
 
     The module may come from any of TVM's importers (``from_onnx``,
     ``from_exported_program``, weights bound or kept as parameters after
@@ -194,7 +195,9 @@ class FlattenMemoryPeaks:
                 new, self.decisions = flatten_peaks(
                     search_mod, max_mac_overhead=self.max_mac_overhead,
                     memory_budget=self.memory_budget, halo=self.halo,
-                    evaluate=self.device_bytes, on_stop=self._stopped, stream=stream)
+                    evaluate=self.device_bytes, on_stop=self._stopped, stream=stream,
+                    progress=self.progress or (
+                        lambda m: logger.info("FlattenMemoryPeaks: %s", m)))
         except NotImplementedError as err:  # an op our analysis cannot profile yet
             self.stop_reason = f"module returned unchanged: {err}"
             logger.warning("FlattenMemoryPeaks: %s", self.stop_reason)

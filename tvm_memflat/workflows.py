@@ -302,9 +302,7 @@ def optimize(model, *, spec=None, latency_budget=None, memory_budget: int | None
     pass_ = FlattenMemoryPeaks(spec, memory_budget=memory_budget, latency_budget=latency_budget,
                                halo=halo, input=input, output=output,
                                max_mac_overhead=max_mac_overhead, search=search,
-                               progress=progress if search == "front" else None)
-    if pass_.fuses:  # the fusion's rounds are long: show them
-        pass_.progress = progress
+                               progress=progress)
     acc = Accounting(pass_.input, pass_.output)
     progress("loading the model ...")
     mod, default_label = _module(model, input_shapes)
