@@ -130,9 +130,13 @@ def test_alignment_rounds_sizes_and_offsets():
 # bound and one reordering reaches it.
 HILL = [R("C", 0, 0, 50), R("D", 0, 1, 30), R("B", 1, 1, 40), R("A", 1, 1, 20)]
 
-# Found by brute force too: greedy-by-size and both other starting orders (most urgent
-# first, long-lived first) are 20 bytes over the lower bound; the climb reaches it.
-CLIMB = [R("A", 2, 2, 50), R("B", 1, 2, 40), R("C", 0, 1, 20), R("D", 0, 0, 50)]
+# Found by brute force too: greedy-by-size and the most-urgent-first and long-lived-first
+# orders are 20 bytes over the lower bound; the timeline and area orders reach it.
+TIMELINE = [R("A", 2, 2, 50), R("B", 1, 2, 40), R("C", 0, 1, 20), R("D", 0, 0, 50)]
+
+# Found by brute force over the same space: every starting order is 20 bytes over the
+# lower bound; the climb reaches it.
+CLIMB = [R("A", 2, 2, 50), R("B", 1, 1, 30), R("C", 0, 1, 30), R("D", 1, 2, 30)]
 
 
 def test_the_long_lived_first_start_reaches_the_lower_bound_where_greedy_does_not():
@@ -149,12 +153,30 @@ def test_the_long_lived_first_start_reaches_the_lower_bound_where_greedy_does_no
     assert check_plan(plan, HILL) == []
 
 
-def test_hill_climbing_reaches_the_lower_bound_where_no_start_does():
-    assert lower_bound(CLIMB) == 90  # step 2: A + B
-    greedy = greedy_by_size(CLIMB)
+def test_the_timeline_start_reaches_the_lower_bound_where_the_first_three_do_not():
+    assert lower_bound(TIMELINE) == 90  # step 2: A + B
+    greedy = greedy_by_size(TIMELINE)
     # A and D (50 each) at 0, never live together; B above A at 50; C, live with D at
     # step 0 and with B at step 1, finds no gap below 90.
     assert greedy == {"A": 0, "D": 0, "B": 50, "C": 90}
+    assert arena_of(greedy, TIMELINE) == 110
+    for order in (["A", "B", "D", "C"], ["B", "C", "D", "A"]):  # most urgent, long-lived
+        assert arena_of(greedy_by_size(TIMELINE, order=order), TIMELINE) == 110
+    # B (urgency 90, first live at step 1) before A (urgency 90, step 2): B at 0, A on
+    # it at 40, D under A at 0 (step 0 only), C between D and A at step 1.
+    assert greedy_by_size(TIMELINE, order=["B", "A", "D", "C"]) == {
+        "B": 0, "A": 40, "D": 0, "C": 50}
+    plan = allocate(TIMELINE, max_iterations=0)
+    assert plan.arena_bytes == 90 and plan.iterations == 0
+    assert check_plan(plan, TIMELINE) == []
+
+
+def test_hill_climbing_reaches_the_lower_bound_where_no_start_does():
+    assert lower_bound(CLIMB) == 90  # step 1: B + C + D
+    greedy = greedy_by_size(CLIMB)
+    # A at 0; C at 0 (dead before A); D (live with A and C) at 50; B, live with C and
+    # D at step 1, finds only the 20-byte gap [30, 50) and goes on top at 80.
+    assert greedy == {"A": 0, "C": 0, "D": 50, "B": 80}
     assert arena_of(greedy, CLIMB) == 110
     assert allocate(CLIMB, max_iterations=0).arena_bytes == 110
     plan = allocate(CLIMB)
