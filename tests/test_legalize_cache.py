@@ -1,6 +1,7 @@
 """The memoised LegalizeOps gives exactly the module TVM's own LegalizeOps gives."""
 
 import numpy as np
+import tvm
 import tvm_ffi
 from tvm import relax
 
@@ -21,12 +22,18 @@ def _scalar_consts():
     return graphs._net(body)
 
 
+def _fresh(mod):
+    """A new module object with ``mod``'s functions: ``fuse`` keeps its last results by
+    module identity, so fusing it legalizes again (through the legalize memo)."""
+    return tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)
+
+
 def test_cached_fusion_is_structurally_equal_to_tvm():
     for make in (graphs.chain, graphs.residual, graphs.branches, _scalar_consts):
         mod = make()
         ref = fuse(mod, cached=False)
         for _ in range(2):  # second round is served from the memo
-            got = fuse(mod)
+            got = fuse(_fresh(mod))
             for a, b in ((ref.legalized, got.legalized), (ref.grouped, got.grouped),
                          (ref.kernels, got.kernels)):
                 assert tvm_ffi.structural_equal(a, b)
@@ -67,7 +74,7 @@ def test_tuple_arguments_are_memoised_and_stay_exact():
     ref = fuse(mod, cached=False).legalized
     fuse(mod)
     before = cache_stats()
-    got = fuse(mod).legalized  # every slice and join again: all six from the memo
+    got = fuse(_fresh(mod)).legalized  # every slice and join again: all six from the memo
     after = cache_stats()
     assert tvm_ffi.structural_equal(got, ref)
     assert (after["hits"] - before["hits"], after["misses"] - before["misses"]) == (6, 0)
@@ -85,7 +92,7 @@ def test_a_call_reading_one_tensor_twice_is_not_memoised():
     mod = graphs._net(body, in_shape=(1, 3, 9, 7))
     fuse(mod)
     before = cache_stats()
-    got = fuse(mod).legalized
+    got = fuse(_fresh(mod)).legalized
     after = cache_stats()
     assert (after["hits"] - before["hits"], after["misses"] - before["misses"]) == (1, 1)
     assert tvm_ffi.structural_equal(got, fuse(mod, cached=False).legalized)
@@ -109,3 +116,24 @@ def test_function_names_do_not_depend_on_what_the_memo_saw_before():
     assert sorted(gv.name_hint for gv in got.get_global_vars()) == \
         sorted(gv.name_hint for gv in ref.get_global_vars())
     assert tvm_ffi.structural_equal(got, ref)
+
+
+def test_lower_kernels_takes_the_kernels_of_the_module_just_fused():
+    """A search profiles a candidate, then predicts its build: both fuse the very same
+    module, once. The build's kernels equal those of TVM's passes run afresh."""
+    from tvm_memflat.analysis.memory_profile import profile
+    from tvm_memflat.frontend.canonicalize import canonical_form, marked_canonical
+    from tvm_memflat.lowering.pipeline import lower_kernels, lowering_passes
+
+    target = tvm.target.Target("llvm")
+    for make in (graphs.branches, graphs.residual):
+        mod = marked_canonical(make())
+        with target:
+            ref = [tvm.transform.Sequential(lowering_passes(target, cpu_schedule=c))(
+                canonical_form(mod)) for c in (True, False)]
+        profile(mod, with_tvm=False)
+        fused = fuse(mod, target)
+        assert fuse(mod) is fused  # the profile's own fusion, not a second one
+        assert fuse(_fresh(mod)) is not fused  # another module object: fused again
+        assert tvm_ffi.structural_equal(lower_kernels(mod, target), ref[0])
+        assert tvm_ffi.structural_equal(lower_kernels(mod, target, cpu_schedule=False), ref[1])

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 import tvm
 from tvm.relax.backend.cpu_generic import pipeline as cpu
 
+from ..analysis.fusion import fuse
 from ..frontend.canonicalize import canonical_form
 from ..fusion_passes.legalize_cache import cached_legalize_ops
 from ..fusion_passes.opaque_marks import with_concat_opaque
@@ -146,9 +147,13 @@ def lower_kernels(mod: tvm.IRModule, target: tvm.target.Target, *,
     scheduled: :func:`lower` before any rewrite of ``main``'s tensors."""
     mod = canonical_form(mod)
     with target:
-        return tvm.transform.Sequential(
-            lowering_passes(target, shrink_scratch=shrink_scratch,
-                            cpu_schedule=cpu_schedule))(mod)
+        # legalized and fused as the analysis fuses (the same passes; its last result
+        # reused when it fused this very module: a search profiles a candidate, then
+        # predicts its build), then scheduled and lowered
+        kernels = fuse(mod, target).kernels
+        after = ([schedule_cpu_kernels if cpu_schedule else shrink_kernel_scratch]
+                 if shrink_scratch else [])
+        return tvm.transform.Sequential(after + cpu.dataflow_lower_passes(target))(kernels)
 
 
 def finish_lowering(lowered: tvm.IRModule, *, in_place_concat: bool = True,
