@@ -545,19 +545,18 @@ def _bottleneck_swap(packer: _Packer, st: _State, c: int,
 def _urgency_order(ranges: Sequence[LiveRange], sizes: Sequence[int]) -> list[int]:
     """Indices by decreasing urgency (the most bytes live at any step of the buffer's
     lifetime), then size, then start: Vela's order for its first placement."""
-    live = _step_bytes(ranges, sizes)
-    urgency = [max(live[t] for t in range(r.start, r.end + 1)) for r in ranges]
+    urgency = _urgency(ranges, sizes)
     return sorted(range(len(ranges)),
                   key=lambda i: (-urgency[i], -sizes[i], ranges[i].start, i))
 
 
-def _step_bytes(ranges: Sequence[LiveRange], sizes: Sequence[int]) -> dict[int, int]:
-    """Bytes live at each step (sizes as placed)."""
+def _urgency(ranges: Sequence[LiveRange], sizes: Sequence[int]) -> list[int]:
+    """Per buffer, the most bytes live at any step of its lifetime (sizes as placed)."""
     live: dict[int, int] = {}
     for r, size in zip(ranges, sizes, strict=True):
         for t in range(r.start, r.end + 1):
             live[t] = live.get(t, 0) + size
-    return live
+    return [max(live[t] for t in range(r.start, r.end + 1)) for r in ranges]
 
 
 def _long_lived_order(ranges: Sequence[LiveRange], sizes: Sequence[int]) -> list[int]:
@@ -573,8 +572,7 @@ def _timeline_order(ranges: Sequence[LiveRange], sizes: Sequence[int]) -> list[i
     """Indices by decreasing urgency (as :func:`_urgency_order`), ties by start: the
     buffers live at the busiest steps in the order they appear, so a tiled region's
     tiles, which share the peak's urgency, stack as they come and go."""
-    live = _step_bytes(ranges, sizes)
-    urgency = [max(live[t] for t in range(r.start, r.end + 1)) for r in ranges]
+    urgency = _urgency(ranges, sizes)
     return sorted(range(len(ranges)),
                   key=lambda i: (-urgency[i], ranges[i].start, -sizes[i], i))
 
