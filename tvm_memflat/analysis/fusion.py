@@ -41,6 +41,19 @@ class FusedModules:
     target: tvm.target.Target
 
 
+def fusion_passes(target: tvm.target.Target, *, cached: bool = True,
+                  concat_opaque: bool = True) -> list:
+    """TVM's llvm library dispatch and legalization passes, ending in ``FuseOps`` and
+    ``FuseTIR``: with ``cached``, ``LegalizeOps`` memoised per operator signature
+    (:mod:`tvm_memflat.fusion_passes.legalize_cache`); with ``concat_opaque``, our marks
+    after ``AnnotateTIROpPattern`` (see :func:`fuse`). What :func:`fuse` runs, and the
+    front half of the build's lowering."""
+    passes = cpu_pipeline.library_dispatch_passes(target) + cpu_pipeline.legalize_passes(target)
+    if cached:
+        passes = [cached_legalize_ops() if p.info.name == "LegalizeOps" else p for p in passes]
+    return with_concat_opaque(passes) if concat_opaque else passes
+
+
 def fuse(mod: tvm.IRModule, target=None, cached: bool = True,
          concat_opaque: bool = True) -> FusedModules:
     """Legalize and fuse ``mod`` as TVM's llvm default pipeline does.
@@ -62,11 +75,7 @@ def fuse(mod: tvm.IRModule, target=None, cached: bool = True,
         hit = _LAST_FUSED.get(mod, str(target))
         if hit is not None:
             return hit
-    passes = cpu_pipeline.library_dispatch_passes(target) + cpu_pipeline.legalize_passes(target)
-    if cached:
-        passes = [cached_legalize_ops() if p.info.name == "LegalizeOps" else p for p in passes]
-    if concat_opaque:
-        passes = with_concat_opaque(passes)
+    passes = fusion_passes(target, cached=cached, concat_opaque=concat_opaque)
     fuse_ops, fuse_tir = passes[-2:]  # keep the modules in between to read names from
     assert (fuse_ops.info.name, fuse_tir.info.name) == ("FuseOps", "FuseTIR")
     with target:

@@ -40,10 +40,8 @@ from dataclasses import dataclass, field
 import tvm
 from tvm.relax.backend.cpu_generic import pipeline as cpu
 
-from ..analysis.fusion import fuse
+from ..analysis.fusion import fuse, fusion_passes
 from ..frontend.canonicalize import canonical_form
-from ..fusion_passes.legalize_cache import cached_legalize_ops
-from ..fusion_passes.opaque_marks import with_concat_opaque
 from .concat_in_place import concat_in_place
 from .cpu_schedule import schedule_cpu_kernels
 from .inplace_depthwise import depthwise_in_place
@@ -94,14 +92,17 @@ def lowering_passes(target: tvm.target.Target, *, shrink_scratch: bool = True,
     default CPU schedules (:mod:`.cpu_schedule`, which shrink it to one output tile)
     when ``cpu_schedule``, else by :mod:`.shrink_scratch` alone (loops left as TVM's
     legalization wrote them, one thread)."""
-    # LegalizeOps memoised per operator signature: the same module, built faster
-    # (tiled modules repeat a few signatures many times).
-    legalize = [cached_legalize_ops() if p.info.name == "LegalizeOps" else p
-                for p in cpu.legalize_passes(target)]
-    legalize = with_concat_opaque(legalize)
-    if shrink_scratch:
-        legalize.append(schedule_cpu_kernels if cpu_schedule else shrink_kernel_scratch)
-    return cpu.library_dispatch_passes(target) + legalize + cpu.dataflow_lower_passes(target)
+    # fusion_passes: LegalizeOps memoised per operator signature, the same module built
+    # faster (tiled modules repeat a few signatures many times), and our opaque marks
+    return (fusion_passes(target) + _scheduling(shrink_scratch, cpu_schedule)
+            + cpu.dataflow_lower_passes(target))
+
+
+def _scheduling(shrink_scratch: bool, cpu_schedule: bool) -> list:
+    """The pass that schedules the fused kernels (see :func:`lowering_passes`), if any."""
+    if not shrink_scratch:
+        return []
+    return [schedule_cpu_kernels if cpu_schedule else shrink_kernel_scratch]
 
 
 def fused_kernels(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
@@ -145,15 +146,13 @@ def lower_kernels(mod: tvm.IRModule, target: tvm.target.Target, *,
                   shrink_scratch: bool = True, cpu_schedule: bool = True) -> tvm.IRModule:
     """``mod`` in canonical form, legalized, fused and in DPS form, its kernels
     scheduled: :func:`lower` before any rewrite of ``main``'s tensors."""
-    mod = canonical_form(mod)
+    # legalized and fused by the analysis (in canonical form, the same passes; its last
+    # result reused when it fused this very module: a search profiles a candidate, then
+    # predicts its build), then scheduled and lowered
+    kernels = fuse(mod, target).kernels
     with target:
-        # legalized and fused as the analysis fuses (the same passes; its last result
-        # reused when it fused this very module: a search profiles a candidate, then
-        # predicts its build), then scheduled and lowered
-        kernels = fuse(mod, target).kernels
-        after = ([schedule_cpu_kernels if cpu_schedule else shrink_kernel_scratch]
-                 if shrink_scratch else [])
-        return tvm.transform.Sequential(after + cpu.dataflow_lower_passes(target))(kernels)
+        return tvm.transform.Sequential(_scheduling(shrink_scratch, cpu_schedule)
+                                        + cpu.dataflow_lower_passes(target))(kernels)
 
 
 def finish_lowering(lowered: tvm.IRModule, *, in_place_concat: bool = True,
