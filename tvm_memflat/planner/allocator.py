@@ -583,10 +583,12 @@ def _area_order(ranges: Sequence[LiveRange], sizes: Sequence[int]) -> list[int]:
         -sizes[i] * (ranges[i].end - ranges[i].start + 1), ranges[i].start, i))
 
 
-#: More starting orders for the climb when the first two end above the lower bound
-#: (each climbs half as many moves): on the zoo's tiled schedules they reach
-#: VGG16's lower bound and take 28 KiB off ResNet18's streamed arena (2026-12-05).
-_EXTRA_ORDERS = (_timeline_order, _area_order)
+#: The climb's later starts, in turn while the arena is above the target, with the
+#: divisor of its moves: the long-lived buffers first (a patch stage's input and
+#: output under its tiles: ResNet18's arena 1,519,616 -> 1,476,608 B), then the
+#: timeline and area orders at half the moves (they reach VGG16's lower bound and take
+#: 28 KiB off ResNet18's streamed arena, 2026-12-05).
+_LATER_STARTS = ((_long_lived_order, 1), (_timeline_order, 2), (_area_order, 2))
 
 
 def _climb(packer: _Packer, st: _State, sizes: list[int], max_iterations: int, seed: int,
@@ -656,23 +658,14 @@ def _pack(ranges: Sequence[LiveRange], alignment: int, max_iterations: int, seed
             st = urgent
     first_arena = _arena(st, sizes)
     st, arena, it = _climb(packer, st, sizes, max_iterations, seed, target)
-    if order is None and arena > target:
-        # A second climb, from the long-lived buffers first: a patch stage's input and
-        # output under its tiles (ResNet18's arena 1,519,616 -> 1,476,608 B). Kept only
-        # if it ends lower, so no plan gets worse for it.
-        other = packer.place(_long_lived_order(ranges, sizes))
-        first_arena = min(first_arena, _arena(other, sizes))
-        other, other_arena, other_it = _climb(packer, other, sizes, max_iterations, seed,
-                                              target)
-        it += other_it
-        if other_arena < arena:
-            st, arena = other, other_arena
-    for make_order in _EXTRA_ORDERS if order is None else ():
+    # More climbs while above the target, each from another order and kept only if it
+    # ends lower, so no plan gets worse for them (:data:`_LATER_STARTS`).
+    for make_order, share in _LATER_STARTS if order is None else ():
         if arena <= target:
             break
         other = packer.place(make_order(ranges, sizes))
         first_arena = min(first_arena, _arena(other, sizes))
-        other, other_arena, other_it = _climb(packer, other, sizes, max_iterations // 2,
+        other, other_arena, other_it = _climb(packer, other, sizes, max_iterations // share,
                                               seed, target)
         it += other_it
         if other_arena < arena:
