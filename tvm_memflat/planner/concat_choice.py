@@ -61,11 +61,12 @@ class _Ranges:
         self.size = {b.name: (align_up(b.size_bytes, alignment) if b.role == "intermediate"
                               else 0) for b in schedule.buffers}
         self.sites = {s.output: s for s in sites}
-        self.container = {i: s.output for s in sites for i in s.inputs}
         self.parents: dict = {}  # input -> every site output it is an input of
         for s in sites:
             for i in s.inputs:
                 self.parents.setdefault(i, []).append(s.output)
+        # the one it is written into in place: the last (as the sites are listed)
+        self.container = {i: outs[-1] for i, outs in self.parents.items()}
         self.n_steps = max((b.end for b in schedule.buffers), default=0) + 1
         self._memo: dict = {}  # copied -> {name: (begin, finish)}
 
