@@ -335,8 +335,15 @@ def reprice(published: Path, nets, out_json: Path, meta: dict,
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad option as one line with status 2."""
+
+    def error(self, message):  # noqa: D102 - argparse hook
+        self.exit(2, f"bench_fit: error: {message}\n")
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = _Parser(description=__doc__.split("\n")[0])
     ap.add_argument("--nets", help="name:dtype,... (default: all of NETS)")
     ap.add_argument("--conventions", help="input/output,... (default: all three)")
     ap.add_argument("--beam", type=int, default=2)
