@@ -13,7 +13,9 @@ from tvm_memflat.hardware.call_tiling import (
     TilingError,
     choose_tiling,
     fits,
+    keep_weights_on_chip,
     plan_buffered,
+    resident_weight_bytes,
     tile_bytes,
     tiling_cost,
     tiling_space,
@@ -168,6 +170,117 @@ def test_closed_form_equals_the_replay():
             assert all(v <= sizes[m] for m, v in replay.high_water_bytes.items())
             compared += 1
     assert compared >= 100
+
+
+def _resident_weights(rng, shape: CallShape, spec) -> CallShape:
+    """``shape`` (a GEMM) with its weights resident: loading them (or not), and a
+    reservation of them plus some other weights kept beside them."""
+    return dataclasses.replace(
+        shape, weight_on_chip=True, weight_preload=bool(rng.integers(0, 2)),
+        weight_reserved_bytes=resident_weight_bytes(shape, spec) + 256 * int(rng.integers(0, 9)))
+
+
+def test_resident_weights_closed_form_equals_the_replay_and_the_exhaustive_optimum():
+    """Property: with the weights resident in the weight memory (kept across the calls
+    that share them), the closed form equals the replay (bytes and transfers exactly,
+    cycles within 5 %), the weights move once (preload) or never, the reservation is
+    checked, and the chooser still finds the exhaustive optimum."""
+    rng = np.random.default_rng(29)
+    compared = optimal = 0
+    for _ in range(200):
+        plain = _random_shape(rng)
+        if plain.kind != "gemm":
+            continue
+        shape = _resident_weights(rng, plain, SMALL)
+        space = [(part, r, c) for part, rows, cols in tiling_space(shape, SMALL)
+                 for r in rows for c in cols]
+        for i in rng.choice(len(space), size=min(4, len(space)), replace=False):
+            (g, ob, ib, order), r, c = space[int(i)]
+            tiling = CallTiling(r, c, g, ob, ib, order)
+            if not fits(shape, tiling, SMALL):
+                with pytest.raises(ScheduleViolation):
+                    replay_call(shape, tiling, SMALL)
+                continue
+            cost, replay = tiling_cost(shape, tiling, SMALL), replay_call(shape, tiling, SMALL)
+            assert cost.traffic_bytes == replay.traffic_bytes, (shape, tiling)
+            assert cost.transfers == replay.transfers, (shape, tiling)
+            assert replay.cycles == pytest.approx(cost.cycles, rel=0.05), (shape, tiling)
+            once = shape.weight_bytes(1) if shape.weight_preload else 0
+            assert cost.weight_traffic_bytes == replay.weight_bytes == once
+            assert replay.high_water_bytes["weight_buffer"] >= shape.weight_reserved_bytes
+            compared += 1
+        ref = exhaustive_tiling(shape, SMALL)
+        if ref is not None:
+            mine = replay_call(shape, choose_tiling(shape, SMALL), SMALL)
+            assert (mine.traffic_bytes, mine.cycles) == (ref[1].traffic_bytes, ref[1].cycles)
+            optimal += 1
+    print(f"resident weights: {compared} tilings compared, {optimal} optima checked")
+    assert compared >= 100 and optimal >= 40
+
+
+def test_resident_weights_by_hand():
+    """A 1x1 conv, 32 -> 32 channels on 8x8 int8 (VTA: int8 weights, 16x16 blocks):
+    its weights are 32*32 = 1024 B, 4 blocks of 256 B. Resident, a call that loads
+    them moves 1024 B of weights in one transfer, one that does not moves none, and
+    neither has a weight tile slot; the reservation is what the weight buffer holds."""
+    shape = CallShape("gemm", Window(32, 8, 8, 8, 8), 1, 32, 32)
+    assert resident_weight_bytes(shape, VTA) == 1024
+    tiling = choose_tiling(shape, VTA)
+    plain = tiling_cost(shape, tiling, VTA)
+    assert plain.weight_traffic_bytes == 1024
+    kept = dataclasses.replace(shape, weight_on_chip=True, weight_reserved_bytes=1024)
+    loads = dataclasses.replace(kept, weight_preload=True)
+    assert tile_bytes(kept, tiling, VTA).weight == 0
+    assert tiling_cost(kept, tiling, VTA).weight_traffic_bytes == 0
+    assert tiling_cost(kept, tiling, VTA).transfers == plain.transfers - 1
+    assert tiling_cost(loads, tiling, VTA).weight_traffic_bytes == 1024
+    assert tiling_cost(loads, tiling, VTA).transfers == plain.transfers
+    assert replay_call(kept, tiling, VTA).high_water_bytes["weight_buffer"] == 1024
+    # a reservation larger than the weight buffer cannot be replayed nor tiled
+    over = dataclasses.replace(kept, weight_reserved_bytes=VTA_WEIGHT_BUFFER + 1)
+    with pytest.raises(ScheduleViolation, match="weight_buffer holds"):
+        replay_call(over, tiling, VTA)
+    with pytest.raises(TilingError):
+        choose_tiling(over, VTA)
+
+
+VTA_WEIGHT_BUFFER = next(m.size_bytes for m in VTA.memories if m.name == "weight_buffer")
+
+
+def test_the_tiles_of_a_region_keep_their_shared_weights_on_chip():
+    """Two steps on the same weights (a region's tiles): kept, the first loads them
+    once and the second none, and the plan moves fewer bytes than loading them per
+    call; the simulator replays the same. Weights of one call only are not kept."""
+    def twice(bb, x, rng):
+        w = graphs._w(rng, (32, 32, 3, 3))
+        a = bb.emit(relax.op.nn.conv2d(x, w, padding=1))
+        return bb.emit(relax.op.nn.conv2d(bb.emit(relax.op.nn.relu(a)), w, padding=1))
+
+    schedule = lowered(graphs._net(twice, (1, 32, 8, 8)))
+    gemm = [s.step for s in schedule.steps if s.gemms]
+    assert len(gemm) == 2
+    plan = plan_buffered(schedule, VTA)
+    (kept,) = plan.weights_kept
+    assert (kept.first_step, kept.last_step, kept.calls) == (gemm[0], gemm[1], 2)
+    assert kept.reserved_bytes == 32 * 32 * 9 and kept.saved_bytes >= 32 * 32 * 9
+    first, second = (c for c in plan.calls if c.step in gemm)
+    assert first.cost.weight_traffic_bytes == 32 * 32 * 9
+    assert second.cost.weight_traffic_bytes == 0
+    report = simulate(schedule, VTA, plan)
+    assert report.dram_traffic_bytes == plan.traffic_bytes and report.fits
+    # not kept: the same schedule with each step's weights its own
+    shapes = {s.step: tuple(c.shape for c in plan.calls if c.step == s.step)
+              for s in schedule.steps}
+    plain = {k: tuple(dataclasses.replace(x, weight_on_chip=False, weight_preload=False,
+                                          weight_reserved_bytes=0) for x in v)
+             for k, v in shapes.items()}
+    alone = [dataclasses.replace(s, weight_refs=s.weight_refs[:0]) for s in schedule.steps]
+    _, none = keep_weights_on_chip(dataclasses.replace(schedule, steps=tuple(alone)), VTA,
+                                   plain)
+    assert none == ()
+    loaded = sum(tiling_cost(x, choose_tiling(x, VTA), VTA).traffic_bytes
+                 for v in plain.values() for x in v)
+    assert plan.traffic_bytes == loaded - kept.saved_bytes < loaded
 
 
 def _conv_net(cin=4, cout=8, size=12, **conv):

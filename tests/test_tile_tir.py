@@ -295,6 +295,31 @@ def test_a_fused_spec_keeps_intermediates_on_chip_exactly(tmp_path):
     assert plot_occupancy(fused.plan, tmp_path / "tiles.png").stat().st_size > 0
 
 
+def test_weights_kept_across_calls_are_read_from_the_tir_and_exact():
+    """Three convs on one weight (as a region's tiles call one layer's): the plan keeps
+    the weight in the weight buffer, the first call loads it whole and the others
+    not at all. The simulator reads that from the tiled TIR (each layer replayed from
+    its kernel) and moves the plan's bytes; the outputs equal the llvm build's."""
+    def thrice(bb, x, rng):
+        w = graphs._w(rng, (16, 16, 3, 3))
+        for _ in range(3):
+            x = bb.emit(relax.op.nn.relu(bb.emit(relax.op.nn.conv2d(x, w, padding=1))))
+        return x
+
+    mod = graphs._net(thrice, (1, 16, 16, 16))
+    built = build(mod, target="vta_like", spec=SMALL)
+    (kept,) = built.plan.weights_kept
+    assert kept.calls == 3
+    weights = [c.cost.weight_traffic_bytes for c in built.plan.calls if c.shape.kind == "gemm"]
+    assert weights == [16 * 16 * 9, 0, 0]
+    assert built.report.layers_from_tir == len(built.report.layers)
+    assert built.report.dram_traffic_bytes == built.plan.traffic_bytes
+    assert all("w:chip" in layer.tiling for layer in built.report.layers)
+    inputs = [tvm.runtime.tensor(x) for x in random_inputs(mod["main"], seed=5)]
+    ref = relax.VirtualMachine(build(mod), tvm.cpu())["main"](*inputs).numpy()
+    np.testing.assert_array_equal(built.vm()["main"](*inputs).numpy(), ref)
+
+
 @pytest.mark.parametrize("cin,size,cout,k,stride,pad", [
     (64, 56, 64, 3, 1, 1),     # the hand-worked layer (test_call_tiling)
     (3, 224, 64, 3, 2, 0),     # SqueezeNet's first: 111 columns, ragged tiles

@@ -102,6 +102,15 @@ class CallShape:
     #: activation-memory bytes that resident tensors hold during the call (its own
     #: resident input and output included): what its tiles cannot use
     reserved_bytes: int = 0
+    #: gemm: the call's weights are resident in the weight memory across the calls
+    #: that share them (:func:`keep_weights_on_chip`): no weight tile slot, no loads
+    weight_on_chip: bool = False
+    #: ... except this call, the first of them, which loads them once, whole, before
+    #: its tiles
+    weight_preload: bool = False
+    #: weight-memory bytes that resident weights hold during the call (its own
+    #: included): what its weight tiles cannot use
+    weight_reserved_bytes: int = 0
 
     @property
     def taps(self) -> int:
@@ -190,8 +199,8 @@ class CallPlan:
         else:
             what = (f"{t.rows}x{t.cols}px oc{t.out_block}/{shape.out_channels} "
                     f"ic{t.in_block}/{shape.in_channels} {t.order}")
-        chip = [k for k, on in (("in", shape.input_on_chip), ("out", shape.output_on_chip))
-                if on]
+        chip = [k for k, on in (("in", shape.input_on_chip), ("out", shape.output_on_chip),
+                                ("w", shape.weight_on_chip)) if on]
         return f"{shape.kind} {what}" + (f" {'+'.join(chip)}:chip" if chip else "")
 
     def to_dict(self) -> dict:
@@ -203,7 +212,10 @@ class CallPlan:
                 "compute_cycles": self.cost.compute_cycles, "reason": self.reason,
                 "input_on_chip": self.shape.input_on_chip,
                 "output_on_chip": self.shape.output_on_chip,
-                "reserved_bytes": self.shape.reserved_bytes}
+                "reserved_bytes": self.shape.reserved_bytes,
+                "weight_on_chip": self.shape.weight_on_chip,
+                "weight_preload": self.shape.weight_preload,
+                "weight_reserved_bytes": self.shape.weight_reserved_bytes}
 
 
 # --------------------------------------------------------------------------- shapes
@@ -324,8 +336,10 @@ def tile_bytes(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec) -> T
     else:
         cin, cout = tiling.in_block, tiling.out_block
         blocks = _blocks(cin, bi) * _blocks(cout, bo)
-    weight = blocks * bi * bo * shape.taps * dtype_bytes(c.weight_dtype)
-    # a resident input is read where it is (its bytes are in ``reserved_bytes``)
+    # resident weights (and a resident input) are read where they are: their bytes
+    # are in ``weight_reserved_bytes`` (``reserved_bytes``)
+    weight = 0 if shape.weight_on_chip else blocks * bi * bo * shape.taps * dtype_bytes(
+        c.weight_dtype)
     return TileBytes(0 if shape.input_on_chip else in_px * _padded(cin, bi) * act, weight,
                      (1 + shape.residuals) * out_px * _padded(cout, bo) * acc)
 
@@ -336,6 +350,9 @@ def footprint(shape: CallShape, tiles: TileBytes, spec: AcceleratorSpec) -> dict
     mems = {m.name: m for m in spec.memories}
     if shape.reserved_bytes:
         used[memory_for(spec, "activations").name] = shape.reserved_bytes
+    if shape.weight_reserved_bytes:
+        name = memory_for(spec, "weights").name
+        used[name] = used.get(name, 0) + shape.weight_reserved_bytes
     for operand, memory in operand_memories(shape, spec).items():
         nbytes = getattr(tiles, operand)
         factor = 2 if mems[memory].double_buffered else 1
@@ -398,7 +415,9 @@ def tiling_cost(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec) -> 
     f_in, f_w = reload_factors(shape, tiling)
     pixels, n_out, n_in, n_groups = loop_counts(shape, tiling)
     in_traffic = f_in * halo_input
-    w_traffic = f_w * shape.weight_bytes(wgt)
+    # resident weights: loaded once, whole, by the first call that shares them
+    w_traffic = (shape.weight_bytes(wgt) * shape.weight_preload if shape.weight_on_chip
+                 else f_w * shape.weight_bytes(wgt))
     out_traffic = 0 if shape.output_on_chip else shape.output_bytes(act)
     in_traffic += shape.residuals * shape.output_bytes(act)  # residuals: read once
     tiles = _output_tiles(shape, tiling)
@@ -414,7 +433,8 @@ def tiling_cost(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec) -> 
     else:
         in_loads = 0 if shape.input_on_chip else (
             pixels * n_in * (n_out if f_in > 1 else 1) * n_groups)
-        w_loads = n_out * n_in * (pixels if f_w > 1 else 1) * n_groups
+        w_loads = (int(shape.weight_preload) if shape.weight_on_chip
+                   else n_out * n_in * (pixels if f_w > 1 else 1) * n_groups)
         transfers = in_loads + w_loads + (stores + shape.residuals) * pixels * n_out * n_groups
         g = shape.gemm()
         if shape.groups > 1:  # per group block: block-diagonal packing restarts in each
@@ -600,6 +620,9 @@ class BufferedPlan:
     #: the activations kept on chip between their producers and readers (a spec
     #: with an on-chip path: :func:`keep_on_chip`), by buffer name
     kept_on_chip: tuple[str, ...] = ()
+    #: the weights kept in the weight memory across the calls that share them (the
+    #: tiles of a region: :func:`keep_weights_on_chip`), as :class:`KeptWeight`
+    weights_kept: tuple = ()
 
     @property
     def high_water_bytes(self) -> dict:
@@ -636,6 +659,7 @@ class BufferedPlan:
         return {"spec": self.spec, "traffic_bytes": self.traffic_bytes,
                 "activation_traffic_bytes": self.activation_traffic_bytes,
                 "kept_on_chip": list(self.kept_on_chip),
+                "weights_kept": [asdict(k) for k in self.weights_kept],
                 "per_layer_min_traffic_bytes": self.min_traffic_bytes,
                 "cycles": self.cycles, "high_water_bytes": self.high_water_bytes,
                 "capacity_bytes": dict(self.capacity_bytes),
@@ -655,6 +679,7 @@ def plan_buffered(schedule: LoweredSchedule, spec: AcceleratorSpec,
     kept: tuple[str, ...] = ()
     if onchip_path(spec) is not None:
         shapes, kept = keep_on_chip(schedule, spec, shapes)
+    shapes, weights = keep_weights_on_chip(schedule, spec, shapes)
     memo: dict = {}
     calls = []
     for i, step in enumerate(schedule.steps):
@@ -668,7 +693,7 @@ def plan_buffered(schedule: LoweredSchedule, spec: AcceleratorSpec,
     lower = max((footprint(c.shape, tile_bytes(c.shape, smallest_tiling(c.shape, spec), spec),
                            spec).get(act, 0) for c in memo.values()), default=0)
     return BufferedPlan(spec.name, tuple(calls), act,
-                        {m.name: m.size_bytes for m in spec.memories}, lower, kept)
+                        {m.name: m.size_bytes for m in spec.memories}, lower, kept, weights)
 
 
 def resident_bytes(shape: tuple, spec: AcceleratorSpec) -> int:
@@ -740,6 +765,92 @@ def keep_on_chip(schedule: LoweredSchedule, spec: AcceleratorSpec, shapes: dict
         if better:
             current.update(trial)
             kept.append(buf.name)
+    return current, tuple(kept)
+
+
+@dataclass(frozen=True)
+class KeptWeight:
+    """One weight kept in the weight memory across the calls that share it."""
+
+    #: the kernel of the first call that reads it (which loads it, whole)
+    kernel: str
+    first_step: int
+    last_step: int
+    #: the calls that read it
+    calls: int
+    #: what it holds in the weight memory (16x16 blocks, at the spec's weight dtype)
+    reserved_bytes: int
+    #: DRAM bytes of weight loads saved against loading it per call
+    saved_bytes: int
+
+
+def resident_weight_bytes(shape: CallShape, spec: AcceleratorSpec) -> int:
+    """Weight-memory bytes of a GEMM call's whole weights: its 16x16 blocks (block-
+    diagonal for small groups), as one weight tile of the whole call would hold them."""
+    whole = CallTiling(1, 1, shape.groups, shape.out_channels, shape.in_channels)
+    return tile_bytes(replace(shape, weight_on_chip=False), whole, spec).weight
+
+
+def keep_weights_on_chip(schedule: LoweredSchedule, spec: AcceleratorSpec, shapes: dict
+                         ) -> tuple[dict, tuple[KeptWeight, ...]]:
+    """Which weights stay in the weight memory across the calls that share them, and
+    the calls' shapes that say so.
+
+    The tiles of a region (:mod:`tvm_memflat.transform.tile_region`) call their layer's
+    kernel once per tile, on the same weights
+    (:func:`~tvm_memflat.planner.live_ranges.weight_identity`). Loaded per call, a
+    layer's weights cross from DRAM once per tile. Kept, they are loaded once, whole,
+    by the first call, and stay resident until the last: their blocks are reserved in
+    the weight memory over every call in between, whose weight tiles use what is
+    left. A candidate is a weight that two or more steps read, each step one GEMM
+    call whose weight operands (the GEMM's, and a bias the epilogue adds) are the
+    same. A bias is not counted: the closed form and the simulator load GEMM weights
+    only.
+
+    Greedy in schedule order, as :func:`keep_on_chip`: a weight is kept when the
+    calls it spans, re-tiled with the reservation, move fewer DRAM bytes (then take
+    fewer cycles) than without it, and every one still fits. ``shapes`` is step ->
+    its calls' :class:`CallShape`; returns the updated map and what was kept.
+    """
+    from ..planner.live_ranges import weight_identity
+
+    readers: dict = {}
+    kernels = {step.step: step.kernel for step in schedule.steps}
+    for step in schedule.steps:
+        calls = shapes[step.step]
+        if step.weight_refs and len(calls) == 1 and calls[0].kind == "gemm" \
+                and calls[0].weight_bytes(1):
+            key = tuple(weight_identity(r) for r in step.weight_refs)
+            readers.setdefault(key, []).append(step.step)
+    memo: dict = {}
+
+    def total(calls: dict) -> tuple[int, int]:
+        for x in calls.values():
+            for shape in x:
+                if shape not in memo:
+                    memo[shape] = tiling_cost(shape, choose_tiling(shape, spec), spec)
+        costs = [memo[x] for xs in calls.values() for x in xs]
+        return sum(c.traffic_bytes for c in costs), sum(c.cycles for c in costs)
+
+    current = dict(shapes)
+    kept = []
+    steps = sorted(current)
+    for using in sorted((s for s in readers.values() if len(s) > 1), key=lambda s: s[0]):
+        first, last = using[0], using[-1]
+        size = resident_weight_bytes(current[first][0], spec)
+        span = [k for k in steps if first <= k <= last]
+        trial = {k: tuple(replace(x, weight_reserved_bytes=x.weight_reserved_bytes + size,
+                                  weight_on_chip=x.weight_on_chip or k in using,
+                                  weight_preload=x.weight_preload or k == first)
+                          for x in current[k]) for k in span}
+        try:
+            after, before = total(trial), total({k: current[k] for k in span})
+        except TilingError:  # some call no longer fits beside the reservation
+            continue
+        if after < before:
+            current.update(trial)
+            kept.append(KeptWeight(kernels[first], first, last, len(using),
+                                   size, before[0] - after[0]))
     return current, tuple(kept)
 
 

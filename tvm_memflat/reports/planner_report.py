@@ -128,6 +128,13 @@ def buffered_summary(plan: BufferedPlan, bounds, *, top: int = 8) -> str:
     else:
         lines.append(f"fits {plan.spec}: every call's tiles fit their buffers "
                      "(activations stay in DRAM between layers)")
+    if plan.weights_kept:
+        held = max(k.reserved_bytes for k in plan.weights_kept)
+        lines.append(f"{len(plan.weights_kept)} weights shared by several calls (a region's "
+                     f"tiles) stay in the weight memory from their first call to their last"
+                     f" (w:chip), loaded once: "
+                     f"{format_bytes(sum(k.saved_bytes for k in plan.weights_kept))} less "
+                     f"traffic; the largest holds {format_bytes(held)}")
     return "\n".join(lines)
 
 
@@ -145,6 +152,8 @@ def buffered_csv_rows(plan: BufferedPlan) -> list[dict]:
                     "compute_cycles": c.cost.compute_cycles, "reason": c.reason,
                     "input_on_chip": c.shape.input_on_chip,
                     "output_on_chip": c.shape.output_on_chip,
-                    "reserved_bytes": c.shape.reserved_bytes})
+                    "reserved_bytes": c.shape.reserved_bytes,
+                    "weight_on_chip": c.shape.weight_on_chip,
+                    "weight_reserved_bytes": c.shape.weight_reserved_bytes})
         rows.append(row)
     return rows

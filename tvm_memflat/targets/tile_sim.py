@@ -55,6 +55,8 @@ from .tile_tir import (
     ON_CHIP_ATTR,
     OPERAND_ATTR,
     RESERVED_ATTR,
+    WEIGHT_ON_CHIP_ATTR,
+    WEIGHT_RESERVED_ATTR,
 )
 
 
@@ -101,6 +103,9 @@ def _group_blocks(groups: int, kc: int, n: int, spec: AcceleratorSpec) -> int:
 
 #: the slot of the tensors kept on chip across calls (``CallShape.reserved_bytes``)
 RESIDENT = "resident"
+#: the slot of the weights kept in the weight memory across calls
+#: (``CallShape.weight_reserved_bytes``)
+RESIDENT_WEIGHTS = "resident weights"
 
 
 def _occupy(slots: dict, high: dict, mems: dict, where: str, operand: str, memory: str,
@@ -109,7 +114,8 @@ def _occupy(slots: dict, high: dict, mems: dict, where: str, operand: str, memor
     memory's slots (twice each in a double-buffered memory; the ``resident`` slot of
     tensors kept on chip once) must fit its size."""
     slots[operand] = (memory, nbytes)
-    used = sum(n * (2 if mems[m].double_buffered and op != RESIDENT else 1)
+    used = sum(n * (2 if mems[m].double_buffered and op not in (RESIDENT, RESIDENT_WEIGHTS)
+                    else 1)
                for op, (m, n) in slots.items() if m == memory)
     high[memory] = max(high.get(memory, 0), used)
     if used > mems[memory].size_bytes:
@@ -168,6 +174,11 @@ def replay_call(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec,
     if shape.reserved_bytes:  # tensors kept on chip: held for the whole call
         _occupy(slots, high, mems, where, RESIDENT, memory_for(spec, "activations").name,
                 shape.reserved_bytes)
+    if shape.weight_reserved_bytes:  # weights kept on chip: held for the whole call
+        _occupy(slots, high, mems, where, RESIDENT_WEIGHTS, memory_for(spec, "weights").name,
+                shape.weight_reserved_bytes)
+    if shape.weight_preload:  # the first call that shares them loads them, whole
+        transfer(shape.weight_bytes(wgt), write=False, weight=True)
 
     def store(nbytes: int) -> None:
         """An output tile: to DRAM, or over the on-chip path when it stays on chip."""
@@ -215,7 +226,8 @@ def replay_call(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec,
         for g0, g1 in _ranges(shape.groups, tiling.group_block):
             g = g1 - g0
             cin, cout = g * shape.in_channels, g * shape.out_channels
-            if shape.kind == "gemm" and resident.get("weight") != (g0, g1):
+            if (shape.kind == "gemm" and not shape.weight_on_chip
+                    and resident.get("weight") != (g0, g1)):
                 blocks = _group_blocks(g, shape.in_channels, shape.out_channels, spec)
                 occupy("weight", blocks * bi * bo * shape.taps * wgt)
                 resident["weight"] = (g0, g1)
@@ -250,7 +262,7 @@ def replay_call(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec,
             for i0, i1 in ins:
                 cin = i1 - i0
                 input_tile((b, rr, cc, i0), rr, cc, cin, math.ceil(cin / bi) * bi)
-                if resident.get("weight") != (o0, i0):
+                if not shape.weight_on_chip and resident.get("weight") != (o0, i0):
                     occupy("weight", math.ceil(cin / bi) * math.ceil(cout / bo) * bi * bo
                            * shape.taps * wgt)
                     resident["weight"] = (o0, i0)
@@ -402,6 +414,11 @@ def replay_kernel(func: tirx.PrimFunc, spec: AcceleratorSpec,
                     if RESERVED_ATTR in b.annotations), default=0)
     if reserved:  # tensors kept on chip across calls: held for the whole call
         occupy(RESIDENT, memory_for(spec, "activations").name, reserved)
+    reserved_w = max((int(b.annotations[WEIGHT_RESERVED_ATTR]) for b in annotated
+                      if WEIGHT_RESERVED_ATTR in b.annotations), default=0)
+    if reserved_w:  # weights kept on chip across calls: held for the whole call
+        occupy(RESIDENT_WEIGHTS, memory_for(spec, "weights").name, reserved_w)
+    preloaded: list = []  # the resident weights this call loaded (at most once)
 
     # per kernel, not per tile: the compute kind and the weights' layout
     vector_call = any(str(b.annotations.get(COMPUTE_ATTR, "")) == "vector" for b in annotated)
@@ -435,6 +452,14 @@ def replay_kernel(func: tirx.PrimFunc, spec: AcceleratorSpec,
                 raise ScheduleViolation(f"{where}a {operand} staging block reads "
                                         f"{len(source)} kernel parameters")
             real = math.prod(_box(source[0], ivs, source[0].source.shape))
+            resident_w = int(block.annotations.get(WEIGHT_ON_CHIP_ATTR, 0))
+            if operand == "weight" and resident_w:
+                # resident: read where it is; the call that loads it does so once, whole
+                if resident_w == 2 and not preloaded:
+                    preloaded.append(block)
+                    transfer(math.prod(int(d) for d in source[0].source.shape) * wgt,
+                             write=False, weight=True)
+                return
             if operand == "weight":
                 o_dim, i_dim = ((0, 1) if layout.startswith("oi") else
                                 (-1, 0) if layout.startswith("i..o") else (1, 0))

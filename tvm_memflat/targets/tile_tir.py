@@ -85,6 +85,13 @@ ON_CHIP_ATTR = "memflat.on_chip"
 #: Reduction block annotation: activation-memory bytes that tensors kept on chip
 #: hold during the call.
 RESERVED_ATTR = "memflat.reserved_bytes"
+#: Weight staging annotation (1): the weights are resident in the weight memory
+#: across the calls that share them; 2: ... and this call loads them there, once,
+#: whole (``CallShape.weight_preload``).
+WEIGHT_ON_CHIP_ATTR = "memflat.weight_on_chip"
+#: Reduction block annotation: weight-memory bytes that resident weights hold during
+#: the call.
+WEIGHT_RESERVED_ATTR = "memflat.weight_reserved_bytes"
 #: Output channels per vector in a plain GEMM's tile, most preferred first.
 CHANNEL_LANES = (16, 8)
 #: Columns whose channel vectors a plain GEMM's tile sums side by side: all of a
@@ -266,6 +273,8 @@ def _tile(func: tirx.PrimFunc, plan: CallPlan) -> tirx.PrimFunc:
         sch.annotate(copy_w, OPERAND_ATTR, "weight")
         sch.annotate(copy_w, MEMORY_ATTR, memories["weight"])
         sch.annotate(copy_w, LAYOUT_ATTR, layout)
+        if shape.weight_on_chip:
+            sch.annotate(copy_w, WEIGHT_ON_CHIP_ATTR, 2 if shape.weight_preload else 1)
 
     # what the epilogue reads besides the accumulator, output-shaped: staged per tile
     out_rows = [list(sch.get(out).iter_vars)[row_dim].var]
@@ -288,6 +297,8 @@ def _tile(func: tirx.PrimFunc, plan: CallPlan) -> tirx.PrimFunc:
     sch.annotate(red, COMPUTE_ATTR, shape.kind)
     if shape.reserved_bytes:
         sch.annotate(red, RESERVED_ATTR, int(shape.reserved_bytes))
+    if shape.weight_reserved_bytes:
+        sch.annotate(red, WEIGHT_RESERVED_ATTR, int(shape.weight_reserved_bytes))
     sch.annotate(out, OPERAND_ATTR, "output")
     sch.annotate(out, ALU_ATTR, int(shape.epilogue))
     if shape.output_on_chip:
