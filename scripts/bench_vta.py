@@ -103,6 +103,7 @@ def _fused(mod, spec, ref, base, fuse: bool = False, budget: float = 1.1) -> dic
             "activation_traffic_bytes": act,
             "activation_traffic_saved": 1 - act / act0,
             "kept_on_chip": len(result.plan.kept_on_chip),
+            "weights_kept": len(result.plan.weights_kept),
             "cycles": report.total_cycles,
             "layers_from_tir": report.layers_from_tir, "layers": len(report.layers),
             "bit_exact_vs_llvm": all(np.array_equal(a, b) for a, b in zip(ours, ref,

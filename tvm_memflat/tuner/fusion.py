@@ -6,8 +6,11 @@ input buffer whole, next to its neighbours. A zoo net's intermediates mostly do
 not: a 112×112×32 int8 map is 392 KiB against 32 KiB. Tiling a region of the graph
 (:func:`tvm_memflat.transform.tile_region.tile_region`) makes each tile's
 intermediates small enough; the region then runs tile by tile with them on chip
-(depth-first), at the price of the slices that feed the tiles, the halo rows
-computed twice, and the weights loaded once per tile.
+(depth-first), at the price of the slices that feed the tiles and the halo rows
+computed twice. The tiles share their layer's weights, which the plan keeps in the
+weight memory from the first tile to the last when they fit beside the tiles
+(:func:`tvm_memflat.hardware.call_tiling.keep_weights_on_chip`); else they are
+loaded once per tile.
 
 :func:`fuse_regions` chooses, round by round, the region, the tile grid (rows per
 tile, strips across) and the halo mode (DeFiNES' three modes: a region left layer
@@ -59,6 +62,8 @@ class FusionStep:
     activation_traffic_bytes: int
     cycles: int
     kept_on_chip: int
+    #: weights the module's plan keeps in the weight memory across a region's tiles
+    weights_kept: int
     #: why this one: its gain over the module before it, against the other candidates
     why: str
 
@@ -111,8 +116,8 @@ class FusionResult:
                  f"{self.reason}"]
         for s in self.steps:
             lines.append(f"  {s.step.output} ({s.layers} layers): {s.step.parts} tiles of "
-                         f"{s.rows_per_tile} rows x {s.step.strips} strips, {s.halo} halos; "
-                         f"{s.why}")
+                         f"{s.rows_per_tile} rows x {s.step.strips} strips, {s.halo} halos, "
+                         f"{s.weights_kept} weights kept across tiles; {s.why}")
         act0 = self.base_activation_traffic_bytes
         lines.append(f"  activation traffic {act0} -> {self.activation_traffic_bytes} B "
                      f"({100 * (1 - self.activation_traffic_bytes / act0):.1f} % less), total "
@@ -225,7 +230,7 @@ def fuse_regions(mod: tvm.IRModule, spec: AcceleratorSpec | str = "vta_like_fuse
         step = RewriteStep("tile", region.sink.name, len(region.vars), tiles, mode, "H", strips)
         steps.append(FusionStep(
             step, region.layers, rows, mode, traffic, plan.activation_traffic_bytes, cycles,
-            len(plan.kept_on_chip),
+            len(plan.kept_on_chip), len(plan.weights_kept),
             f"{100 * gain:.1f} % less traffic than before it, cycles x{cycles / base.cycles:.3f}"
             f"; best of {len(within)} within the budget ({len(tried)} costed)"))
         say(f"fusion round {r + 1}: fused {region.sink.name} ({region.layers} layers), "
