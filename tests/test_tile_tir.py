@@ -295,6 +295,34 @@ def test_a_fused_spec_keeps_intermediates_on_chip_exactly(tmp_path):
     assert plot_occupancy(fused.plan, tmp_path / "tiles.png").stat().st_size > 0
 
 
+def test_a_conv_result_a_pool_reads_stays_in_the_accumulator_memory_exactly():
+    """conv -> maxpool on vta_like itself (no on-chip path): the conv's result stays in
+    the accumulator buffer, where it was accumulated and where the pool's vector
+    unit reads it: no store, no load, the whole tensor reserved there. The simulator
+    reads that from the tiled TIR; the outputs equal the llvm build's."""
+    def conv_pool(bb, x, rng):
+        y = bb.emit(relax.op.nn.relu(bb.emit(relax.op.nn.conv2d(
+            x, graphs._w(rng, (32, 16, 3, 3)), padding=1))))
+        return bb.emit(relax.op.nn.max_pool2d(y, pool_size=2, strides=2))
+
+    mod = graphs._net(conv_pool, (1, 16, 16, 16))
+    spec = load_spec("vta_like")
+    built = build(mod, target="vta_like", spec=spec)
+    (name,) = built.plan.kept_on_chip
+    conv, pool = built.plan.calls
+    assert conv.shape.output_in_accumulator and pool.shape.input_on_chip
+    assert conv.cost.output_traffic_bytes == 0 and pool.cost.input_traffic_bytes == 0
+    kept = 32 * 16 * 16 * 4  # int32 accumulators, 32 channels (two 16-channel blocks)
+    assert conv.shape.acc_reserved_bytes == pool.shape.acc_reserved_bytes == kept
+    assert built.report.layers_from_tir == 2
+    assert built.report.dram_traffic_bytes == built.plan.traffic_bytes
+    # activations cross from DRAM only as the conv's input and the pool's output
+    assert built.plan.activation_traffic_bytes == conv.cost.input_traffic_bytes + 32 * 8 * 8
+    inputs = [tvm.runtime.tensor(x) for x in random_inputs(mod["main"], seed=6)]
+    ref = relax.VirtualMachine(build(mod), tvm.cpu())["main"](*inputs).numpy()
+    np.testing.assert_array_equal(built.vm()["main"](*inputs).numpy(), ref)
+
+
 def test_weights_kept_across_calls_are_read_from_the_tir_and_exact():
     """Three convs on one weight (as a region's tiles call one layer's): the plan keeps
     the weight in the weight buffer, the first call loads it whole and the others

@@ -99,9 +99,15 @@ class CallShape:
     input_on_chip: bool = False
     #: ... and its output tiles move over the path into the activation memory (no stores)
     output_on_chip: bool = False
+    #: its output stays in the accumulator memory, in ``acc_reserved_bytes``, where the
+    #: vector unit of the calls that read it works (no stores, no path; needs none).
+    #: A vector call's ``input_on_chip`` then reads it there.
+    output_in_accumulator: bool = False
     #: activation-memory bytes that resident tensors hold during the call (its own
     #: resident input and output included): what its tiles cannot use
     reserved_bytes: int = 0
+    #: accumulator-memory bytes that tensors kept there hold during the call
+    acc_reserved_bytes: int = 0
     #: gemm: the call's weights are resident in the weight memory across the calls
     #: that share them (:func:`keep_weights_on_chip`): no weight tile slot, no loads
     weight_on_chip: bool = False
@@ -200,6 +206,7 @@ class CallPlan:
             what = (f"{t.rows}x{t.cols}px oc{t.out_block}/{shape.out_channels} "
                     f"ic{t.in_block}/{shape.in_channels} {t.order}")
         chip = [k for k, on in (("in", shape.input_on_chip), ("out", shape.output_on_chip),
+                                ("acc", shape.output_in_accumulator),
                                 ("w", shape.weight_on_chip)) if on]
         return f"{shape.kind} {what}" + (f" {'+'.join(chip)}:chip" if chip else "")
 
@@ -212,7 +219,9 @@ class CallPlan:
                 "compute_cycles": self.cost.compute_cycles, "reason": self.reason,
                 "input_on_chip": self.shape.input_on_chip,
                 "output_on_chip": self.shape.output_on_chip,
+                "output_in_accumulator": self.shape.output_in_accumulator,
                 "reserved_bytes": self.shape.reserved_bytes,
+                "acc_reserved_bytes": self.shape.acc_reserved_bytes,
                 "weight_on_chip": self.shape.weight_on_chip,
                 "weight_preload": self.shape.weight_preload,
                 "weight_reserved_bytes": self.shape.weight_reserved_bytes}
@@ -327,7 +336,9 @@ def tile_bytes(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec) -> T
     out_px = tiling.rows * tiling.cols
     if shape.kind == "vector":
         ch = tiling.group_block
-        return TileBytes(shape.operands * in_px * ch * acc, 0, out_px * ch * acc)
+        # a resident input is read where it is (in the accumulator memory's reservation)
+        return TileBytes(0 if shape.input_on_chip else shape.operands * in_px * ch * acc, 0,
+                         out_px * ch * acc)
     bi, bo = c.gemm_block_in, c.gemm_block_out
     if shape.groups > 1:
         g = tiling.group_block
@@ -353,6 +364,9 @@ def footprint(shape: CallShape, tiles: TileBytes, spec: AcceleratorSpec) -> dict
     if shape.weight_reserved_bytes:
         name = memory_for(spec, "weights").name
         used[name] = used.get(name, 0) + shape.weight_reserved_bytes
+    if shape.acc_reserved_bytes:
+        name = memory_for(spec, "accumulators").name
+        used[name] = used.get(name, 0) + shape.acc_reserved_bytes
     for operand, memory in operand_memories(shape, spec).items():
         nbytes = getattr(tiles, operand)
         factor = 2 if mems[memory].double_buffered else 1
@@ -418,12 +432,12 @@ def tiling_cost(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec) -> 
     # resident weights: loaded once, whole, by the first call that shares them
     w_traffic = (shape.weight_bytes(wgt) * shape.weight_preload if shape.weight_on_chip
                  else f_w * shape.weight_bytes(wgt))
-    out_traffic = 0 if shape.output_on_chip else shape.output_bytes(act)
+    out_traffic = 0 if _kept(shape) else shape.output_bytes(act)
     in_traffic += shape.residuals * shape.output_bytes(act)  # residuals: read once
     tiles = _output_tiles(shape, tiling)
     # transfers: one per input tile load, weight tile load and output tile store
     # (none for a resident input; an output kept on chip moves over the path)
-    stores = 0 if shape.output_on_chip else 1
+    stores = 0 if _kept(shape) else 1
     if shape.kind == "vector":
         loads = 0 if shape.input_on_chip else shape.operands
         transfers = (loads + stores) * pixels * n_groups
@@ -455,6 +469,12 @@ def tiling_cost(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec) -> 
     total = (max(compute, dram) if _double_buffered(shape, spec) else compute + dram) + overhead
     return TilingCost(in_traffic, w_traffic, out_traffic, transfers, compute, dram, overhead,
                       total)
+
+
+def _kept(shape: CallShape) -> bool:
+    """The call's output stays on chip (moved over the path, or in the accumulator
+    memory): it is not stored."""
+    return shape.output_on_chip or shape.output_in_accumulator
 
 
 def _output_tiles(shape: CallShape, tiling: CallTiling) -> list[tuple[int, int]]:
@@ -670,15 +690,13 @@ class BufferedPlan:
 def plan_buffered(schedule: LoweredSchedule, spec: AcceleratorSpec,
                   progress=None) -> BufferedPlan:
     """Tile every call of ``schedule`` for the buffered ``spec``. Identical calls are
-    tiled once. On a spec with an on-chip path, the activations :func:`keep_on_chip`
-    chooses stay on chip."""
+    tiled once. The activations :func:`keep_on_chip` chooses stay on chip, and the
+    weights :func:`keep_weights_on_chip` chooses stay in the weight memory."""
     if spec.machine_kind != "buffered":
         raise MemflatError(f"spec {spec.name!r} is a {spec.machine_kind} machine, "
                            "not buffered: its plan places whole tensors (plan_for_spec)")
     shapes = {step.step: call_shapes(step, schedule) for step in schedule.steps}
-    kept: tuple[str, ...] = ()
-    if onchip_path(spec) is not None:
-        shapes, kept = keep_on_chip(schedule, spec, shapes)
+    shapes, kept = keep_on_chip(schedule, spec, shapes)
     shapes, weights = keep_weights_on_chip(schedule, spec, shapes)
     memo: dict = {}
     calls = []
@@ -704,37 +722,61 @@ def resident_bytes(shape: tuple, spec: AcceleratorSpec) -> int:
         dtype_bytes(spec.compute.activation_dtype)
 
 
+class _SpanCost:
+    """(DRAM bytes, cycles) of a set of calls, each tiled by :func:`choose_tiling`
+    (memoised by shape): what keeping a tensor on chip is judged by."""
+
+    def __init__(self, spec: AcceleratorSpec):
+        self.spec, self.memo = spec, {}
+
+    def __call__(self, calls: dict) -> tuple[int, int]:
+        costs = []
+        for xs in calls.values():
+            for shape in xs:
+                if shape not in self.memo:
+                    self.memo[shape] = tiling_cost(shape, choose_tiling(shape, self.spec),
+                                                   self.spec)
+                costs.append(self.memo[shape])
+        return sum(c.traffic_bytes for c in costs), sum(c.cycles for c in costs)
+
+
+def accumulator_bytes(shape: tuple, spec: AcceleratorSpec) -> int:
+    """Accumulator-memory bytes of a whole NCHW tensor kept there: channels padded to
+    the GEMM block, at the accumulator dtype."""
+    n, ch, h, w = (int(d) for d in shape)
+    return n * _padded(ch, spec.compute.gemm_block_out) * h * w * \
+        dtype_bytes(spec.compute.accumulator_dtype)
+
+
 def keep_on_chip(schedule: LoweredSchedule, spec: AcceleratorSpec, shapes: dict
                  ) -> tuple[dict, tuple[str, ...]]:
     """Which activations stay on chip, and the calls' shapes that say so.
 
-    On a spec whose accumulator memory has an on-chip path to the activation memory
-    (:func:`onchip_path`), a layer's result can move there instead of to DRAM, and
-    the next layer can read it where it is. A candidate is a 4-D intermediate
-    tensor whose producers write only it (one call each) and whose readers are GEMM
-    calls that read only it (their input; a residual or a vector read would need it
-    in the accumulator memory, which no path feeds), all producers before the first
-    reader. Keeping it reserves its whole (channel-padded) bytes in the activation
-    memory from the first producer to the last reader: every call in between tiles
-    in what is left.
+    A candidate is a 4-D intermediate tensor whose producers write only it (one call
+    each), all before its first reader, and whose readers read only it, one call
+    each, either
 
-    Greedy in schedule order: a candidate is kept when the calls it spans, re-tiled
-    with the reservation, move fewer DRAM bytes (then take fewer cycles) than
-    without it, and every one still fits (else it is not kept). ``shapes`` is step
-    -> its calls' :class:`CallShape` (:func:`call_shapes`); returns the updated map
-    and the kept buffers' names.
+    * all GEMM calls (their input), on a spec whose accumulator memory has an
+      on-chip path to the activation memory (:func:`onchip_path`): the producers'
+      results move over the path instead of to DRAM, and the readers read the
+      tensor where it is. Its whole (channel-padded) bytes are reserved in the
+      activation memory;
+    * or all vector calls of one operand (a pool reading a conv's result): VTA's
+      vector unit works in the accumulator memory, where a GEMM leaves its result,
+      so the producers leave it there and the readers read it there (no path
+      needed). Its whole bytes (channels padded, at the accumulator dtype) are
+      reserved in the accumulator memory.
+
+    The reservation holds from the first producer to the last reader: every call in
+    between tiles in what is left. Greedy in schedule order: a candidate is kept
+    when the calls it spans, re-tiled with the reservation, move fewer DRAM bytes
+    (then take fewer cycles) than without it, and every one still fits (else it is
+    not kept). ``shapes`` is step -> its calls' :class:`CallShape`
+    (:func:`call_shapes`); returns the updated map and the kept buffers' names.
     """
-    memo: dict = {}
-
-    def cost(shape: CallShape) -> TilingCost:
-        if shape not in memo:
-            memo[shape] = tiling_cost(shape, choose_tiling(shape, spec), spec)
-        return memo[shape]
-
-    def total(calls: dict) -> tuple[int, int]:
-        costs = [cost(x) for xs in calls.values() for x in xs]
-        return sum(c.traffic_bytes for c in costs), sum(c.cycles for c in costs)
-
+    total = _SpanCost(spec)
+    path = onchip_path(spec) is not None
+    accumulators = any("accumulators" in m.holds for m in spec.memories)
     current = dict(shapes)
     kept = []
     by_step = {s.step: s for s in schedule.steps}
@@ -749,13 +791,20 @@ def keep_on_chip(schedule: LoweredSchedule, spec: AcceleratorSpec, shapes: dict
             continue
         if any(by_step[k].writes != (buf.name,) or len(current[k]) != 1 for k in producers):
             continue
-        if any(by_step[k].reads != (buf.name,) or len(current[k]) != 1
-               or current[k][0].kind != "gemm" for k in readers):
+        if any(by_step[k].reads != (buf.name,) or len(current[k]) != 1 for k in readers):
             continue
-        size = resident_bytes(buf.shape, spec)
+        kinds = {(current[k][0].kind, current[k][0].operands) for k in readers}
+        if kinds == {("gemm", 1)} and path:
+            size, field_, out = resident_bytes(buf.shape, spec), "reserved_bytes", \
+                "output_on_chip"
+        elif kinds == {("vector", 1)} and accumulators:
+            size, field_, out = accumulator_bytes(buf.shape, spec), "acc_reserved_bytes", \
+                "output_in_accumulator"
+        else:
+            continue
         span = [k for k in by_step if min(producers) <= k <= max(readers)]
-        trial = {k: tuple(replace(x, reserved_bytes=x.reserved_bytes + size,
-                                  output_on_chip=x.output_on_chip or k in producers,
+        trial = {k: tuple(replace(x, **{field_: getattr(x, field_) + size,
+                                        out: getattr(x, out) or k in producers},
                                   input_on_chip=x.input_on_chip or k in readers)
                           for x in current[k]) for k in span}
         try:
@@ -822,16 +871,7 @@ def keep_weights_on_chip(schedule: LoweredSchedule, spec: AcceleratorSpec, shape
                 and calls[0].weight_bytes(1):
             key = tuple(weight_identity(r) for r in step.weight_refs)
             readers.setdefault(key, []).append(step.step)
-    memo: dict = {}
-
-    def total(calls: dict) -> tuple[int, int]:
-        for x in calls.values():
-            for shape in x:
-                if shape not in memo:
-                    memo[shape] = tiling_cost(shape, choose_tiling(shape, spec), spec)
-        costs = [memo[x] for xs in calls.values() for x in xs]
-        return sum(c.traffic_bytes for c in costs), sum(c.cycles for c in costs)
-
+    total = _SpanCost(spec)
     current = dict(shapes)
     kept = []
     steps = sorted(current)

@@ -92,15 +92,20 @@ def plot_tile_occupancy(plan, path: str | os.PathLike, *, title: str | None = No
     fig = _new_figure(11.0, 2.2 + 2.6 * len(memories))
     axes = fig.subplots(len(memories), 1, squeeze=False)[:, 0]
     x = list(range(len(plan.calls)))
+    # the memory of each kind of reservation: weights and accumulators where the
+    # calls put those tiles
+    homes = {role: next((c.memories[role] for c in plan.calls if role in c.memories
+                         and c.shape.kind == "gemm"), None) for role in ("weight", "accumulator")}
     for ax, mem in zip(axes, memories, strict=True):
         size = plan.capacity_bytes.get(mem)
         peak = max(c.footprint_bytes.get(mem, 0) for c in plan.calls)
         scale, unit = _axis_unit(max(peak, size or 0, 1))
         bottom = [0.0] * len(x)
-        if mem == plan.activation_memory and plan.kept_on_chip:
-            bottom = [c.shape.reserved_bytes / scale for c in plan.calls]
+        held = [_reserved(c, mem, plan, homes) / scale for c in plan.calls]
+        if any(held):
+            bottom = held
             ax.bar(x, bottom, width=1.0, color=_KEPT_COLOR, linewidth=0,
-                   label="activations kept on chip")
+                   label="kept on chip across calls")
         for operand, color in _OPERAND_COLORS.items():
             heights = [(getattr(c.tiles, operand) if c.memories.get(operand) == mem else 0)
                        / scale for c in plan.calls]
@@ -117,5 +122,14 @@ def plot_tile_occupancy(plan, path: str | os.PathLike, *, title: str | None = No
         ax.set_title(f"{mem}: largest tile set {format_bytes(peak)}", fontsize=9)
     axes[-1].set_xlabel("kernel call (tiles stream through the buffers; activations in DRAM"
                         + (", except those kept on chip)" if plan.kept_on_chip else ")"))
+
     fig.suptitle(title or f"on-chip tiles per call on {plan.spec}", fontsize=10)
     return _save(fig, path, fmt)
+
+
+def _reserved(call, mem: str, plan, homes: dict) -> int:
+    """Bytes of ``mem`` that tensors and weights kept on chip hold during ``call``."""
+    shape = call.shape
+    return ((shape.reserved_bytes if mem == plan.activation_memory else 0)
+            + (shape.weight_reserved_bytes if mem == homes["weight"] else 0)
+            + (shape.acc_reserved_bytes if mem == homes["accumulator"] else 0))

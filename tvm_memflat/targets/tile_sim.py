@@ -48,6 +48,7 @@ from ..hardware.call_tiling import (
 from ..hardware.gemm import vector_width
 from ..spec import AcceleratorSpec
 from .tile_tir import (
+    ACC_RESERVED_ATTR,
     ALU_ATTR,
     COMPUTE_ATTR,
     LAYOUT_ATTR,
@@ -106,6 +107,11 @@ RESIDENT = "resident"
 #: the slot of the weights kept in the weight memory across calls
 #: (``CallShape.weight_reserved_bytes``)
 RESIDENT_WEIGHTS = "resident weights"
+#: the slot of the tensors kept in the accumulator memory across calls
+#: (``CallShape.acc_reserved_bytes``)
+RESIDENT_ACC = "resident accumulators"
+#: slots held for a whole call: never double-buffered
+_RESIDENT = (RESIDENT, RESIDENT_WEIGHTS, RESIDENT_ACC)
 
 
 def _occupy(slots: dict, high: dict, mems: dict, where: str, operand: str, memory: str,
@@ -114,8 +120,7 @@ def _occupy(slots: dict, high: dict, mems: dict, where: str, operand: str, memor
     memory's slots (twice each in a double-buffered memory; the ``resident`` slot of
     tensors kept on chip once) must fit its size."""
     slots[operand] = (memory, nbytes)
-    used = sum(n * (2 if mems[m].double_buffered and op not in (RESIDENT, RESIDENT_WEIGHTS)
-                    else 1)
+    used = sum(n * (2 if mems[m].double_buffered and op not in _RESIDENT else 1)
                for op, (m, n) in slots.items() if m == memory)
     high[memory] = max(high.get(memory, 0), used)
     if used > mems[memory].size_bytes:
@@ -177,6 +182,9 @@ def replay_call(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec,
     if shape.weight_reserved_bytes:  # weights kept on chip: held for the whole call
         _occupy(slots, high, mems, where, RESIDENT_WEIGHTS, memory_for(spec, "weights").name,
                 shape.weight_reserved_bytes)
+    if shape.acc_reserved_bytes:  # tensors kept in the accumulator memory
+        _occupy(slots, high, mems, where, RESIDENT_ACC, memory_for(spec, "accumulators").name,
+                shape.acc_reserved_bytes)
     if shape.weight_preload:  # the first call that shares them loads them, whole
         transfer(shape.weight_bytes(wgt), write=False, weight=True)
 
@@ -184,7 +192,7 @@ def replay_call(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec,
         """An output tile: to DRAM, or over the on-chip path when it stays on chip."""
         if shape.output_on_chip:
             stats["tile_dram"] += _path_cycles(nbytes, spec)
-        else:
+        elif not shape.output_in_accumulator:  # (else it stays where it was accumulated)
             transfer(nbytes, write=True)
 
     def end_tile(compute: float) -> None:
@@ -418,6 +426,10 @@ def replay_kernel(func: tirx.PrimFunc, spec: AcceleratorSpec,
                       if WEIGHT_RESERVED_ATTR in b.annotations), default=0)
     if reserved_w:  # weights kept on chip across calls: held for the whole call
         occupy(RESIDENT_WEIGHTS, memory_for(spec, "weights").name, reserved_w)
+    reserved_acc = max((int(b.annotations[ACC_RESERVED_ATTR]) for b in annotated
+                        if ACC_RESERVED_ATTR in b.annotations), default=0)
+    if reserved_acc:  # tensors kept in the accumulator memory: held for the whole call
+        occupy(RESIDENT_ACC, memory_for(spec, "accumulators").name, reserved_acc)
     preloaded: list = []  # the resident weights this call loaded (at most once)
 
     # per kernel, not per tile: the compute kind and the weights' layout
@@ -442,7 +454,7 @@ def replay_kernel(func: tirx.PrimFunc, spec: AcceleratorSpec,
             ivs[iv.var] = (max(lo, d0), min(hi, d0 + int(iv.dom.extent) - 1))
         operand = str(block.annotations[OPERAND_ATTR])
         memory = str(block.annotations.get(MEMORY_ATTR, ""))
-        on_chip = int(block.annotations.get(ON_CHIP_ATTR, 0)) == 1
+        on_chip = int(block.annotations.get(ON_CHIP_ATTR, 0))
         written = _box(block.writes[0], ivs)
         if operand == "input" and on_chip:
             return  # the input is resident (in the reservation): read where it is
@@ -494,9 +506,9 @@ def replay_kernel(func: tirx.PrimFunc, spec: AcceleratorSpec,
                                                    / vector_width(c))
         elif operand == "output":
             elements = math.prod(written)
-            if on_chip:  # the tile moves over the on-chip path into the activation memory
+            if on_chip == 1:  # the tile moves over the on-chip path into the activation memory
                 stats["tile_dram"] += _path_cycles(elements * act, spec)
-            else:
+            elif on_chip != 2:  # (2: it stays in the accumulator memory, where it is)
                 transfer(elements * act, write=True)
             compute = math.ceil(stats["tile_compute"] + math.ceil(
                 elements * int(block.annotations.get(ALU_ATTR, 0)) / vector_width(c)))

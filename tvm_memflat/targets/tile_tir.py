@@ -80,11 +80,15 @@ ALU_ATTR = "memflat.alu_ops"
 LAYOUT_ATTR = "memflat.layout"
 #: Input staging and output block annotation (1): the tensor is on chip, not in DRAM
 #: (a spec with an on-chip path): the input is read where it is resident, the
-#: output tiles move over the path.
+#: output tiles move over the path. On an output block, 2: the tiles stay in the
+#: accumulator memory, where a vector call reads them (``output_in_accumulator``).
 ON_CHIP_ATTR = "memflat.on_chip"
 #: Reduction block annotation: activation-memory bytes that tensors kept on chip
 #: hold during the call.
 RESERVED_ATTR = "memflat.reserved_bytes"
+#: Reduction block annotation: accumulator-memory bytes that tensors kept there hold
+#: during the call.
+ACC_RESERVED_ATTR = "memflat.acc_reserved_bytes"
 #: Weight staging annotation (1): the weights are resident in the weight memory
 #: across the calls that share them; 2: ... and this call loads them there, once,
 #: whole (``CallShape.weight_preload``).
@@ -299,10 +303,12 @@ def _tile(func: tirx.PrimFunc, plan: CallPlan) -> tirx.PrimFunc:
         sch.annotate(red, RESERVED_ATTR, int(shape.reserved_bytes))
     if shape.weight_reserved_bytes:
         sch.annotate(red, WEIGHT_RESERVED_ATTR, int(shape.weight_reserved_bytes))
+    if shape.acc_reserved_bytes:
+        sch.annotate(red, ACC_RESERVED_ATTR, int(shape.acc_reserved_bytes))
     sch.annotate(out, OPERAND_ATTR, "output")
     sch.annotate(out, ALU_ATTR, int(shape.epilogue))
-    if shape.output_on_chip:
-        sch.annotate(out, ON_CHIP_ATTR, 1)
+    if shape.output_on_chip or shape.output_in_accumulator:
+        sch.annotate(out, ON_CHIP_ATTR, 1 if shape.output_on_chip else 2)
     _schedule_tile(sch, red, nest, copies, out, shape.out_channels if plain else 0)
     return sch.mod["main"]
 
