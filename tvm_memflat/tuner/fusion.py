@@ -225,7 +225,9 @@ def fuse_regions(mod: tvm.IRModule, spec: AcceleratorSpec | str = "vta_like_fuse
         gain = 1 - traffic / best_plan.traffic_bytes
         if gain < MIN_GAIN:
             reason = (f"round {r + 1}: the best candidate saves {100 * gain:.2f} % of the "
-                      f"traffic (< {100 * MIN_GAIN:g} %)")
+                      f"traffic (< {100 * MIN_GAIN:g} %)" if gain >= 0 else
+                      f"round {r + 1}: the best candidate moves {-100 * gain:.2f} % more "
+                      "traffic")
             break
         step = RewriteStep("tile", region.sink.name, len(region.vars), tiles, mode, "H", strips)
         steps.append(FusionStep(
