@@ -50,6 +50,12 @@ output is written). Vector calls hold ``operands`` input tiles and the output ti
 in the accumulator memory. Padding pixels are zero-filled on load (VTA's LOAD
 pads) and never read from DRAM.
 
+**Kept across calls** (:func:`keep_on_chip`, :func:`keep_weights_on_chip`): a
+tensor in the activation memory (read over an on-chip path) or in the accumulator
+memory (a conv's result that a pool reads), and a weight that several calls share
+(a region's tiles), reserved whole from their first call to their last; a call
+neither loads nor stores what is kept, and tiles in what its reservations leave.
+
 **Traffic** (closed form, at the spec's dtypes, unpadded channels): the input,
 summed over pixel tiles with the halo rows and columns clipped to the tensor,
 times the times it is loaded; the weights times the times they are loaded; the

@@ -13,7 +13,13 @@ describes, tile by tile, as the accelerator would run it:
   resident bytes (twice a slot in a double-buffered memory) are checked against
   its size: a tile that does not fit raises
   :class:`~tvm_memflat.errors.ScheduleViolation`;
-* every output tile is **stored** once its input-channel blocks are done;
+* what a call's shape keeps on chip across calls is held for the whole call, once
+  (never double-buffered): tensors in the activation memory (``reserved_bytes``)
+  or the accumulator memory (``acc_reserved_bytes``), weights in the weight memory
+  (``weight_reserved_bytes``); a resident input or weight is not loaded, except
+  resident weights by the call that loads them (once, whole);
+* every output tile is **stored** once its input-channel blocks are done, unless
+  it stays on chip (over the path, or in the accumulator memory);
 * **cycles**: per tile, GEMM blocks (one per pixel, tap and 16×16 channel block,
   block-diagonal for small groups) or vector elements, and per transfer
   ``ceil(bytes / bandwidth) + latency``; overlapped per tile when every memory the
