@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import subprocess
@@ -45,3 +46,11 @@ def bench_meta() -> dict:
             "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(),
                         "system": f"{platform.machine()} {platform.system()}",
                         "python": platform.python_version(), "tvm": tvm_version}}
+
+
+class ArgParser(argparse.ArgumentParser):
+    """argparse that reports a bad option as one line on stderr with status 2, not
+    the usage block."""
+
+    def error(self, message):  # noqa: D102 - argparse hook
+        self.exit(2, f"{self.prog}: error: {message}\n")

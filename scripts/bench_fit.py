@@ -36,7 +36,6 @@ a rerun resumes. Writes ``docs/data/bench_fit.json`` and ``docs/data/bench_fit.m
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -44,7 +43,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _meta import ROOT, bench_meta
+from _meta import ROOT, ArgParser, bench_meta
 
 NETS = [(n, "float32") for n in ("vgg16", "squeezenet1_1", "mobilenet_v2", "resnet18",
                                  "inception_v3", "mobilenet_v2_w035_r144")] + \
@@ -335,15 +334,8 @@ def reprice(published: Path, nets, out_json: Path, meta: dict,
     return 0
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad option as one line with status 2."""
-
-    def error(self, message):  # noqa: D102 - argparse hook
-        self.exit(2, f"bench_fit: error: {message}\n")
-
-
 def main(argv=None) -> int:
-    ap = _Parser(description=__doc__.split("\n")[0])
+    ap = ArgParser(description=__doc__.split("\n")[0])
     ap.add_argument("--nets", help="name:dtype,... (default: all of NETS)")
     ap.add_argument("--conventions", help="input/output,... (default: all three)")
     ap.add_argument("--beam", type=int, default=2)

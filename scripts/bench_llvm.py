@@ -33,13 +33,12 @@ after, with the trials, the tuning time, and whether they are bit-exact.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
 
 import numpy as np
-from _meta import bench_meta
+from _meta import ArgParser, bench_meta
 
 
 def _time_ms(run, repeat: int) -> float:
@@ -175,7 +174,7 @@ def main(argv=None) -> int:
     from tvm_memflat._io import write_json_atomic
     from tvm_memflat.host import default_threads, host_target, set_threads
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(zoo.NAMES),
                         choices=(*zoo.NAMES, *zoo.FAMILIES))
     parser.add_argument("--threads", type=int, default=default_threads())

@@ -22,13 +22,12 @@ and the machine) and one before/after timeline overlay per model and halo.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from _meta import bench_meta
+from _meta import ArgParser, bench_meta
 
 PAPER_SAVING_PCT, PAPER_OVERHEAD_PCT = 62.9, 8.6
 #: predicted vs measured device bytes must agree this closely (issue: within 1 %)
@@ -38,7 +37,7 @@ PREDICTION_TOLERANCE = 0.01
 def main(argv=None) -> int:
     from tvm_memflat import zoo
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(zoo.NAMES), choices=zoo.NAMES)
     parser.add_argument("--json", default="bench_paper.json")
     parser.add_argument("--plots", default="bench_plots", help="folder for overlay plots")

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _meta import ROOT, _git, bench_meta
+from _meta import ROOT, ArgParser, _git, bench_meta
 
 #: Blocks between stride-2 convs (5 blocks = 10 bindings: short enough that the
 #: cached halos of a region spanning them cost less than they save).
@@ -144,7 +144,7 @@ def main(argv=None) -> int:
     from tvm_memflat.analysis.memory_profile import profile
     from tvm_memflat.passes import FlattenMemoryPeaks
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgParser(description=__doc__.splitlines()[0])
     parser.add_argument("--depths", nargs="+", type=int, default=[100, 300, 1000])
     parser.add_argument("--json", default="bench_pass_time.json")
     parser.add_argument("--zoo", nargs="*", metavar="NET",

@@ -16,12 +16,11 @@ shrunk), measured side by side in one run on the very same live ranges:
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
 import numpy as np
-from _meta import bench_meta
+from _meta import ArgParser, bench_meta
 
 SPECS = ("vta_like", "mcu_256k", "edge_npu_1m")
 
@@ -51,7 +50,7 @@ def main(argv=None) -> int:
     from tvm_memflat.planner.vela_baseline import vela_arena
     from tvm_memflat.workflows import plan
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(zoo.NAMES), choices=zoo.NAMES)
     parser.add_argument("--no-optimized", action="store_true",
                         help="skip the FlattenMemoryPeaks variants (they take minutes)")

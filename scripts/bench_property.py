@@ -24,7 +24,6 @@ instead (its percentages, converted back to counts).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -35,7 +34,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from _meta import bench_meta  # scripts/_meta.py (the script's folder is on sys.path)
+from _meta import ArgParser, bench_meta  # scripts/_meta.py (the script's folder is on sys.path)
 
 #: The property tests, as pytest node ids under the repository root.
 TESTS = ("tests/test_flatten_memory_peaks.py::test_property_random_chains_tile_exactly",
@@ -157,7 +156,7 @@ def table(rows: list[dict]) -> str:
 def main(argv=None) -> int:
     from tvm_memflat._io import write_json_atomic
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=1000)
     parser.add_argument("--out", "--json", dest="out", default="bench_property.json",
                         help="JSON file to write (docs/data/bench_property.json is the "

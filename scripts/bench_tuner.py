@@ -24,12 +24,11 @@ per model and spec.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
-from _meta import bench_meta
+from _meta import ArgParser, bench_meta
 
 SPECS = ("vta_like", "mcu_256k", "edge_npu_1m")
 MAC_LIMIT_FOR_SMALLEST = 0.10
@@ -57,7 +56,7 @@ def main(argv=None) -> int:
     from tvm_memflat.tuner.inputs import random_inputs
     from tvm_memflat.tuner.tuner import tune
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(zoo.NAMES), choices=zoo.NAMES)
     parser.add_argument("--specs", nargs="*", default=list(SPECS),
                         help="specs to fit (none: only the 1.1x llvm part)")

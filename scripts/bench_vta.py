@@ -41,12 +41,11 @@ Prints a table; writes JSON marked with the commit and the machine.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 
-from _meta import bench_meta
+from _meta import ArgParser, bench_meta
 
 FIVE = ("vgg16", "squeezenet1_1", "mobilenet_v2", "resnet18", "inception_v3")
 
@@ -252,7 +251,7 @@ def _table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(FIVE))
     parser.add_argument("--int8", action="store_true", help="also the int8 QDQ form of each")
     parser.add_argument("--exhaustive", action="store_true",

@@ -42,7 +42,6 @@ failed ones). A failure is recorded with its one-line error and the bench goes o
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -50,7 +49,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _meta import bench_meta
+from _meta import ArgParser, bench_meta
 
 #: The rewritten module must compute the same function (design.md §5).
 TOLERANCE = 1e-4
@@ -510,7 +509,7 @@ def render(records: list[dict]) -> tuple[str, str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgParser(description=__doc__.splitlines()[0])
     parser.add_argument("--zoo", action="store_true",
                         help="tvm_memflat.zoo (NAMES + FAMILIES) instead of torchvision; "
                              "paths loader,onnx,onnx_params; no torch needed")

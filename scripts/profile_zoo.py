@@ -10,11 +10,10 @@ once and records ``vm.builtin.alloc_storage``, which must equal the static count
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
-from _meta import bench_meta
+from _meta import ArgParser, bench_meta
 
 
 def main(argv=None) -> int:
@@ -25,7 +24,7 @@ def main(argv=None) -> int:
     from tvm_memflat.frontend import load_onnx
     from tvm_memflat.reports.summary import format_bytes, format_count
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(zoo.NAMES), choices=zoo.NAMES)
     parser.add_argument("--measure", action="store_true",
                         help="build with stock TVM and record alloc_storage at run time")

@@ -15,7 +15,6 @@ Examples
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import os
@@ -24,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 from types import ModuleType
+
+from _meta import ArgParser
 
 
 def _import_zoo() -> ModuleType:
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         Exit status.
     """
     zoo = _import_zoo()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     parser.add_argument(
         "names",
