@@ -173,6 +173,8 @@ def _tile(func: tirx.PrimFunc, plan: CallPlan) -> tirx.PrimFunc:
     views = _views(sch.mod["main"])
     outputs = [b for b in blocks if _writes_param(sch, b) or any(
         any(w.source.same_as(v) for v in views) for w in sch.get(b).writes)]
+    if not reductions and len(blocks) == 1 and len(outputs) == 1 and not views:
+        return _tile_elementwise(sch, outputs[0], plan)
     if len(outputs) != 1 or len(reductions) != 1 or len(blocks) > 2:
         raise _Unsupported(f"{len(blocks)} blocks, {len(reductions)} reductions")
     red, out = reductions[0], outputs[0]
@@ -310,6 +312,54 @@ def _tile(func: tirx.PrimFunc, plan: CallPlan) -> tirx.PrimFunc:
     if shape.output_on_chip or shape.output_in_accumulator:
         sch.annotate(out, ON_CHIP_ATTR, 1 if shape.output_on_chip else 2)
     _schedule_tile(sch, red, nest, copies, out, shape.out_channels if plain else 0)
+    return sch.mod["main"]
+
+
+def _tile_elementwise(sch, out, plan: CallPlan) -> tirx.PrimFunc:
+    """An elementwise call (a slice, a requantize) whose plan is one tile of all its
+    elements: its input staged whole into the vector unit's memory, computed there,
+    and stored (the simulator reads one tile: the staging copy, the compute block as
+    the accumulator, the copy-out as the output). A call of several tiles is left
+    untiled: a run of the flattened elements is no box of the tensor's dims."""
+    shape, t = plan.shape, plan.tiling
+    w = shape.window
+    if shape.kind != "vector" or w.channels != 1 or w.in_w != 1 or t.rows < w.out_h:
+        raise _Unsupported("an elementwise call in several tiles")
+    if shape.operands != 1:
+        raise _Unsupported(f"an elementwise call of {shape.operands} operands")
+    params = list(sch.mod["main"].params)
+    reads = [i for i, r in enumerate(sch.get(out).reads)
+             if any(r.source.same_as(p) for p in params)]
+    if len(reads) != 1:
+        raise _Unsupported(f"{len(reads)} parameter reads, the plan has 1")
+    memories = plan.memories
+    copy_in = sch.cache_read(out, reads[0], "global", consumer_blocks=[out])
+    store = sch.cache_write(out, 0, "global")
+    # one tile: a loop of one iteration around the three blocks, so that the copies
+    # hold what the tile reads and writes (at the root a copy takes the whole buffer)
+    tile, _ = sch.split(sch.get_loops(out)[0], [1, None])
+    sch.compute_at(copy_in, tile, preserve_unit_loops=True)
+    sch.reverse_compute_at(store, tile, preserve_unit_loops=True)
+    sch.annotate(copy_in, OPERAND_ATTR, "input")
+    sch.annotate(copy_in, MEMORY_ATTR, memories["input"])
+    if shape.input_on_chip:
+        sch.annotate(copy_in, ON_CHIP_ATTR, 1)
+    sch.annotate(out, OPERAND_ATTR, "accumulator")
+    sch.annotate(out, MEMORY_ATTR, memories["accumulator"])
+    sch.annotate(out, COMPUTE_ATTR, "vector")
+    for attr, nbytes in ((RESERVED_ATTR, shape.reserved_bytes),
+                         (ACC_RESERVED_ATTR, shape.acc_reserved_bytes),
+                         (WEIGHT_RESERVED_ATTR, shape.weight_reserved_bytes)):
+        if nbytes:
+            sch.annotate(out, attr, int(nbytes))
+    sch.annotate(store, OPERAND_ATTR, "output")
+    sch.annotate(store, ALU_ATTR, 0)
+    if shape.output_on_chip or shape.output_in_accumulator:
+        sch.annotate(store, ON_CHIP_ATTR, 1 if shape.output_on_chip else 2)
+    for block in (copy_in, out, store):  # the CPU schedule: innermost loops vectorised
+        loops = sch.get_loops(block)
+        if loops:
+            _vector_loop(sch, loops[-1])
     return sch.mod["main"]
 
 
