@@ -123,6 +123,10 @@ class CallShape:
     #: weight-memory bytes that resident weights hold during the call (its own
     #: included): what its weight tiles cannot use
     weight_reserved_bytes: int = 0
+    #: an elementwise call: the dims of the tensor it writes. Its tiles are then runs
+    #: of elements that are boxes of that tensor (:func:`box_tile_sizes`), as a
+    #: staging copy in TIR is; empty: any run
+    dims: tuple[int, ...] = ()
 
     @property
     def taps(self) -> int:
@@ -266,9 +270,11 @@ def call_shapes(step: KernelStep, schedule: LoweredSchedule) -> tuple[CallShape,
         batch = max(1, out_elems // (w.channels * w.out_h * w.out_w))
         return (CallShape("vector", w, w.channels, 1, 1, batch),)
     writes = [sizes[n] for n in step.writes if n in sizes]
-    elements = max([_elements(b.shape) for b in writes] + [1])
+    largest = max(writes, key=lambda b: _elements(b.shape), default=None)
+    elements = _elements(largest.shape) if largest is not None else 1
     w = Window(channels=1, in_h=elements, in_w=1, out_h=elements, out_w=1)
-    return (CallShape("vector", w, operands=max(1, len(reads))),)
+    dims = tuple(int(d) for d in largest.shape) if largest is not None else ()
+    return (CallShape("vector", w, operands=max(1, len(reads)), dims=dims),)
 
 
 def _elements(shape) -> int:
@@ -547,12 +553,28 @@ def _channel_blocks(n: int, block: int) -> list[int]:
     return sorted({min(n, block * math.ceil(units / t)) for t in range(1, units + 1)})
 
 
+def box_tile_sizes(dims: tuple[int, ...]) -> list[int]:
+    """Tile sizes (in elements) whose tiles, cut in order from the start of a
+    row-major tensor of ``dims``, are boxes of it: ``d`` times the elements of the
+    dims after one dim, for every divisor ``d`` of that dim (a tile never crosses
+    that dim's end)."""
+    sizes: set = set()
+    inner = 1
+    for n in reversed(dims):
+        sizes.update(d * inner for d in range(1, n + 1) if n % d == 0)
+        inner *= n
+    return sorted(sizes)
+
+
 def tiling_space(shape: CallShape, spec: AcceleratorSpec):
     """Every tiling the chooser and the exhaustive reference consider, pixel sizes
     outermost: yields ``(channel part, rows list, cols list)``, the channel part as
-    ``(group_block, out_block, in_block, order)``."""
+    ``(group_block, out_block, in_block, order)``. An elementwise call with ``dims``
+    has box tiles only (:func:`box_tile_sizes`)."""
     c, w = spec.compute, shape.window
     rows, cols = _tile_counts(w.out_h), _tile_counts(w.out_w)
+    if shape.dims and math.prod(shape.dims) == w.out_h:
+        rows = box_tile_sizes(shape.dims)
     if shape.kind == "vector" or shape.groups > 1:
         for g in _tile_counts(shape.groups):
             yield (g, 1, 1, "weights_outer"), rows, cols

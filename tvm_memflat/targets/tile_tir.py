@@ -316,15 +316,16 @@ def _tile(func: tirx.PrimFunc, plan: CallPlan) -> tirx.PrimFunc:
 
 
 def _tile_elementwise(sch, out, plan: CallPlan) -> tirx.PrimFunc:
-    """An elementwise call (a slice, a requantize) whose plan is one tile of all its
-    elements: its input staged whole into the vector unit's memory, computed there,
-    and stored (the simulator reads one tile: the staging copy, the compute block as
-    the accumulator, the copy-out as the output). A call of several tiles is left
-    untiled: a run of the flattened elements is no box of the tensor's dims."""
+    """A one-operand elementwise call (a slice, a requantize): per tile, its input
+    staged into the vector unit's memory, computed there, and stored (the simulator
+    reads the staging copy, the compute block as the accumulator, the copy-out as the
+    output). The plan's tiles are boxes of the output (``CallShape.dims``,
+    :func:`~tvm_memflat.hardware.call_tiling.box_tile_sizes`): ``d`` indices of one
+    dim and all of the dims after it; the loops outside are the tile loops."""
     shape, t = plan.shape, plan.tiling
     w = shape.window
-    if shape.kind != "vector" or w.channels != 1 or w.in_w != 1 or t.rows < w.out_h:
-        raise _Unsupported("an elementwise call in several tiles")
+    if shape.kind != "vector" or w.channels != 1 or w.in_w != 1:
+        raise _Unsupported("not an elementwise call")
     if shape.operands != 1:
         raise _Unsupported(f"an elementwise call of {shape.operands} operands")
     params = list(sch.mod["main"].params)
@@ -335,9 +336,21 @@ def _tile_elementwise(sch, out, plan: CallPlan) -> tirx.PrimFunc:
     memories = plan.memories
     copy_in = sch.cache_read(out, reads[0], "global", consumer_blocks=[out])
     store = sch.cache_write(out, 0, "global")
-    # one tile: a loop of one iteration around the three blocks, so that the copies
-    # hold what the tile reads and writes (at the root a copy takes the whole buffer)
-    tile, _ = sch.split(sch.get_loops(out)[0], [1, None])
+    loops = sch.get_loops(out)
+    if t.rows >= w.out_h:
+        # one tile: a loop of one iteration around the three blocks, so that the
+        # copies hold what the tile reads and writes (at the root: the whole buffer)
+        tile, _ = sch.split(loops[0], [1, None])
+    else:
+        extents = [_extent(sch, lp) for lp in loops]
+        if not shape.dims or extents != list(shape.dims):
+            raise _Unsupported(f"loops {extents} are not the call's dims {shape.dims}")
+        at = next((k for k in reversed(range(len(extents)))
+                   if t.rows % math.prod(extents[k + 1:]) == 0
+                   and extents[k] % (t.rows // math.prod(extents[k + 1:])) == 0), None)
+        if at is None:
+            raise _Unsupported(f"tiles of {t.rows} elements are no box of {extents}")
+        tile, _ = sch.split(loops[at], [None, t.rows // math.prod(extents[at + 1:])])
     sch.compute_at(copy_in, tile, preserve_unit_loops=True)
     sch.reverse_compute_at(store, tile, preserve_unit_loops=True)
     sch.annotate(copy_in, OPERAND_ATTR, "input")
