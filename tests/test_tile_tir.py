@@ -212,6 +212,22 @@ def test_int8_buffered_build_is_bit_identical_to_llvm(name):
     assert result.report.dram_traffic_bytes == result.plan.traffic_bytes
 
 
+def _exact_and_replayed(func, done, ours, seed: int):
+    """``done`` (``func`` tiled for the call plan ``ours`` on SMALL_FUSED) computes
+    ``func``'s output bit for bit on random arguments, and the simulator reads from its
+    TIR the closed form's bytes and transfers exactly, its cycles within 5 % and its
+    high-water marks. Returns the replay."""
+    args = [np.random.default_rng(seed).standard_normal(
+        [int(d) for d in p.shape]).astype(str(p.dtype)) for p in func.params]
+    np.testing.assert_array_equal(_run(done.func, args), _run(func, args))
+    got = replay_kernel(done.func, SMALL_FUSED)
+    assert (got.traffic_bytes, got.transfers) == \
+        (ours.cost.traffic_bytes, ours.cost.transfers), ours.describe()
+    assert got.cycles == pytest.approx(ours.cost.cycles, rel=0.05)
+    assert got.high_water_bytes == dict(ours.footprint_bytes)
+    return got
+
+
 def test_tiles_kept_on_chip_are_exact_and_the_simulator_reads_them():
     """Property: the random layers again, on a small VTA with an on-chip path, each
     call's input kept on chip (GEMMs), its output moved over the path, or both, with
@@ -248,14 +264,7 @@ def test_tiles_kept_on_chip_are_exact_and_the_simulator_reads_them():
                 untiled += 1
                 continue
             checked += 1
-            args = [np.random.default_rng(1).standard_normal(
-                [int(d) for d in p.shape]).astype(str(p.dtype)) for p in func.params]
-            np.testing.assert_array_equal(_run(done.func, args), _run(func, args))
-            got = replay_kernel(done.func, SMALL_FUSED)
-            assert (got.traffic_bytes, got.transfers) == \
-                (ours.cost.traffic_bytes, ours.cost.transfers), (kind, ours.describe())
-            assert got.cycles == pytest.approx(ours.cost.cycles, rel=0.05)
-            assert got.high_water_bytes == dict(ours.footprint_bytes)
+            got = _exact_and_replayed(func, done, ours, seed=1)
             if keep_out:
                 assert ours.cost.output_traffic_bytes == 0
             if keep_in:
@@ -311,14 +320,7 @@ def test_elementwise_calls_are_tiled_exactly_and_replayed():
         assert done.tiled, (kind, done.reason)
         several += ours.tiling.rows < shape.window.out_h
         checked += 1
-        args = [np.random.default_rng(2).standard_normal(
-            [int(d) for d in p.shape]).astype(str(p.dtype)) for p in func.params]
-        np.testing.assert_array_equal(_run(done.func, args), _run(func, args))
-        got = replay_kernel(done.func, SMALL_FUSED)
-        assert (got.traffic_bytes, got.transfers) == \
-            (ours.cost.traffic_bytes, ours.cost.transfers), (kind, ours.describe())
-        assert got.cycles == pytest.approx(ours.cost.cycles, rel=0.05)
-        assert got.high_water_bytes == dict(ours.footprint_bytes)
+        _exact_and_replayed(func, done, ours, seed=2)
     print(f"checked {checked} elementwise calls, {several} of them in several tiles")
     assert checked >= EXAMPLES and several >= 5
 
