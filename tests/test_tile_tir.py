@@ -381,6 +381,33 @@ def test_a_conv_result_a_pool_reads_stays_in_the_accumulator_memory_exactly():
     np.testing.assert_array_equal(built.vm()["main"](*inputs).numpy(), ref)
 
 
+def test_a_residual_read_through_a_slice_is_counted_and_tiled():
+    """conv + bias + a slice of a larger tensor added (a tile's residual, as a region's
+    tiles read it): legalization copies the slice into a buffer of the kernel, as it
+    copies a conv's unpadded input. The plan counts it as the residual it is (read
+    once per output tile), so the kernel is tiled in TIR, and the simulator reading
+    that TIR moves the plan's bytes; the outputs equal the llvm build's."""
+    def sliced_residual(bb, x, rng):
+        y = bb.emit(relax.op.strided_slice(bb.emit(relax.op.nn.relu(x)), axes=[2, 3],
+                                           begin=[0, 0], end=[4, 4]))
+        c = bb.emit(relax.op.nn.conv2d(bb.emit(relax.op.nn.relu(y)),
+                                       graphs._w(rng, (8, 8, 1, 1))))
+        c = bb.emit(relax.op.add(c, relax.const(
+            rng.standard_normal((1, 8, 1, 1)).astype("float32"))))
+        s = bb.emit(relax.op.strided_slice(x, axes=[2, 3], begin=[0, 0], end=[4, 4]))
+        return bb.emit(relax.op.add(c, s))
+
+    mod = graphs._net(sliced_residual, (1, 8, 8, 8))
+    built = build(mod, target="vta_like", spec="vta_like")
+    conv = next(c for c in built.plan.calls if c.shape.kind == "gemm")
+    assert conv.shape.residuals == 1
+    assert built.report.layers_from_tir == len(built.report.layers) == 2
+    assert built.report.dram_traffic_bytes == built.plan.traffic_bytes
+    inputs = [tvm.runtime.tensor(x) for x in random_inputs(mod["main"], seed=7)]
+    ref = relax.VirtualMachine(build(mod), tvm.cpu())["main"](*inputs).numpy()
+    np.testing.assert_array_equal(built.vm()["main"](*inputs).numpy(), ref)
+
+
 def test_weights_kept_across_calls_are_read_from_the_tir_and_exact():
     """Three convs on one weight (as a region's tiles call one layer's): the plan keeps
     the weight in the weight buffer, the first call loads it whole and the others

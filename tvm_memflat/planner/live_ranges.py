@@ -402,12 +402,29 @@ def kernel_work(prim_func, weight_buffers=()) -> KernelWork:
               and all(isinstance(d, tirx.IntImm) for d in p.shape)
               and int(p.shape[2]) * int(p.shape[3]) > 1]
     residual: list = []
+    # the padding copies a reduction reads (a conv's or pool's input); a copy of a
+    # parameter that only an elementwise block reads is a slice of a residual
+    fed: list = []
+    tvm_ffi.structural_walk(prim_func.body, [(s_tir.SBlock, lambda b: fed.extend(
+        r.source for r in b.reads) if any(int(iv.iter_type) == tirx.IterVar.CommReduce
+                                         for iv in b.iter_vars) else None)], order="post")
+
+    def add_residuals(value) -> None:
+        loads: list = []
+        tvm_ffi.structural_walk(value, [(_LOAD, loads.append)], order="post")
+        for ld in loads:
+            if any(ld.source.same_as(p) for p in inputs) and \
+                    not any(ld.source.same_as(r) for r in residual):
+                residual.append(ld.source)
 
     def on_block(block):
         iters = list(block.iter_vars)
         if not iters or not isinstance(block.body, tirx.BufferStore) or \
-                STAGING_ATTR in block.annotations or \
-                any(block.body.buffer.same_as(b) for b in padding):
+                STAGING_ATTR in block.annotations:
+            return
+        if any(block.body.buffer.same_as(b) for b in padding):
+            if not any(block.body.buffer.same_as(b) for b in fed):
+                add_residuals(block.body.value)  # a residual read through a slice
             return
         reduces = any(int(iv.iter_type) == tirx.IterVar.CommReduce for iv in iters)
         operands = _mac_operands(block) if reduces else None
@@ -416,13 +433,7 @@ def kernel_work(prim_func, weight_buffers=()) -> KernelWork:
         else:
             vector[0] += int(np.prod([int(iv.dom.extent) for iv in iters], dtype=np.int64))
             if not reduces:
-                loads: list = []
-                tvm_ffi.structural_walk(block.body.value, [(_LOAD, loads.append)],
-                                        order="post")
-                for ld in loads:
-                    if any(ld.source.same_as(p) for p in inputs) and \
-                            not any(ld.source.same_as(r) for r in residual):
-                        residual.append(ld.source)
+                add_residuals(block.body.value)
             window = _reduction_window(block, pads) if reduces else None
             if window is not None:
                 windows.append(window)
