@@ -73,7 +73,13 @@ from dataclasses import asdict, dataclass, field, replace
 
 from ..analysis.tir_stats import dtype_bytes
 from ..errors import MemflatError
-from ..planner.live_ranges import GemmShape, KernelStep, LoweredSchedule, Window
+from ..planner.live_ranges import (
+    GemmShape,
+    KernelStep,
+    LoweredSchedule,
+    Window,
+    weight_identity,
+)
 from ..spec import AcceleratorSpec, Memory
 from .gemm import block_macs, gemm_blocks, vector_width
 
@@ -767,6 +773,17 @@ class _SpanCost:
                 costs.append(self.memo[shape])
         return sum(c.traffic_bytes for c in costs), sum(c.cycles for c in costs)
 
+    def saving(self, trial: dict, current: dict) -> int | None:
+        """DRAM bytes the calls of ``trial`` (step -> shapes: the same steps re-shaped
+        to keep something on chip) save against ``current``, when they move fewer
+        bytes (then take fewer cycles) and every one still fits; else None."""
+        try:
+            after = self(trial)
+        except TilingError:  # some call no longer fits beside the reservation
+            return None
+        before = self({k: current[k] for k in trial})
+        return before[0] - after[0] if after < before else None
+
 
 def accumulator_bytes(shape: tuple, spec: AcceleratorSpec) -> int:
     """Accumulator-memory bytes of a whole NCHW tensor kept there: channels padded to
@@ -835,11 +852,7 @@ def keep_on_chip(schedule: LoweredSchedule, spec: AcceleratorSpec, shapes: dict
                                         out: getattr(x, out) or k in producers},
                                   input_on_chip=x.input_on_chip or k in readers)
                           for x in current[k]) for k in span}
-        try:
-            better = total(trial) < total({k: current[k] for k in span})
-        except TilingError:  # some call no longer fits beside the reservation
-            continue
-        if better:
+        if total.saving(trial, current) is not None:
             current.update(trial)
             kept.append(buf.name)
     return current, tuple(kept)
@@ -889,8 +902,6 @@ def keep_weights_on_chip(schedule: LoweredSchedule, spec: AcceleratorSpec, shape
     fewer cycles) than without it, and every one still fits. ``shapes`` is step ->
     its calls' :class:`CallShape`; returns the updated map and what was kept.
     """
-    from ..planner.live_ranges import weight_identity
-
     readers: dict = {}
     kernels = {step.step: step.kernel for step in schedule.steps}
     for step in schedule.steps:
@@ -911,14 +922,10 @@ def keep_weights_on_chip(schedule: LoweredSchedule, spec: AcceleratorSpec, shape
                                   weight_on_chip=x.weight_on_chip or k in using,
                                   weight_preload=x.weight_preload or k == first)
                           for x in current[k]) for k in span}
-        try:
-            after, before = total(trial), total({k: current[k] for k in span})
-        except TilingError:  # some call no longer fits beside the reservation
-            continue
-        if after < before:
+        saved = total.saving(trial, current)
+        if saved is not None:
             current.update(trial)
-            kept.append(KeptWeight(kernels[first], first, last, len(using),
-                                   size, before[0] - after[0]))
+            kept.append(KeptWeight(kernels[first], first, last, len(using), size, saved))
     return current, tuple(kept)
 
 

@@ -405,9 +405,12 @@ def kernel_work(prim_func, weight_buffers=()) -> KernelWork:
     # the padding copies a reduction reads (a conv's or pool's input); a copy of a
     # parameter that only an elementwise block reads is a slice of a residual
     fed: list = []
-    tvm_ffi.structural_walk(prim_func.body, [(s_tir.SBlock, lambda b: fed.extend(
-        r.source for r in b.reads) if any(int(iv.iter_type) == tirx.IterVar.CommReduce
-                                         for iv in b.iter_vars) else None)], order="post")
+
+    def reduction_reads(block) -> None:
+        if any(int(iv.iter_type) == tirx.IterVar.CommReduce for iv in block.iter_vars):
+            fed.extend(r.source for r in block.reads)
+
+    tvm_ffi.structural_walk(prim_func.body, [(s_tir.SBlock, reduction_reads)], order="post")
 
     def add_residuals(value) -> None:
         loads: list = []

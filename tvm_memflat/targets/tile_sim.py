@@ -54,16 +54,14 @@ from ..hardware.call_tiling import (
 from ..hardware.gemm import vector_width
 from ..spec import AcceleratorSpec
 from .tile_tir import (
-    ACC_RESERVED_ATTR,
     ALU_ATTR,
     COMPUTE_ATTR,
     LAYOUT_ATTR,
     MEMORY_ATTR,
     ON_CHIP_ATTR,
     OPERAND_ATTR,
-    RESERVED_ATTR,
+    RESERVATIONS,
     WEIGHT_ON_CHIP_ATTR,
-    WEIGHT_RESERVED_ATTR,
 )
 
 
@@ -118,6 +116,8 @@ RESIDENT_WEIGHTS = "resident weights"
 RESIDENT_ACC = "resident accumulators"
 #: slots held for a whole call: never double-buffered
 _RESIDENT = (RESIDENT, RESIDENT_WEIGHTS, RESIDENT_ACC)
+#: the slot of each reservation (:data:`~.tile_tir.RESERVATIONS`), by its memory's role
+_SLOTS = {"activations": RESIDENT, "weights": RESIDENT_WEIGHTS, "accumulators": RESIDENT_ACC}
 
 
 def _occupy(slots: dict, high: dict, mems: dict, where: str, operand: str, memory: str,
@@ -182,15 +182,10 @@ def replay_call(shape: CallShape, tiling: CallTiling, spec: AcceleratorSpec,
                                + spec.dram.latency_cycles)
 
     overlap = all(mems[m].double_buffered for m in home.values())
-    if shape.reserved_bytes:  # tensors kept on chip: held for the whole call
-        _occupy(slots, high, mems, where, RESIDENT, memory_for(spec, "activations").name,
-                shape.reserved_bytes)
-    if shape.weight_reserved_bytes:  # weights kept on chip: held for the whole call
-        _occupy(slots, high, mems, where, RESIDENT_WEIGHTS, memory_for(spec, "weights").name,
-                shape.weight_reserved_bytes)
-    if shape.acc_reserved_bytes:  # tensors kept in the accumulator memory
-        _occupy(slots, high, mems, where, RESIDENT_ACC, memory_for(spec, "accumulators").name,
-                shape.acc_reserved_bytes)
+    for _, field_, role in RESERVATIONS:  # kept on chip: held for the whole call
+        if getattr(shape, field_):
+            _occupy(slots, high, mems, where, _SLOTS[role], memory_for(spec, role).name,
+                    getattr(shape, field_))
     if shape.weight_preload:  # the first call that shares them loads them, whole
         transfer(shape.weight_bytes(wgt), write=False, weight=True)
 
@@ -424,18 +419,11 @@ def replay_kernel(func: tirx.PrimFunc, spec: AcceleratorSpec,
     def padded(n: int, block: int) -> int:
         return math.ceil(n / block) * block
 
-    reserved = max((int(b.annotations[RESERVED_ATTR]) for b in annotated
-                    if RESERVED_ATTR in b.annotations), default=0)
-    if reserved:  # tensors kept on chip across calls: held for the whole call
-        occupy(RESIDENT, memory_for(spec, "activations").name, reserved)
-    reserved_w = max((int(b.annotations[WEIGHT_RESERVED_ATTR]) for b in annotated
-                      if WEIGHT_RESERVED_ATTR in b.annotations), default=0)
-    if reserved_w:  # weights kept on chip across calls: held for the whole call
-        occupy(RESIDENT_WEIGHTS, memory_for(spec, "weights").name, reserved_w)
-    reserved_acc = max((int(b.annotations[ACC_RESERVED_ATTR]) for b in annotated
-                        if ACC_RESERVED_ATTR in b.annotations), default=0)
-    if reserved_acc:  # tensors kept in the accumulator memory: held for the whole call
-        occupy(RESIDENT_ACC, memory_for(spec, "accumulators").name, reserved_acc)
+    for attr, _, role in RESERVATIONS:  # kept on chip across calls: held for the whole call
+        reserved = max((int(b.annotations[attr]) for b in annotated if attr in b.annotations),
+                       default=0)
+        if reserved:
+            occupy(_SLOTS[role], memory_for(spec, role).name, reserved)
     preloaded: list = []  # the resident weights this call loaded (at most once)
 
     # per kernel, not per tile: the compute kind and the weights' layout

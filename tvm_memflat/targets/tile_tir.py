@@ -96,6 +96,12 @@ WEIGHT_ON_CHIP_ATTR = "memflat.weight_on_chip"
 #: Reduction block annotation: weight-memory bytes that resident weights hold during
 #: the call.
 WEIGHT_RESERVED_ATTR = "memflat.weight_reserved_bytes"
+#: What a call keeps on chip across calls, one reservation per memory: (the
+#: annotation on its reduction block, the ``CallShape`` field of its bytes, the spec
+#: role of its memory)
+RESERVATIONS = ((RESERVED_ATTR, "reserved_bytes", "activations"),
+                (WEIGHT_RESERVED_ATTR, "weight_reserved_bytes", "weights"),
+                (ACC_RESERVED_ATTR, "acc_reserved_bytes", "accumulators"))
 #: Output channels per vector in a plain GEMM's tile, most preferred first.
 CHANNEL_LANES = (16, 8)
 #: Columns whose channel vectors a plain GEMM's tile sums side by side: all of a
@@ -301,16 +307,9 @@ def _tile(func: tirx.PrimFunc, plan: CallPlan) -> tirx.PrimFunc:
     sch.annotate(red, OPERAND_ATTR, "accumulator")
     sch.annotate(red, MEMORY_ATTR, memories["accumulator"])
     sch.annotate(red, COMPUTE_ATTR, shape.kind)
-    if shape.reserved_bytes:
-        sch.annotate(red, RESERVED_ATTR, int(shape.reserved_bytes))
-    if shape.weight_reserved_bytes:
-        sch.annotate(red, WEIGHT_RESERVED_ATTR, int(shape.weight_reserved_bytes))
-    if shape.acc_reserved_bytes:
-        sch.annotate(red, ACC_RESERVED_ATTR, int(shape.acc_reserved_bytes))
     sch.annotate(out, OPERAND_ATTR, "output")
     sch.annotate(out, ALU_ATTR, int(shape.epilogue))
-    if shape.output_on_chip or shape.output_in_accumulator:
-        sch.annotate(out, ON_CHIP_ATTR, 1 if shape.output_on_chip else 2)
+    _mark_kept(sch, red, out, shape)
     _schedule_tile(sch, red, nest, copies, out, shape.out_channels if plain else 0)
     return sch.mod["main"]
 
@@ -360,20 +359,25 @@ def _tile_elementwise(sch, out, plan: CallPlan) -> tirx.PrimFunc:
     sch.annotate(out, OPERAND_ATTR, "accumulator")
     sch.annotate(out, MEMORY_ATTR, memories["accumulator"])
     sch.annotate(out, COMPUTE_ATTR, "vector")
-    for attr, nbytes in ((RESERVED_ATTR, shape.reserved_bytes),
-                         (ACC_RESERVED_ATTR, shape.acc_reserved_bytes),
-                         (WEIGHT_RESERVED_ATTR, shape.weight_reserved_bytes)):
-        if nbytes:
-            sch.annotate(out, attr, int(nbytes))
     sch.annotate(store, OPERAND_ATTR, "output")
     sch.annotate(store, ALU_ATTR, 0)
-    if shape.output_on_chip or shape.output_in_accumulator:
-        sch.annotate(store, ON_CHIP_ATTR, 1 if shape.output_on_chip else 2)
+    _mark_kept(sch, out, store, shape)
     for block in (copy_in, out, store):  # the CPU schedule: innermost loops vectorised
         loops = sch.get_loops(block)
         if loops:
             _vector_loop(sch, loops[-1])
     return sch.mod["main"]
+
+
+def _mark_kept(sch, compute, store, shape) -> None:
+    """What the call keeps on chip across calls: its reservations (:data:`RESERVATIONS`)
+    on its compute block, and on its output block :data:`ON_CHIP_ATTR` when the output
+    stays on chip (1: over the path, 2: in the accumulator memory)."""
+    for attr, field_, _ in RESERVATIONS:
+        if getattr(shape, field_):
+            sch.annotate(compute, attr, int(getattr(shape, field_)))
+    if shape.output_on_chip or shape.output_in_accumulator:
+        sch.annotate(store, ON_CHIP_ATTR, 1 if shape.output_on_chip else 2)
 
 
 def _vector_loop(sch, loop) -> None:
