@@ -29,10 +29,12 @@ default 1.1x, of the module as given on that spec) are fused first, and the
 tuner's time and choices are reported; without it the zoo net is built as given.
 Prints a table; writes JSON marked with the commit and the machine.
 
-* latency on this CPU, medians of ``--runs`` in one process: the tiled build (the
-  CPU schedule inside each tile: :func:`tvm_memflat.targets.tile_tir.tile_kernel`),
-  the untiled build with no CPU schedule (``schedule=False``), and the untiled build
-  with the default CPU schedules; the table shows tiled / untiled scheduled.
+* latency on this CPU, in one process: the tiled build (the CPU schedule inside each
+  tile: :func:`tvm_memflat.targets.tile_tir.tile_kernel`) and the untiled build
+  with the default CPU schedules run in turn in each of ``--runs`` rounds (medians,
+  and the median of the per-round ratio, which a slow spell of a shared machine
+  moves least); the untiled build with no CPU schedule (``schedule=False``, a few
+  runs) for scale; the table shows tiled / untiled scheduled (ratio).
 
     python scripts/bench_vta.py [--models ...] [--int8] [--exhaustive] [--runs N]
                                 [--fused vta_like_fused [--fuse] [--budget 1.1]]
@@ -61,18 +63,32 @@ def _outputs(executable, inputs):
 
 
 def _median_ms(executable, inputs, runs: int) -> float:
+    return _side_by_side({"x": executable}, inputs, runs)["x"]
+
+
+def _side_by_side(executables: dict, inputs, runs: int) -> dict:
+    """Median ms of each executable over ``runs`` rounds, the executables run in turn
+    within each round (so a slow spell of this shared machine falls on all of them);
+    with two, also the median over rounds of the first's time over the second's."""
+    import numpy as np
     import tvm
     from tvm import relax
 
-    vm = relax.VirtualMachine(executable, tvm.cpu())
     args = [tvm.runtime.tensor(x) for x in inputs]
-    vm["main"](*args)  # warm up
-    times = []
+    vms = {k: relax.VirtualMachine(e, tvm.cpu()) for k, e in executables.items()}
+    times: dict = {k: [] for k in vms}
+    for vm in vms.values():
+        vm["main"](*args)   # warm up
     for _ in range(runs):
-        t0 = time.perf_counter()
-        vm["main"](*args)
-        times.append(1000 * (time.perf_counter() - t0))
-    return sorted(times)[len(times) // 2]
+        for k, vm in vms.items():
+            t0 = time.perf_counter()
+            vm["main"](*args)
+            times[k].append(1000 * (time.perf_counter() - t0))
+    out = {k: float(np.median(v)) for k, v in times.items()}
+    if len(vms) == 2:
+        a, b = (np.array(v) for v in times.values())
+        out["ratio"] = float(np.median(a / b))
+    return out
 
 
 def _fused(mod, spec, ref, base, fuse: bool = False, budget: float = 1.1) -> dict:
@@ -133,12 +149,16 @@ def _row(name: str, dtype: str, exhaustive: bool, spec, runs: int = 3,
     inputs = random_inputs(mod["main"], seed=0)
     llvm = build(mod, "llvm")
     ours, ref = _outputs(result.executable, inputs), _outputs(llvm, inputs)
-    # latency on this CPU, side by side: the tiled kernels (scheduled inside their
-    # tiles), the untiled kernels with no CPU schedule, and the default CPU schedules
-    latency = {"tiled_ms": _median_ms(result.executable, inputs, runs),
-               "untiled_unscheduled_ms": _median_ms(build(mod, "llvm", schedule=False),
-                                                    inputs, runs),
-               "untiled_scheduled_ms": _median_ms(llvm, inputs, runs)} if runs else {}
+    # latency on this CPU: the tiled kernels (scheduled inside their tiles) and the
+    # untiled ones with the default CPU schedules, in turn in each round; the untiled
+    # kernels with no CPU schedule (slow: a few runs) for scale
+    latency = {}
+    if runs:
+        pair = _side_by_side({"tiled": result.executable, "untiled": llvm}, inputs, runs)
+        latency = {"tiled_ms": pair["tiled"], "untiled_scheduled_ms": pair["untiled"],
+                   "tiled_over_untiled": pair["ratio"], "latency_rounds": runs,
+                   "untiled_unscheduled_ms": _median_ms(build(mod, "llvm", schedule=False),
+                                                        inputs, min(runs, 3))}
     exact = all(np.array_equal(a, b) for a, b in zip(ours, ref, strict=True))
     max_diff = max(float(np.max(np.abs(a.astype("float64") - b.astype("float64"))))
                    for a, b in zip(ours, ref, strict=True))
@@ -226,13 +246,14 @@ def _fused_table(rows: list[dict]) -> str:
 def _ms(r: dict) -> str:
     if "tiled_ms" not in r:
         return "-"
-    return f"{r['tiled_ms']:.0f}/{r['untiled_scheduled_ms']:.0f}"
+    return (f"{r['tiled_ms']:.1f}/{r['untiled_scheduled_ms']:.1f} "
+            f"({r['tiled_over_untiled']:.2f}x)")
 
 
 def _table(rows: list[dict]) -> str:
     head = (f"{'model':<16}{'dtype':<8}{'calls':>6}{'viol':>5}{'traffic MB':>11}"
             f"{'x min':>7}{'x comp':>7}{'Mcycles':>9}{'x bound':>8}  {'held back by':<22}"
-            f"{'from TIR':>9}{'exact':>6}{'build s':>8}{'tiled/sched. ms':>18}"
+            f"{'from TIR':>9}{'exact':>6}{'build s':>8}{'tiled/sched. ms':>22}"
             f"{'exhaustive':>12}")
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -246,7 +267,7 @@ def _table(rows: list[dict]) -> str:
                      f"{r['held_back_by']:<22}"
                      f"{str(r['layers_from_tir']) + '/' + str(r['layers']):>9}"
                      f"{'yes' if r['bit_exact_vs_llvm'] else 'NO':>6}{r['build_s']:>8.1f}"
-                     f"{_ms(r):>18}{ex_s:>12}")
+                     f"{_ms(r):>22}{ex_s:>12}")
     return "\n".join(lines)
 
 
@@ -264,8 +285,9 @@ def main(argv=None) -> int:
                         help="with --fused: fuse regions first (tuner.fusion.fuse_regions)")
     parser.add_argument("--budget", type=float, default=1.1,
                         help="with --fuse: cycles within this factor of the module as given")
-    parser.add_argument("--runs", type=int, default=3,
-                        help="timed runs per build (median; 0: no timing)")
+    parser.add_argument("--runs", type=int, default=15,
+                        help="timed rounds, tiled and untiled in turn (medians; 0: no "
+                             "timing)")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     from tvm_memflat.errors import MemflatError

@@ -25,7 +25,7 @@ from tvm_memflat.planner.live_ranges import lowered_schedule
 from tvm_memflat.spec import load_spec
 from tvm_memflat.targets.build import build
 from tvm_memflat.targets.tile_sim import replay_call, replay_kernel
-from tvm_memflat.targets.tile_tir import OPERAND_ATTR, tile_kernel
+from tvm_memflat.targets.tile_tir import OPERAND_ATTR, _pixel_block, tile_kernel
 from tvm_memflat.tuner.inputs import random_inputs
 
 from . import graphs
@@ -456,6 +456,7 @@ def test_vta_like_tiles_of_real_layers_are_exact_and_replayed(cin, size, cout, k
     assert done.tiled, done.reason
     script = done.func.script()
     assert '"memflat.layout": "i..o"' in script and "T.vectorized" in script
+    assert "T.parallel" in script   # the tiles (or, of one tile, its channels)
     args = [np.random.default_rng(3).standard_normal([int(d) for d in p.shape])
             .astype(str(p.dtype)) for p in done.func.params]
     np.testing.assert_array_equal(_run(done.func, args),
@@ -463,3 +464,15 @@ def test_vta_like_tiles_of_real_layers_are_exact_and_replayed(cin, size, cout, k
     got = replay_kernel(done.func, spec)
     assert (got.traffic_bytes, got.transfers) == (call.cost.traffic_bytes, call.cost.transfers)
     assert got.high_water_bytes == dict(call.footprint_bytes)
+
+
+def test_pixels_blocked_in_registers_share_the_last_tiles_bounds_test():
+    """A block of pixels summed side by side divides the tile and the ragged last tile
+    (so one bounds test serves the whole block); all of a short loop, else a divisor
+    up to 8; 1 where none fits (the rows are tried then)."""
+    assert _pixel_block(14, 56) == 14      # whole tiles: all of a short loop
+    assert _pixel_block(28, 56) == 7       # a long one: a divisor up to 8
+    assert _pixel_block(12, 56) == 4       # the last tile has 8 rows: 4 divides both
+    assert _pixel_block(19, 56) == 1       # 19 is prime (and the last tile 18)
+    assert _pixel_block(16, 112) == 16
+    assert _pixel_block(6, 7) == 1         # a last tile of one pixel

@@ -25,8 +25,9 @@ program the llvm build runs is the tiled program the accelerator would run:
 * inside the tiles, a CPU schedule for the llvm build that changes no sum's order and
   nothing the simulator reads (:func:`_schedule_tile`): a plain GEMM vectorised over
   its output channels (weights staged channels-last, the accumulator tile
-  channels-last), any other reduction over its columns; taps unrolled, a large
-  tile's channels or rows in parallel.
+  channels-last) with a few pixels summed side by side, any other reduction over its
+  columns; taps unrolled; the tiles in parallel (each thread stages its own), or a
+  single tile's channels or rows.
 
 Each staging, reduction and output block is annotated with the operand it holds
 (:data:`OPERAND_ATTR`) and the spec memory it lives in (:data:`MEMORY_ATTR`); the
@@ -50,6 +51,7 @@ from tvm import s_tir, tirx
 from ..hardware.call_tiling import CallPlan
 from ..lowering.cpu_schedule import (
     MAX_LANES,
+    MIN_PARALLEL_ELEMENTS,
     MIN_PARALLEL_WORK,
     TILE_WIDTHS,
     _block_names,
@@ -423,16 +425,20 @@ def _channel_vectors(sch, red, nest, copy_w, spatial, reductions,
         sch.annotate(copy_w, LAYOUT_ATTR, "i..o" if conv else "io")
     c_o, c_i = sch.split(spatial[1], [None, lanes])
     pixels = [spatial[0], c_o, *spatial[2:]]
-    # register blocking: a few columns' vectors summed side by side, each tap's weight
-    # vector loaded once for them
-    cols = _extent(sch, pixels[-1]) or 1
-    # (a divisor: a ragged split would make the simulator read a wider tile)
-    block = cols if cols <= 2 * PIXEL_BLOCK else next(
-        (d for d in range(PIXEL_BLOCK, 1, -1) if cols % d == 0), 1)
+    # register blocking: a few pixels' vectors summed side by side, each tap's weight
+    # vector loaded once for them: columns, else (columns of a prime count) rows
+    # (a dense layer's tile: several channel vectors)
+    dims = [int(iv.dom.extent) for iv in sch.get(red).iter_vars
+            if int(iv.iter_type) != tirx.IterVar.CommReduce]
+    if len(pixels) != 4:
+        dims = [_extent(sch, lp) or 1 for lp in pixels]   # no ragged tile to match
     inner = []
-    if block > 1:
-        pixels[-1], w_i = sch.split(pixels[-1], [None, block])
-        inner = [w_i]
+    for at in (-1, -2) if len(pixels) == 4 else (-1,):
+        block = _pixel_block(_extent(sch, pixels[at]) or 1, dims[at])
+        if block > 1:
+            pixels[at], b_i = sch.split(pixels[at], [None, block])
+            inner = [b_i]
+            break
     whole = nest[-1][0] == "in" and _extent(sch, nest[-1][1]) == 1
     # one input-channel block: its loop (no staging block under it) goes down beside
     # the other reduction loops, so that the local accumulator lives under the pixel
@@ -452,6 +458,19 @@ def _channel_vectors(sch, red, nest, copy_w, spatial, reductions,
     return pixels
 
 
+def _pixel_block(tile: int, total: int) -> int:
+    """Pixels of a tile's column (or row) loop, ``tile`` of ``total``, to sum side by
+    side in registers: all of them up to twice :data:`PIXEL_BLOCK`, else the largest
+    divisor of ``tile`` up to it; and one that also divides the last tile
+    (``total % tile``), so that a ragged last tile's bounds test is the same for every
+    pixel of a block and is taken once for all of them (ResNet-18's 12 x 19 tiles on
+    56 x 56: 2.2x faster than unblocked); 1 if none does. (Only divisors: a ragged
+    split would make the simulator read a wider tile.)"""
+    last = total % tile
+    top = tile if tile <= 2 * PIXEL_BLOCK else PIXEL_BLOCK
+    return next((d for d in range(top, 1, -1) if tile % d == 0 and last % d == 0), 1)
+
+
 def _schedule_tile(sch, red, nest, copies, out, out_channels: int) -> None:
     """The CPU schedule inside one tile, with nothing that changes a sum's order or
     what the simulator reads (the tile loops, the annotated blocks and their regions):
@@ -461,9 +480,15 @@ def _schedule_tile(sch, red, nest, copies, out, out_channels: int) -> None:
       reduction's own loops run its channels and rows, then its reduction loops in
       their original order, then its columns, vectorised
       (:mod:`~tvm_memflat.lowering.cpu_schedule`'s order);
-    * kernel taps up to :data:`MAX_UNROLL_TAPS` are unrolled; the outermost channel
-      or row loop runs in parallel when the tile has at least
-      :data:`MIN_PARALLEL_WORK` multiply-accumulates;
+    * kernel taps up to :data:`MAX_UNROLL_TAPS` are unrolled;
+    * from :data:`MIN_PARALLEL_WORK` multiply-accumulates in the kernel, the outermost
+      tile loop of several iterations runs in parallel: each thread stages, computes
+      and stores its own tiles (a staging buffer is allocated per iteration). A kernel
+      of one tile runs its outermost channel or row loop in parallel instead (from
+      that much work in the tile), and its large copies (from
+      :data:`MIN_PARALLEL_ELEMENTS` elements) their outer loop. (Measured on
+      MobileNetV2 fp32: parallel over the tiles instead of inside each one, 1.58x
+      the untiled build's time -> 1.19x);
     * the innermost loops of the staging copies and of the output are vectorised.
 
     Every output element is still summed in its original order, so the tiled kernel
@@ -490,12 +515,23 @@ def _schedule_tile(sch, red, nest, copies, out, out_channels: int) -> None:
     outer = next((lp for lp in pixels if (_extent(sch, lp) or 1) > 1), None)
     # a GEMM's first reduction loop is its input channels: not a tap
     unroll_taps(sch, reductions[1:] if len(reductions) > 2 else reductions)
-    if outer is not None and work >= MIN_PARALLEL_WORK:
+    # the tiles in parallel, each thread staging its own (a staging buffer is then
+    # allocated per iteration); a kernel of one tile runs its channels or rows in
+    # parallel inside it
+    tiles = [lp for k, lp in nest if k != "in" and (_extent(sch, lp) or 1) > 1]
+    kernel_work = work * math.prod(_extent(sch, lp) or 1 for _, lp in nest)
+    tile_parallel = bool(tiles) and kernel_work >= MIN_PARALLEL_WORK
+    if tile_parallel:
+        sch.parallel(tiles[0])
+    elif outer is not None and work >= MIN_PARALLEL_WORK:
         sch.parallel(outer)
     for block in [*copies, out]:
-        if any(sch.get(block).same_as(sch.get(w)) for w in relaid):
-            continue
-        loops = sch.get_loops(block)
-        # its own innermost loop (a tile loop holds other blocks too)
-        if loops and len(sch.get_child_blocks(loops[-1])) == 1:
-            _vector_loop(sch, loops[-1])
+        # its own loops (a tile loop holds other blocks too)
+        own = [lp for lp in sch.get_loops(block) if len(sch.get_child_blocks(lp)) == 1]
+        # a large copy outside parallel tiles: its own outer loop in parallel too
+        size = math.prod(_extent(sch, lp) or 1 for lp in own)
+        first = next((lp for lp in own[:-1] if (_extent(sch, lp) or 1) > 1), None)
+        if not tile_parallel and first is not None and size >= MIN_PARALLEL_ELEMENTS:
+            sch.parallel(first)
+        if own and not any(sch.get(block).same_as(sch.get(w)) for w in relaid):
+            _vector_loop(sch, own[-1])
