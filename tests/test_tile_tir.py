@@ -438,6 +438,8 @@ def test_weights_kept_across_calls_are_read_from_the_tir_and_exact():
     (3, 224, 64, 3, 2, 0),     # SqueezeNet's first: 111 columns, ragged tiles
     (256, 14, 512, 3, 2, 1),   # input-channel blocks: sums carried across them
     (256, 28, 512, 3, 1, 1),   # channel tiles that do not divide the output (112/512)
+    (16, 112, 96, 1, 1, 0),    # MobileNetV2's pointwise: column vectors, ragged rows
+    (384, 14, 64, 1, 1, 0),    # pointwise with input-channel blocks
 ])
 def test_vta_like_tiles_of_real_layers_are_exact_and_replayed(cin, size, cout, k, stride, pad):
     """Layers of zoo size on vta_like itself: the tiled kernel, CPU schedule inside its
@@ -455,7 +457,9 @@ def test_vta_like_tiles_of_real_layers_are_exact_and_replayed(cin, size, cout, k
     done = tile_kernel(funcs[call.kernel], call)
     assert done.tiled, done.reason
     script = done.func.script()
-    assert '"memflat.layout": "i..o"' in script and "T.vectorized" in script
+    # channel vectors (weights staged channels-last), or a pointwise conv's columns
+    layout = '"memflat.layout": "oi"' if (k, stride) == (1, 1) else '"memflat.layout": "i..o"'
+    assert layout in script and "T.vectorized" in script
     assert "T.parallel" in script   # the tiles (or, of one tile, its channels)
     args = [np.random.default_rng(3).standard_normal([int(d) for d in p.shape])
             .astype(str(p.dtype)) for p in done.func.params]
