@@ -272,14 +272,18 @@ def call_shapes(step: KernelStep, schedule: LoweredSchedule) -> tuple[CallShape,
     if step.windows:
         w = step.windows[0]
         outs = [sizes[n] for n in step.writes if n in sizes]
-        out_elems = _elements(outs[0].shape) if outs else w.channels * w.out_h * w.out_w
+        # what the kernel writes: its slice, when it writes one of a concatenation
+        out_elems = (_elements(step.out_shape) if step.out_shape else
+                     _elements(outs[0].shape) if outs else w.channels * w.out_h * w.out_w)
         batch = max(1, out_elems // (w.channels * w.out_h * w.out_w))
         return (CallShape("vector", w, w.channels, 1, 1, batch),)
     writes = [sizes[n] for n in step.writes if n in sizes]
     largest = max(writes, key=lambda b: _elements(b.shape), default=None)
-    elements = _elements(largest.shape) if largest is not None else 1
-    w = Window(channels=1, in_h=elements, in_w=1, out_h=elements, out_w=1)
     dims = tuple(int(d) for d in largest.shape) if largest is not None else ()
+    if step.out_shape and writes:
+        dims = tuple(step.out_shape)   # its slice, when it writes one in place
+    elements = _elements(dims) if dims else 1
+    w = Window(channels=1, in_h=elements, in_w=1, out_h=elements, out_w=1)
     return (CallShape("vector", w, operands=max(1, len(reads)), dims=dims),)
 
 

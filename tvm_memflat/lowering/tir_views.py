@@ -97,6 +97,18 @@ def view_of_slice(func: tirx.PrimFunc, index: int, full_shape: Sequence[int],
     return tirx.PrimFunc(params, new_body, func.ret_type, func.attrs)
 
 
+def written_shape(func: tirx.PrimFunc) -> tuple[int, ...]:
+    """The shape ``func`` writes: its last (DPS output) parameter's, or, when it writes
+    its slice of that buffer in place (:func:`write_into_slice`), the slice's."""
+    out = func.params[-1]
+    body = func.body
+    if isinstance(body, s_tir.SBlockRealize):
+        for match in body.block.match_buffers:
+            if match.source.source.same_as(out):
+                return buffer_shape(match.buffer)
+    return buffer_shape(out)
+
+
 def _dims(values: Sequence[int], sep: str) -> str:
     return sep.join(map(str, values))
 

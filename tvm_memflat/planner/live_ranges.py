@@ -34,6 +34,7 @@ from ..lowering.cpu_schedule import STAGING_ATTR
 from ..lowering.inplace_depthwise import is_in_place_kernel
 from ..lowering.input_in_arena import static_tensor_type
 from ..lowering.shrink_scratch import lowered_scratch_bytes
+from ..lowering.tir_views import written_shape
 from .allocator import LiveRange
 
 # Relax constants are ``tvm.ir.expr.Constant`` in 0.27 (their tensor is ``.value``).
@@ -133,6 +134,9 @@ class KernelStep:
     windows: tuple[Window, ...] = ()
     #: activations the fused epilogue reads besides the GEMM's result (a residual add)
     residuals: int = 0
+    #: the shape it writes (its output's, or its slice's when it writes a slice of a
+    #: concatenation in place; empty: unknown)
+    out_shape: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -536,7 +540,8 @@ def lowered_schedule(mod: tvm.IRModule) -> LoweredSchedule:
                                     tuple(r.name for r in args[-1:] if r is not None),
                                     weight_bytes, macs, scratch, work.gemms,
                                     work.vector_ops, weight_elements, refs,
-                                    work.windows, work.residuals))
+                                    work.windows, work.residuals,
+                                    written_shape(mod[value.op])))
             continue
         # Anything else (``lv = alloc``, reshape views, tuples, the output of an in-place
         # kernel bound to its input) aliases what it reads.

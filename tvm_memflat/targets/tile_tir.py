@@ -46,6 +46,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import tvm
 from tvm import s_tir, tirx
 
 from ..hardware.call_tiling import CallPlan
@@ -175,6 +176,11 @@ def tile_kernel(func: tirx.PrimFunc, plan: CallPlan) -> TiledKernel:
 
 def _tile(func: tirx.PrimFunc, plan: CallPlan) -> tirx.PrimFunc:
     shape, t = plan.shape, plan.tiling
+    if _views(func):
+        # a kernel writing its slice of a concatenation in place: the view indexed
+        # into the concatenation directly (TVM's cache_write of a match_buffer view
+        # leaves the buffer undefined)
+        func = s_tir.transform.LowerMatchBuffer()(tvm.IRModule({"main": func}))["main"]
     sch = s_tir.Schedule(func)
     staged = _inline_injective(sch)
     names = [n for n in _block_names(sch.mod["main"]) if n not in staged]
@@ -336,6 +342,13 @@ def _tile_elementwise(sch, out, plan: CallPlan) -> tirx.PrimFunc:
     params = list(sch.mod["main"].params)
     reads = [i for i, r in enumerate(sch.get(out).reads)
              if any(r.source.same_as(p) for p in params)]
+    if len(reads) > 1 and shape.dims:
+        # the operand is the parameter of the call's size; the others are constants
+        # broadcast along it (a per-channel scale), read where they are, as a GEMM's
+        # bias is
+        size = math.prod(shape.dims)
+        reads = [i for i in reads if math.prod(
+            int(d) for d in sch.get(out).reads[i].source.shape) == size]
     if len(reads) != 1:
         raise _Unsupported(f"{len(reads)} parameter reads, the plan has 1")
     memories = plan.memories
