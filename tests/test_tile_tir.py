@@ -480,3 +480,33 @@ def test_pixels_blocked_in_registers_share_the_last_tiles_bounds_test():
     assert _pixel_block(19, 56) == 1       # 19 is prime (and the last tile 18)
     assert _pixel_block(16, 112) == 16
     assert _pixel_block(6, 7) == 1         # a last tile of one pixel
+
+
+def test_kernels_writing_their_slice_of_a_concatenation_are_tiled_and_counted():
+    """A pool and an elementwise kernel (a per-channel scale) that write their slices
+    of a concatenation in place (as InceptionV3's do) are tiled in TIR like any
+    other: exact, replayed from TIR, and the plan counts the slice each writes, not
+    the whole concatenation (the pool was counted at batch 2, the scale at all 24
+    channels)."""
+    def body(bb, x, rng):
+        a = graphs.conv(bb, x, rng, 8, name="a")
+        p = bb.emit(relax.op.nn.max_pool2d(x, pool_size=3, strides=1, padding=1), "p")
+        s = bb.emit(relax.op.multiply(x, graphs._w(rng, (1, 8, 1, 1))), "s")
+        return bb.emit(relax.op.concat([a, p, s], axis=1), "cat")
+
+    mod = graphs._net(body, (1, 8, 12, 12))
+    result = build(mod, target="vta_like", spec=SMALL)
+    slices = {c.kernel: c for c in result.plan.calls if "_into_" in c.kernel}
+    assert any(c.shape.kind == "vector" and c.shape.window.kernel_h == 3
+               for c in slices.values()), list(slices)     # the pool, in place
+    assert any(c.shape.dims == (1, 8, 12, 12) for c in slices.values()), list(slices)
+    for c in slices.values():   # each writes its 8 channels: 1 x 8 x 12 x 12 elements
+        assert c.cost.output_traffic_bytes == 8 * 12 * 12 * 1, c.describe()
+    assert all(result.record.kernels[k].tiled for k in slices), \
+        {k: result.record.kernels[k].reason for k in slices}
+    report = result.report
+    assert report.layers_from_tir == len(report.layers)
+    assert report.dram_traffic_bytes == result.plan.traffic_bytes
+    inputs = [tvm.runtime.tensor(x) for x in random_inputs(mod["main"], seed=2)]
+    ref = relax.VirtualMachine(build(mod), tvm.cpu())["main"](*inputs).numpy()
+    np.testing.assert_array_equal(result.vm()["main"](*inputs).numpy(), ref)
