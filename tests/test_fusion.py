@@ -58,10 +58,15 @@ def test_fusion_lowers_the_traffic_the_build_simulates(small):
     assert "recompute halos" in result.summary() or "cache halos" in result.summary()
 
 
-def test_fusion_within_a_tight_budget_leaves_the_module_and_says_why(small):
-    new, result = fuse_regions(small, "vta_like_fused", latency_budget=1.0, halo="recompute")
+def test_fusion_within_a_tight_budget_leaves_the_module_and_says_why():
+    """At 32x32 with cached halos every candidate costs more cycles than the module as
+    given, so a budget of 1x fuses nothing and says so. (At 64x64 with recomputed
+    halos the strips cost 0.81x the cycles since each strip's pool is counted at the
+    slice of the concatenation it writes, b749bcd; it was counted at twice that.)"""
+    mod = load_model(onnx_models.small_cnn(h=32))
+    new, result = fuse_regions(mod, "vta_like_fused", latency_budget=1.0, halo="cache")
     assert result.steps == () and "no candidate within 1x the cycles" in result.reason
-    tvm.ir.assert_structural_equal(new, canonicalize(small).mod)
+    tvm.ir.assert_structural_equal(new, canonicalize(mod).mod)
 
 
 @pytest.mark.parametrize("kwargs, message", [

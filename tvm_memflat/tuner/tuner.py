@@ -359,9 +359,10 @@ SEARCH_PATCHES = False
 #: not estimated, and the pass's default result is a point of the search; v4: paths
 #: are lists of RewriteStep JSON objects, and ``halo`` restricts the search; v5:
 #: the pass's default point may hold patches, and the ranking lays depthwise convs
-#: in place; v6: llvm latencies are of the scheduled kernels, lowering/cpu_schedule),
+#: in place; v6: llvm latencies are of the scheduled kernels, lowering/cpu_schedule;
+#: v7: a buffered spec's plan counts the slice a concatenation's writer writes),
 #: so results cached by an older search are not replayed as if current.
-SEARCH_VERSION = 6
+SEARCH_VERSION = 7
 
 
 def default_cache_dir() -> Path:
