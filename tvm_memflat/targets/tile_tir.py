@@ -158,7 +158,8 @@ def _attach(sch, block, nest, deps) -> None:
 
 def _views(func: tirx.PrimFunc) -> list:
     """Buffers the kernel declares as views of its parameters (``match_buffer``: a
-    kernel writing its slice of a concatenation in place)."""
+    kernel reading or writing its slice of a concatenation in place); :func:`_tile`
+    lowers them onto the parameters before scheduling."""
     body = func.body
     block = body.block if isinstance(body, s_tir.SBlockRealize) else None
     return [m.buffer for m in block.match_buffers] if block is not None else []
@@ -186,19 +187,13 @@ def _tile(func: tirx.PrimFunc, plan: CallPlan) -> tirx.PrimFunc:
     names = [n for n in _block_names(sch.mod["main"]) if n not in staged]
     blocks = [sch.get_sblock(n) for n in names]
     reductions = [b for b in blocks if _is_reduction(sch, b)]
-    views = _views(sch.mod["main"])
-    outputs = [b for b in blocks if _writes_param(sch, b) or any(
-        any(w.source.same_as(v) for v in views) for w in sch.get(b).writes)]
-    if not reductions and len(blocks) == 1 and len(outputs) == 1 and not views:
+    outputs = [b for b in blocks if _writes_param(sch, b)]
+    if not reductions and len(blocks) == 1 and len(outputs) == 1:
         return _tile_elementwise(sch, outputs[0], plan)
     if len(outputs) != 1 or len(reductions) != 1 or len(blocks) > 2:
         raise _Unsupported(f"{len(blocks)} blocks, {len(reductions)} reductions")
     red, out = reductions[0], outputs[0]
     if sch.get(red).same_as(sch.get(out)):
-        if any(sch.get(red).writes[0].source.same_as(v) for v in views):
-            # TVM's cache_write re-declares the view and leaves the buffer undefined
-            raise _Unsupported("the reduction writes its slice of a concatenation in "
-                               "place: no accumulator copy-out can be staged")
         out = sch.cache_write(red, 0, "global")
     elif len(blocks) != 2:
         raise _Unsupported("the reduction does not feed the output")
@@ -456,8 +451,7 @@ def _channel_vectors(sch, red, nest, copy_w, spatial, reductions,
     # register blocking: a few pixels' vectors summed side by side, each tap's weight
     # vector loaded once for them: columns, else (columns of a prime count) rows
     # (a dense layer's tile: several channel vectors)
-    dims = [int(iv.dom.extent) for iv in sch.get(red).iter_vars
-            if int(iv.iter_type) != tirx.IterVar.CommReduce]
+    dims = _output_dims(sch, red)
     if len(pixels) != 4:
         dims = [_extent(sch, lp) or 1 for lp in pixels]   # no ragged tile to match
     inner = []
@@ -486,6 +480,13 @@ def _channel_vectors(sch, red, nest, copy_w, spatial, reductions,
     return pixels
 
 
+def _output_dims(sch, red) -> list[int]:
+    """The extents of the reduction's output (its spatial iteration variables): the
+    whole layer's, of which the tile loops take a part."""
+    return [int(iv.dom.extent) for iv in sch.get(red).iter_vars
+            if int(iv.iter_type) != tirx.IterVar.CommReduce]
+
+
 def _pixel_block(tile: int, total: int) -> int:
     """Pixels of a tile's column (or row) loop, ``tile`` of ``total``, to sum side by
     side in registers: all of them up to twice :data:`PIXEL_BLOCK`, else the largest
@@ -511,8 +512,7 @@ def _column_vectors(sch, red, nest, spatial, reductions) -> list | None:
     is one vector), or no channel block divides both
     the tile's channels and a ragged last channel tile's (a bounds test would then
     sit inside the vector or the unrolled channels)."""
-    dims = [int(iv.dom.extent) for iv in sch.get(red).iter_vars
-            if int(iv.iter_type) != tirx.IterVar.CommReduce]
+    dims = _output_dims(sch, red)
     n, c, h, w = spatial
     cols, chans = _extent(sch, w), _extent(sch, c)
     if not cols or not chans:
