@@ -296,7 +296,9 @@ def main(argv=None) -> int:
     problem = ("--fuse needs --fused SPEC (a spec with an on-chip path)"
                if args.fuse and not args.fused else
                f"--budget must be at least 1 (the module as given), got {args.budget:g}"
-               if args.budget < 1.0 else None)
+               if args.budget < 1.0 else
+               f"--runs must be 0 (no timing) or more, got {args.runs}"
+               if args.runs < 0 else None)
     try:
         spec = load_spec(args.spec)
         fused = load_spec(args.fused) if args.fused else None
